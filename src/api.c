@@ -1,0 +1,256 @@
+/*
+ * api.c: the public entry points and the two fast paths.
+ *
+ * malloc fast path (size <= 32 KiB): TLS heap -> active slab of the size
+ * class -> lowest set bit of local[cursor] -> clear it. No atomic
+ * read-modify-write, no syscall, no division.
+ *
+ * free fast path: region_of(p) (mask) -> registry bit -> slab_t by the slab
+ * index bits of p -> bin index by a reciprocal multiply, checked exact ->
+ * owner test -> set the bit in local[] (a bit already set is a double free).
+ * A free by another thread goes to remote_free() instead.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- allocation ------------------------------------------------------------ */
+
+/* The malloc fast path for a size class. *fresh (if asked) tells calloc that
+ * the bin was never handed out since its memory came from the OS (all zero). */
+static inline void *alloc_class(unsigned cls, bool *fresh)
+{
+    heap_t *h = bitslab_tls_heap;
+    slab_t *s = h->active[cls];
+    uint32_t w = s->cursor;
+    uint64_t word = s->local[w];
+    if (unlikely(!word)) return heap_alloc_slow(h, cls, fresh);
+    unsigned b = ctz64(word);
+    s->local[w] = word & (word - 1);
+    uint32_t idx = w * 64 + b;
+    slab_set_used(s, slab_used(s) + 1);
+    uint32_t hwm = s->hwm;
+    if (fresh) *fresh = idx >= hwm;
+    s->hwm = idx >= hwm ? idx + 1 : hwm;
+    /* Relaxed: the owner reads its own field (atomic only for the stats walker). */
+    return s->data + (size_t)idx * atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+}
+
+/* Sizes above 32 KiB, or alignments the small classes cannot give. */
+static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
+{
+    if (unlikely(size > PTRDIFF_MAX)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (size <= WIDE_MAX && align <= WIDE_MAX) return wide_alloc(bitslab_tls_heap, size, align, zero);
+    return huge_alloc(size, align); /* fresh mappings are zero */
+}
+
+void *bitslab_malloc(size_t size)
+{
+    if (likely(size <= SMALL_MAX)) return alloc_class(size_class(size), NULL);
+    return alloc_large(size, 0, false);
+}
+
+void *bitslab_calloc(size_t count, size_t size)
+{
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(count, size, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (likely(total <= SMALL_MAX)) {
+        bool fresh = false;
+        void *p = alloc_class(size_class(total), &fresh);
+        if (p && !fresh) memset(p, 0, total);
+        return p;
+    }
+    return alloc_large(total, 0, true);
+}
+
+/* The smallest class >= size whose bin size is a multiple of align: its bins
+ * all lie on multiples of align, because slabs are 64 KiB-aligned. */
+static void *alloc_aligned(size_t align, size_t size)
+{
+    if (align <= MIN_BIN) return bitslab_malloc(size);
+    if (size <= SMALL_MAX && align <= SMALL_MAX) {
+        unsigned cls = size_class(size);
+        while (bitslab_class_size[cls] % align) cls++; /* ends at 32 KiB at the latest */
+        return alloc_class(cls, NULL);
+    }
+    return alloc_large(size, align, false);
+}
+
+static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+void *bitslab_aligned_alloc(size_t alignment, size_t size)
+{
+    if (!is_pow2(alignment)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_aligned(alignment, size);
+}
+
+int bitslab_posix_memalign(void **out, size_t alignment, size_t size)
+{
+    if (!is_pow2(alignment) || alignment % sizeof(void *)) return EINVAL;
+    int saved = errno;
+    void *p = alloc_aligned(alignment, size);
+    if (!p) {
+        errno = saved; /* posix_memalign reports through its result only */
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+void *bitslab_memalign(size_t alignment, size_t size)
+{
+    /* glibc: an alignment that is not a power of two is rounded up to one. */
+    if (!is_pow2(alignment)) {
+        if (alignment > ((size_t)1 << (sizeof(size_t) * 8 - 1))) {
+            errno = EINVAL;
+            return NULL;
+        }
+        size_t a = 1;
+        while (a < alignment) a <<= 1;
+        alignment = a;
+    }
+    return alloc_aligned(alignment, size);
+}
+
+/* ---- free ------------------------------------------------------------------ */
+
+static COLD _Noreturn void invalid_free(const void *p)
+{
+    bitslab_fatal("invalid free: not a live block from bitslab (foreign pointer, interior pointer or "
+                  "freed twice)",
+                  p);
+}
+
+static COLD void free_huge(const void *p, uintptr_t region)
+{
+    huge_header_t *hh = (huge_header_t *)region;
+    if (hh->hdr.kind != REGION_HUGE || hh->hdr.magic != (REGION_MAGIC ^ region) || !huge_owns(hh, p))
+        invalid_free(p);
+    huge_free(hh);
+}
+
+void bitslab_free(void *p)
+{
+    if (unlikely(!p)) return;
+    uintptr_t region = region_of(p);
+    if (unlikely(!region_is_ours(region)))
+        bitslab_fatal("free of a pointer bitslab never returned", p);
+    superpage_t *sp = (superpage_t *)region;
+    if (unlikely(sp->hdr.kind != REGION_SUPERPAGE)) {
+        free_huge(p, region);
+        return;
+    }
+    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
+    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
+    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
+    /* Relaxed: set before the block was handed out; the hand-off orders it. */
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    if (unlikely(idx >= s->nbins || idx * size != off)) invalid_free(p);
+
+    heap_t *h = bitslab_tls_heap;
+    /* Relaxed: the owner of a superpage holding a live block cannot change. */
+    if (unlikely(atomic_load_explicit(&sp->heap, memory_order_relaxed) != h)) {
+        remote_free(sp, s, idx, p);
+        return;
+    }
+    uint32_t w = idx >> 6;
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    uint64_t word = s->local[w];
+    if (unlikely(word & bit)) bitslab_fatal("double free", p);
+    s->local[w] = word | bit;
+    if (w < s->cursor) s->cursor = w;
+    uint32_t used = slab_used(s) - 1;
+    slab_set_used(s, used);
+    /* One unsigned compare catches both used == 0 (empty) and
+     * used == nbins - 1 (was full): the slab may change lists. */
+    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(h, s, used);
+}
+
+void bitslab_free_sized(void *ptr, size_t size)
+{
+    (void)size; /* the bitmap knows the size; a mismatch is the caller's bug */
+    bitslab_free(ptr);
+}
+
+void bitslab_free_aligned_sized(void *ptr, size_t alignment, size_t size)
+{
+    (void)alignment;
+    (void)size;
+    bitslab_free(ptr);
+}
+
+/* ---- size queries and realloc ---------------------------------------------- */
+
+/* Validates p like free does (aborting on a bad pointer) and returns its
+ * usable size; *hh is set for huge blocks. */
+static size_t block_size(const void *p, huge_header_t **hh)
+{
+    uintptr_t region = region_of(p);
+    if (!region_is_ours(region)) bitslab_fatal("pointer bitslab never returned", p);
+    superpage_t *sp = (superpage_t *)region;
+    *hh = NULL;
+    if (sp->hdr.kind != REGION_SUPERPAGE) {
+        huge_header_t *h = (huge_header_t *)region;
+        if (h->hdr.kind != REGION_HUGE || !huge_owns(h, p)) invalid_free(p);
+        *hh = h;
+        return huge_usable(h);
+    }
+    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
+    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
+    /* Relaxed: see bitslab_free. */
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    if (!size || off % size || off / size >= s->nbins) invalid_free(p);
+    return size;
+}
+
+size_t bitslab_usable_size(const void *ptr)
+{
+    if (!ptr) return 0;
+    huge_header_t *hh;
+    return block_size(ptr, &hh);
+}
+
+void *bitslab_realloc(void *ptr, size_t size)
+{
+    if (!ptr) return bitslab_malloc(size);
+    if (size == 0) { /* glibc: free and return NULL */
+        bitslab_free(ptr);
+        return NULL;
+    }
+    if (size > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    huge_header_t *hh;
+    size_t usable = block_size(ptr, &hh);
+    if (hh && size > WIDE_MAX) return huge_realloc(hh, size);
+    /* Stay put if the block fits and is not more than twice too big. */
+    if (size <= usable && (size >= usable / 2 || usable <= MIN_BIN)) return ptr;
+    void *q = bitslab_malloc(size);
+    if (!q) return NULL; /* errno is ENOMEM; ptr is untouched */
+    memcpy(q, ptr, size < usable ? size : usable);
+    bitslab_free(ptr);
+    return q;
+}
+
+void *bitslab_reallocarray(void *ptr, size_t count, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return bitslab_realloc(ptr, total);
+}
+
+void bitslab_collect(void) { heap_collect(bitslab_tls_heap, true); }

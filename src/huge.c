@@ -1,0 +1,150 @@
+/*
+ * huge.c: allocations above the wide limit (1 MiB), or aligned beyond 1 MiB.
+ *
+ * Each has its own mapping. A huge_header_t sits at a 2 MiB-aligned address H
+ * and the user pointer p lies in (H, H + 2 MiB], so region_of(p) == H, the
+ * same lookup as for slab blocks:
+ *   alignment <= 2 MiB: p = H + max(4 KiB, alignment)
+ *   alignment  > 2 MiB: p = H + 2 MiB, with p a multiple of the alignment
+ * Freeing unmaps; realloc moves the pages with mremap (no copy), to a new
+ * 2 MiB-aligned place if they cannot grow in place. Any thread may free a
+ * huge block: no heap owns it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+_Atomic size_t bitslab_huge_count;
+_Atomic size_t bitslab_huge_bytes;
+
+static size_t round_page(size_t n) { return (n + OS_PAGE - 1) & ~(size_t)(OS_PAGE - 1); }
+
+static void huge_account(ptrdiff_t count, ptrdiff_t bytes)
+{
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_huge_count, (size_t)count, memory_order_relaxed);
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_huge_bytes, (size_t)bytes, memory_order_relaxed);
+}
+
+static void *huge_user(huge_header_t *hh) { return hh->map_base + hh->offset; }
+
+void *huge_alloc(size_t size, size_t align)
+{
+    if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE || align > PTRDIFF_MAX / 2) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t body = round_page(size ? size : 1);
+    size_t offset = align <= OS_PAGE ? OS_PAGE : (align <= SUPERPAGE_SIZE ? align : SUPERPAGE_SIZE);
+    size_t len = offset + body;
+    char *h;
+    if (align <= SUPERPAGE_SIZE) {
+        size_t map_len;
+        char *base;
+        h = os_map_aligned(len, SUPERPAGE_SIZE, &map_len, &base);
+        if (!h) return NULL;
+    } else {
+        size_t over = len + align;
+        char *raw = os_map(over);
+        if (!raw) return NULL;
+        uintptr_t p = ((uintptr_t)raw + SUPERPAGE_SIZE + align - 1) & ~(uintptr_t)(align - 1);
+        h = (char *)(p - SUPERPAGE_SIZE);
+        size_t head = (size_t)(h - raw), tail = over - head - len;
+        if (head) os_unmap(raw, head);
+        if (tail) os_unmap(h + len, tail);
+    }
+    if (!region_register((uintptr_t)h)) {
+        os_unmap(h, len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    huge_header_t *hh = (huge_header_t *)h;
+    hh->hdr.magic = REGION_MAGIC ^ (uintptr_t)h;
+    hh->hdr.kind = REGION_HUGE;
+    hh->map_base = h;
+    hh->map_len = len;
+    hh->offset = offset;
+    huge_account(1, (ptrdiff_t)len);
+    return h + offset;
+}
+
+void huge_free(huge_header_t *hh)
+{
+    size_t len = hh->map_len;
+    huge_account(-1, -(ptrdiff_t)len);
+    /* Unregister before unmapping: once unmapped the region may be mapped
+     * again by another thread, whose registration must come after ours. */
+    region_unregister((uintptr_t)hh);
+    os_unmap(hh, len);
+}
+
+size_t huge_usable(huge_header_t *hh) { return hh->map_len - hh->offset; }
+
+bool huge_owns(huge_header_t *hh, const void *p) { return p == huge_user(hh); }
+
+/* Resize in place or move the pages; NULL (errno ENOMEM, block intact) if the
+ * kernel refuses. */
+void *huge_realloc(huge_header_t *hh, size_t size)
+{
+    if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t old_len = hh->map_len;
+    size_t len = hh->offset + round_page(size ? size : 1);
+    if (len <= old_len) {
+        /* Shrink: give back whole pages past the new end. */
+        if (len < old_len) os_unmap((char *)hh + len, old_len - len);
+        hh->map_len = len;
+        huge_account(0, (ptrdiff_t)len - (ptrdiff_t)old_len);
+        return huge_user(hh);
+    }
+    /* Grow in place if the pages after us are free. */
+    void *r = mremap(hh, old_len, len, 0);
+    if (r != MAP_FAILED) {
+        hh->map_len = len;
+        /* Relaxed: statistics only. */
+        atomic_fetch_add_explicit(&bitslab_mapped_bytes, len - old_len, memory_order_relaxed);
+        /* Relaxed: statistics only. */
+        atomic_fetch_add_explicit(&bitslab_committed_bytes, len - old_len, memory_order_relaxed);
+        huge_account(0, (ptrdiff_t)(len - old_len));
+        return huge_user(hh);
+    }
+    /* Move: reserve a 2 MiB-aligned range, then move our pages over it. */
+    size_t map_len;
+    char *base;
+    char *dst = os_map_aligned(len, SUPERPAGE_SIZE, &map_len, &base);
+    if (!dst) return NULL;
+    if (!region_register((uintptr_t)dst)) {
+        os_unmap(dst, len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t offset = hh->offset;
+    region_unregister((uintptr_t)hh);
+    r = mremap(hh, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+    if (r == MAP_FAILED) {
+        region_register((uintptr_t)hh);
+        region_unregister((uintptr_t)dst);
+        os_unmap(dst, len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    huge_header_t *nh = (huge_header_t *)dst;
+    nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
+    nh->map_base = dst;
+    nh->map_len = len;
+    /* The old range is gone: os_map_aligned counted len, mremap dropped old_len. */
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_mapped_bytes, old_len, memory_order_relaxed);
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_committed_bytes, old_len, memory_order_relaxed);
+    huge_account(0, (ptrdiff_t)(len - old_len));
+    return dst + offset;
+}

@@ -1,0 +1,341 @@
+/*
+ * bitslab internals: constants, types and the inline fast paths.
+ *
+ * Glossary (docs/architecture.md draws it):
+ *   superpage  2 MiB of address space aligned to 2 MiB. Slab 0 holds all the
+ *              metadata (superpage header + one slab_t per slab); slabs 1..31
+ *              hold only user data.
+ *   slab       64 KiB. FREE, or configured for one small size class (SMALL),
+ *              or part of a multi-slab allocation (WIDE head / WIDE_TAIL).
+ *   bin        one block of a small slab; bin i lives at data + i * bin_size.
+ *   heap       one per thread, found through TLS. Owns superpages. Never
+ *              unmapped: a dying thread's heap is abandoned whole and adopted
+ *              by a later thread.
+ *   huge       an allocation above the wide limit, mapped on its own with a
+ *              header in its first page.
+ *
+ * Who writes what:
+ *   - owner-only fields are plain; only the owning heap's thread touches them.
+ *   - fields other threads read are _Atomic and every access names its order.
+ */
+#ifndef BITSLAB_INTERNAL_H
+#define BITSLAB_INTERNAL_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitslab.h"
+
+/* ---- build-time knobs (meson options feed some of these) ----------------- */
+
+#ifndef BITSLAB_DEBUG
+#define BITSLAB_DEBUG 0 /* 1: invariant checks and race-window counters */
+#endif
+
+/* ---- layout constants ----------------------------------------------------- */
+
+#define SUPERPAGE_SHIFT 21
+#define SUPERPAGE_SIZE ((uintptr_t)1 << SUPERPAGE_SHIFT) /* 2 MiB */
+#define SLAB_SHIFT 16
+#define SLAB_SIZE ((uintptr_t)1 << SLAB_SHIFT)           /* 64 KiB */
+#define SLABS_PER_SUPERPAGE 32                           /* slab 0 = metadata */
+#define DATA_SLABS_MASK 0xFFFFFFFEu                      /* slabs 1..31 */
+#define OS_PAGE 4096u
+
+#define NUM_CLASSES BITSLAB_NUM_CLASSES
+#define SMALL_MAX 32768u        /* largest bin */
+#define MIN_BIN 16u             /* smallest bin, and the malloc alignment */
+#define BITMAP_WORDS 64         /* 64 x 64 bits = 4096 bins = 64 KiB / 16 B */
+#define WIDE_MAX_SLABS 16       /* multi-slab allocations up to 1 MiB */
+#define WIDE_MAX (WIDE_MAX_SLABS * SLAB_SIZE)
+#define HUGE_HEADER OS_PAGE     /* a huge block starts at least this far into its mapping */
+
+/* Heaps keep this many empty superpages before giving more to the orphanage. */
+#define HEAP_RETAIN_EMPTY 1
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define NOINLINE __attribute__((noinline))
+#define COLD __attribute__((cold, noinline))
+
+/* ---- region headers ------------------------------------------------------- */
+
+/* Every 2 MiB region bitslab maps starts with this prefix. */
+enum region_kind { REGION_SUPERPAGE = 1, REGION_HUGE = 2 };
+#define REGION_MAGIC 0x626974736c616221ull /* "bitslab!" */
+
+typedef struct region_header {
+    uint64_t magic; /* REGION_MAGIC ^ address: a stray pointer is caught */
+    uint32_t kind;  /* enum region_kind */
+} region_header_t;
+
+/* ---- slabs ---------------------------------------------------------------- */
+
+enum slab_kind {
+    SLAB_FREE = 0,      /* not configured; owned by its superpage's free mask */
+    SLAB_SMALL = 1,     /* bins of one size class */
+    SLAB_WIDE = 2,      /* first slab of a multi-slab allocation (1 "bin") */
+    SLAB_WIDE_TAIL = 3, /* other slabs of a multi-slab allocation */
+    SLAB_META = 4,      /* slab 0: the metadata itself */
+};
+
+/* Owner-side list state of a configured slab. */
+enum slab_state {
+    STATE_NONE = 0,    /* FREE, META, WIDE_TAIL */
+    STATE_ACTIVE = 1,  /* heap->active[cls] == slab: the fast path allocates here */
+    STATE_PARTIAL = 2, /* on heap->partial[cls]: has free bins */
+    STATE_FULL = 3,    /* on no list: no free bin in the local bitmap */
+    STATE_WIDE = 4,    /* a live multi-slab allocation */
+};
+
+struct heap;
+struct superpage;
+
+typedef struct slab {
+    /* Cache line 1: configuration. Written by the owner only while the slab
+     * holds no live block; read by remote freers (who hold a live block, so
+     * the user's hand-off of that block orders these writes before the read)
+     * and by the statistics walker (kind/bin_size/used are atomics for it). */
+    _Atomic uint8_t kind;       /* enum slab_kind */
+    uint8_t cls;                /* size class, SMALL only */
+    uint8_t state;              /* enum slab_state, owner-only */
+    uint8_t nwords;             /* bitmap words in use */
+    uint8_t index;              /* slab index in its superpage (1..31) */
+    uint8_t dirty;              /* data touched since it was last decommitted */
+    uint8_t nslabs;             /* WIDE: run length in slabs */
+    uint8_t pad0;
+    _Atomic uint32_t bin_size;  /* bytes per bin (WIDE: nslabs * 64 KiB) */
+    uint32_t recip;             /* ceil(2^32 / bin_size): index = off * recip >> 32 */
+    uint32_t nbins;             /* bins in this slab */
+    uint32_t pad1;
+    char *data;                 /* first byte of the slab */
+    struct slab *prev, *next;   /* heap->partial[cls] list, owner-only */
+
+    /* Cache line 2+: owner-mutable state, touched by the fast path. */
+    alignas(64) uint32_t cursor; /* no free bit below word `cursor` */
+    _Atomic uint32_t used;       /* bins handed out and not merged free (relaxed: stats) */
+    uint32_t hwm;                /* bins >= hwm were never handed out since the last decommit */
+    uint32_t pad2;
+    uint64_t local[BITMAP_WORDS]; /* 1 = free; owner-only */
+
+    /* Remote bitmap on cache lines of its own: remote freers write here, the
+     * owner's fast path never does. 1 = freed by another thread, not merged. */
+    alignas(64) _Atomic uint64_t remote[BITMAP_WORDS];
+} slab_t;
+
+/* ---- the remote-free notification queue (Vyukov's intrusive MPSC) -------- */
+
+typedef struct qnode {
+    _Atomic(struct qnode *) next;
+} qnode_t;
+
+/* ---- superpages ----------------------------------------------------------- */
+
+typedef struct superpage {
+    /* Owner line. */
+    region_header_t hdr;
+    _Atomic(struct heap *) heap;    /* owner; NULL while orphaned */
+    struct superpage *prev, *next;  /* heap's superpage list, owner-only */
+    uint32_t free_mask;             /* FREE data slabs, owner-only */
+    uint32_t pad0;
+    struct superpage *all_next;     /* global registry, immutable once published */
+    _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
+
+    /* Remote line: written by remote freers, never by the owner fast path. */
+    alignas(64) _Atomic uint32_t remote_slabs; /* slabs with remote bits; != 0 <=> queued */
+    _Atomic uint32_t inflight;                 /* remote frees between their first and last touch */
+    qnode_t qnode;                             /* link in the owner heap's queue */
+
+    alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
+} superpage_t;
+
+_Static_assert(sizeof(superpage_t) <= SLAB_SIZE, "metadata must fit in slab 0");
+
+/* ---- huge allocations ----------------------------------------------------- */
+
+typedef struct huge_header {
+    region_header_t hdr;
+    char *map_base;  /* start of the mapping (== the header) */
+    size_t map_len;  /* bytes mapped */
+    size_t offset;   /* user pointer = map_base + offset */
+} huge_header_t;
+
+/* ---- heaps ---------------------------------------------------------------- */
+
+typedef struct heap {
+    /* Fast path: the slab each class allocates from. Never NULL: an empty
+     * heap points every class at a static slab with no free bit. */
+    slab_t *active[NUM_CLASSES];
+    slab_t *partial[NUM_CLASSES]; /* slabs with free bins, doubly linked */
+    superpage_t *superpages;      /* those with free slabs first */
+    size_t nsuperpages;
+    size_t nempty;                /* owned superpages with every data slab free */
+    size_t wide_allocations, wide_bytes;
+    uint32_t id;                  /* index in the heap table, >= 1 */
+    uint32_t is_static;           /* the static empty heap */
+    _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
+    _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
+
+    /* Consumer side of the remote queue: owner-only. */
+    qnode_t *q_tail;
+    qnode_t q_stub;
+
+    /* Producer side: remote freers exchange here. Own cache line. */
+    alignas(64) _Atomic(qnode_t *) q_head;
+} heap_t;
+
+/* ---- size classes --------------------------------------------------------- */
+
+#define SMALL_TABLE_MAX 1024u
+extern const uint8_t bitslab_class_of_small[SMALL_TABLE_MAX / MIN_BIN + 1]; /* by (size+15)/16 */
+extern const uint32_t bitslab_class_size[NUM_CLASSES];
+
+/* Size class of a request, size <= SMALL_MAX. 16-byte steps up to 128 B, then
+ * four classes per power of two: 160 192 224 256, 320 ... 32768. */
+static inline unsigned size_class(size_t size)
+{
+    if (likely(size <= SMALL_TABLE_MAX)) /* one load, no division */
+        return bitslab_class_of_small[(size + MIN_BIN - 1) / MIN_BIN];
+    size_t s = size - 1;
+    unsigned p = 63u - (unsigned)__builtin_clzll(s); /* floor(log2(s)), >= 10 here */
+    return 8u + (p - 7u) * 4u + (unsigned)((s >> (p - 2u)) & 3u);
+}
+
+/* ---- thread-local heap ---------------------------------------------------- */
+
+extern heap_t bitslab_empty_heap;
+extern __thread heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec")));
+
+/* ---- address -> metadata -------------------------------------------------- */
+
+/* The region header of any pointer bitslab returned. A slab block lies in
+ * (base, base + 2 MiB); a huge block at most 2 MiB past its header, which may
+ * be exactly 2 MiB for 2 MiB-aligned huge blocks: hence the "- 1". */
+static inline uintptr_t region_of(const void *p)
+{
+    return ((uintptr_t)p - 1) & ~(SUPERPAGE_SIZE - 1);
+}
+
+/* Region registry: one bit per 2 MiB of address space, set while bitslab has
+ * a superpage or a huge header there. Lets free() reject foreign pointers
+ * without touching memory that may not be mapped. */
+#define REGION_MAP_WORDS (((uint64_t)1 << (47 - SUPERPAGE_SHIFT)) / 64)
+extern _Atomic uint64_t bitslab_region_map[REGION_MAP_WORDS];
+
+static inline bool region_is_ours(uintptr_t region)
+{
+    uint64_t idx = region >> SUPERPAGE_SHIFT;
+    if (unlikely(idx >= ((uint64_t)1 << (47 - SUPERPAGE_SHIFT)))) return false;
+    /* Relaxed: a valid pointer was registered before the block was handed out,
+     * and the hand-off to this thread orders that registration before us. */
+    uint64_t word = atomic_load_explicit(&bitslab_region_map[idx >> 6], memory_order_relaxed);
+    return (word >> (idx & 63)) & 1;
+}
+
+/* ---- internal functions (one file per concept) ---------------------------- */
+
+/* os.c */
+void *os_map(size_t len);
+void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base);
+void os_unmap(void *p, size_t len);
+void os_decommit(void *p, size_t len);
+void os_recommit(size_t len);
+bool region_register(uintptr_t region);
+void region_unregister(uintptr_t region);
+extern _Atomic size_t bitslab_mapped_bytes;
+extern _Atomic size_t bitslab_committed_bytes;
+
+/* error.c */
+COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
+
+/* slab.c */
+void slab_configure_small(slab_t *s, unsigned cls);
+bool slab_advance_cursor(slab_t *s);
+uint32_t slab_merge_remote(slab_t *s);
+
+/* superpage.c */
+superpage_t *superpage_acquire(heap_t *h);
+void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain);
+void superpage_list_promote(heap_t *h, superpage_t *sp);
+slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t align);
+void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n);
+extern _Atomic(superpage_t *) bitslab_all_superpages;
+extern _Atomic size_t bitslab_superpages_total;
+extern _Atomic size_t bitslab_superpages_orphaned;
+
+/* heap.c */
+heap_t *heap_acquire(void);
+void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh);
+void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after);
+void heap_drain_remote(heap_t *h);
+void heap_collect(heap_t *h, bool full);
+heap_t *heap_by_id(uint32_t id);
+extern _Atomic uint32_t bitslab_heaps_total;
+extern _Atomic size_t bitslab_heaps_abandoned;
+
+/* remote.c */
+void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p);
+void remote_queue_init(heap_t *h);
+superpage_t *remote_queue_pop(heap_t *h);
+
+/* wide (in heap.c) and huge.c */
+void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero);
+void *huge_alloc(size_t size, size_t align);
+void huge_free(huge_header_t *hh);
+void *huge_realloc(huge_header_t *hh, size_t size);
+size_t huge_usable(huge_header_t *hh);
+bool huge_owns(huge_header_t *hh, const void *p);
+extern _Atomic size_t bitslab_huge_count;
+extern _Atomic size_t bitslab_huge_bytes;
+
+/* debug.c */
+#if BITSLAB_DEBUG
+enum debug_window {
+    WIN_REMOTE_FREE_DURING_DRAIN,   /* remote bit set while the owner merges that slab */
+    WIN_RELEASE_DEFERRED_INFLIGHT,  /* owner saw an empty superpage with a freer in flight */
+    WIN_RELEASE_DEFERRED_QUEUED,    /* owner saw an empty superpage still queued */
+    WIN_QUEUE_PRODUCER_STALLED,     /* drain met a half-linked queue node */
+    WIN_ORPHAN_CAS_RETRY,           /* orphanage push/pop lost a CAS race */
+    WIN_HEAP_POOL_CAS_RETRY,        /* abandoned-heap pool lost a CAS race */
+    WIN_FREE_INTO_ABANDONED_HEAP,   /* remote free into a heap whose thread exited */
+    WIN_ADOPT_WITH_PENDING_REMOTE,  /* adopter found remote frees waiting */
+    WIN_COUNT
+};
+void debug_count(enum debug_window w);
+/* For tests: names and hit counts of the race windows; returns WIN_COUNT. */
+BITSLAB_API unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max);
+/* For tests: run the invariant checker on the calling thread's heap. */
+BITSLAB_API void bitslab_debug_check(void);
+void debug_check_heap(heap_t *h);
+bool bitslab_heap_is_abandoned(heap_t *h);
+#define DEBUG_COUNT(w) debug_count(w)
+#else
+#define DEBUG_COUNT(w) ((void)0)
+#endif
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static inline superpage_t *superpage_of_slab(const slab_t *s)
+{
+    return (superpage_t *)((uintptr_t)s & ~(SUPERPAGE_SIZE - 1));
+}
+
+static inline unsigned ctz64(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
+static inline unsigned popcount64(uint64_t x) { return (unsigned)__builtin_popcountll(x); }
+
+static inline uint32_t slab_used(const slab_t *s)
+{
+    /* Relaxed: only the owner writes `used`; the atomic is for the stats walker. */
+    return atomic_load_explicit(&s->used, memory_order_relaxed);
+}
+
+static inline void slab_set_used(slab_t *s, uint32_t v)
+{
+    /* Relaxed store by the owner; pairs with the walker's relaxed load (a snapshot). */
+    atomic_store_explicit(&s->used, v, memory_order_relaxed);
+}
+
+#endif /* BITSLAB_INTERNAL_H */

@@ -1,0 +1,103 @@
+/*
+ * os.c: the only file that talks to the kernel about memory.
+ *
+ * - os_map_aligned: map `len` bytes at an address aligned to `align` by
+ *   over-mapping len + align and trimming both ends.
+ * - os_decommit: MADV_DONTNEED, so the pages stop counting in RSS and read
+ *   back as zero; the address range stays reserved.
+ * - the region registry: one bit per 2 MiB of the 47-bit user address space
+ *   (an 8 MiB zero-initialised array, touched sparsely), so that
+ *   free() can tell a bitslab pointer from a foreign one without reading
+ *   memory that might not be mapped.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+_Atomic size_t bitslab_mapped_bytes;
+_Atomic size_t bitslab_committed_bytes;
+
+/* The registry lives in .bss: zero pages cost no memory until a bit in them is
+ * set, and the fast path reads it at a fixed address with no pointer load. */
+_Atomic uint64_t bitslab_region_map[REGION_MAP_WORDS];
+
+void *os_map(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Relaxed: a statistics counter; no other data is published through it. */
+    atomic_fetch_add_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    return p;
+}
+
+void os_unmap(void *p, size_t len)
+{
+    munmap(p, len);
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+}
+
+void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
+{
+    if (len > SIZE_MAX - align) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t over = len + align;
+    char *raw = os_map(over);
+    if (!raw) return NULL;
+    uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = start - (uintptr_t)raw;
+    size_t tail = over - head - len;
+    if (head) os_unmap(raw, head);
+    if (tail) os_unmap((char *)start + len, tail);
+    *map_len = len;
+    *map_base = (char *)start;
+    return (void *)start;
+}
+
+void os_decommit(void *p, size_t len)
+{
+    if (len == 0) return;
+    if (madvise(p, len, MADV_DONTNEED) == 0)
+        /* Relaxed: statistics only. */
+        atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+}
+
+/* Count a decommitted range as committed again when it is put back to use. */
+void os_recommit(size_t len)
+{
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+}
+
+bool region_register(uintptr_t region)
+{
+    uint64_t idx = region >> SUPERPAGE_SHIFT;
+    if (idx >= ((uint64_t)1 << (47 - SUPERPAGE_SHIFT))) return false; /* 5-level paging hint: refuse */
+    /* Relaxed: the bit is read by free() on a pointer whose hand-off already
+     * orders this registration before it (see region_is_ours). */
+    atomic_fetch_or_explicit(&bitslab_region_map[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_relaxed);
+    return true;
+}
+
+void region_unregister(uintptr_t region)
+{
+    uint64_t idx = region >> SUPERPAGE_SHIFT;
+    /* Relaxed: done before munmap, so a later mapping of the same region
+     * registers after this clear (the syscalls order them). */
+    atomic_fetch_and_explicit(&bitslab_region_map[idx >> 6], ~((uint64_t)1 << (idx & 63)), memory_order_relaxed);
+}
+

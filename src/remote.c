@@ -1,0 +1,116 @@
+/*
+ * remote.c: frees from a thread that does not own the slab, and the queue
+ * that tells the owner where they landed. Protocol: docs/remote-free.md.
+ *
+ * A remote free is four atomic steps on bounded memory, with no loop:
+ *
+ *   F1  inflight += 1              (superpage)  "I am about to touch sp"
+ *   F2  remote[w] |= bit           (slab)       the free itself: linearization point
+ *   F3  remote_slabs |= slab bit   (superpage)  0 -> non-zero: push sp on the owner's queue
+ *   F4  inflight -= 1              (superpage)  "done touching sp"
+ *
+ * The owner pops superpages from its queue, clears remote_slabs, and merges
+ * the remote bitmaps of the slabs it named. It hands a superpage to the
+ * orphanage only when inflight == 0 and remote_slabs == 0, so no freer can
+ * still be between F1 and F4 (touch-after-free) and sp is not in the queue.
+ *
+ * The queue is Dmitry Vyukov's intrusive multi-producer single-consumer
+ * queue: a push is one exchange and one store (wait-free). Its one weakness:
+ * a producer stopped between its exchange and its store hides the nodes
+ * pushed after it until it resumes. The owner is never blocked by that
+ * (pop returns "nothing yet"), and bitslab_collect() scans the heap's
+ * superpages directly, so those frees are still found.
+ */
+#include "internal.h"
+
+static superpage_t *superpage_of_node(qnode_t *n)
+{
+    return (superpage_t *)((char *)n - offsetof(superpage_t, qnode));
+}
+
+static void queue_push(heap_t *h, qnode_t *n)
+{
+    /* Relaxed: n is not in the queue (its superpage's remote_slabs was 0, or
+     * it is the stub); the exchange below releases this store. */
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    /* Acq_rel: release publishes n->next = NULL to the next producer, which
+     * links after n; acquire makes the previous producer's NULL store to
+     * prev->next happen before our link store below. */
+    qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel);
+    /* Release: pairs with the consumer's acquire load of prev->next. */
+    atomic_store_explicit(&prev->next, n, memory_order_release);
+}
+
+void remote_queue_init(heap_t *h)
+{
+    /* Relaxed: the heap is not yet visible to any other thread. */
+    atomic_store_explicit(&h->q_stub.next, NULL, memory_order_relaxed);
+    /* Relaxed: as above. */
+    atomic_store_explicit(&h->q_head, &h->q_stub, memory_order_relaxed);
+    h->q_tail = &h->q_stub;
+}
+
+/* Owner only. Returns the next queued superpage, or NULL if the queue is
+ * empty or a producer is half-way through a push. */
+superpage_t *remote_queue_pop(heap_t *h)
+{
+    qnode_t *tail = h->q_tail;
+    /* Acquire: pairs with a producer's release link store. */
+    qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
+    if (tail == &h->q_stub) {
+        if (!next) return NULL;
+        h->q_tail = next;
+        tail = next;
+        /* Acquire: as above. */
+        next = atomic_load_explicit(&tail->next, memory_order_acquire);
+    }
+    if (next) {
+        h->q_tail = next;
+        return superpage_of_node(tail);
+    }
+    /* Acquire: pairs with producers' acq_rel exchange. */
+    qnode_t *head = atomic_load_explicit(&h->q_head, memory_order_acquire);
+    if (tail != head) {
+        DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED); /* a producer is between exchange and link */
+        return NULL;
+    }
+    queue_push(h, &h->q_stub);
+    /* Acquire: as above. */
+    next = atomic_load_explicit(&tail->next, memory_order_acquire);
+    if (next) {
+        h->q_tail = next;
+        return superpage_of_node(tail);
+    }
+    return NULL;
+}
+
+void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
+{
+    /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
+     * that owner then reads inflight >= 1 until F4. */
+    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
+
+    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote:
+     * our writes to the block happen before its reuse. The old value catches
+     * a double free that has not been merged yet. */
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    uint64_t old = atomic_fetch_or_explicit(&s->remote[idx >> 6], bit, memory_order_release);
+    if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
+
+    /* F3. Acq_rel: release makes F2 visible to the owner's acquire exchange of
+     * remote_slabs; acquire pairs with that exchange's release, so the owner's
+     * last read of sp->qnode happens before our push rewrites it. */
+    uint32_t was = atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_acq_rel);
+    if (was == 0) {
+        /* Relaxed: sp holds our live block, so its owner cannot change. */
+        heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
+#if BITSLAB_DEBUG
+        if (owner && owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
+#endif
+        queue_push(owner, &sp->qnode);
+    }
+
+    /* F4. Release: pairs with the owner's acquire load of inflight in
+     * superpage_try_release: all our touches of sp happen before its release. */
+    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
+}

@@ -1,0 +1,286 @@
+/*
+ * superpage.c: superpages, their free slabs, and the orphanage.
+ *
+ * A heap owns superpages in a doubly linked list, kept so that every superpage
+ * with a FREE data slab comes before every superpage without one: finding a
+ * free slab looks at the list head.
+ *
+ * The orphanage (docs/orphanage.md) is a global Treiber stack of EMPTY
+ * superpages. Its head is one 64-bit word: the superpage address >> 21 in
+ * the low 26 bits (user addresses are below 2^47) and a 38-bit version in the
+ * high bits, bumped by every push and pop, so a stale CAS fails (no ABA).
+ * Superpages are never unmapped (their memory is decommitted instead), so a
+ * popper that reads `orphan_next` of a superpage another thread has just
+ * taken reads mapped memory; its CAS then fails on the version.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+_Atomic(superpage_t *) bitslab_all_superpages; /* registry of every superpage, push-only */
+_Atomic size_t bitslab_superpages_total;
+_Atomic size_t bitslab_superpages_orphaned;
+
+static _Atomic uint64_t orphanage_head; /* tagged: see above */
+
+#define ORPHAN_PTR_BITS (47 - SUPERPAGE_SHIFT) /* 26 */
+#define ORPHAN_PTR_MASK (((uint64_t)1 << ORPHAN_PTR_BITS) - 1)
+
+static superpage_t *orphan_ptr(uint64_t word)
+{
+    return (superpage_t *)(uintptr_t)((word & ORPHAN_PTR_MASK) << SUPERPAGE_SHIFT);
+}
+
+static uint64_t orphan_word(superpage_t *sp, uint64_t old)
+{
+    uint64_t version = (old >> ORPHAN_PTR_BITS) + 1;
+    return (version << ORPHAN_PTR_BITS) | ((uintptr_t)sp >> SUPERPAGE_SHIFT);
+}
+
+static void orphanage_push(superpage_t *sp)
+{
+    /* Relaxed: the CAS below re-validates the value. */
+    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_relaxed);
+    for (;;) {
+        /* Relaxed: published by the release CAS that follows. */
+        atomic_store_explicit(&sp->orphan_next, orphan_ptr(old), memory_order_relaxed);
+        /* Release: publishes sp's reset state and its link to the popper's
+         * acquire load; on failure `old` is reloaded (relaxed suffices, the
+         * next attempt publishes again). */
+        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(sp, old),
+                                                  memory_order_release, memory_order_relaxed))
+            break;
+        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
+    }
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
+}
+
+static superpage_t *orphanage_pop(void)
+{
+    /* Acquire: pairs with the pusher's release CAS, so sp->orphan_next and the
+     * superpage's reset state are visible. */
+    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_acquire);
+    for (;;) {
+        superpage_t *sp = orphan_ptr(old);
+        if (!sp) return NULL;
+        /* Relaxed: if another thread popped sp meanwhile this may be stale,
+         * and the version check in the CAS rejects it. Always mapped memory. */
+        superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed);
+        /* Acquire on success and failure: we read the next head's fields. */
+        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(next, old),
+                                                  memory_order_acquire, memory_order_acquire)) {
+            /* Relaxed: statistics only. */
+            atomic_fetch_sub_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
+            return sp;
+        }
+        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
+    }
+}
+
+/* ---- list of a heap's superpages ------------------------------------------ */
+
+static void list_unlink(heap_t *h, superpage_t *sp)
+{
+    if (sp->prev) sp->prev->next = sp->next;
+    else h->superpages = sp->next;
+    if (sp->next) sp->next->prev = sp->prev;
+    sp->prev = sp->next = NULL;
+}
+
+static void list_push_front(heap_t *h, superpage_t *sp)
+{
+    sp->prev = NULL;
+    sp->next = h->superpages;
+    if (h->superpages) h->superpages->prev = sp;
+    h->superpages = sp;
+}
+
+static void list_push_back(heap_t *h, superpage_t *sp)
+{
+    superpage_t *t = h->superpages;
+    if (!t) {
+        list_push_front(h, sp);
+        return;
+    }
+    /* The tail is found by walking; this happens only when a superpage fills
+     * up, which is rare next to the allocations that filled it. */
+    while (t->next) t = t->next;
+    t->next = sp;
+    sp->prev = t;
+    sp->next = NULL;
+}
+
+/* A superpage got a free slab: move it among the ones that have some. */
+void superpage_list_promote(heap_t *h, superpage_t *sp)
+{
+    if (h->superpages == sp) return;
+    list_unlink(h, sp);
+    list_push_front(h, sp);
+}
+
+/* ---- acquire and release -------------------------------------------------- */
+
+static void superpage_reset(superpage_t *sp, bool decommitted)
+{
+    sp->free_mask = DATA_SLABS_MASK;
+    for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
+        slab_t *s = &sp->slabs[i];
+        s->index = (uint8_t)i;
+        s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
+        s->state = STATE_NONE;
+        s->nbins = 0;
+        s->recip = 0;
+        s->nwords = 1;
+        s->cursor = 0;
+        s->local[0] = 0;
+        if (decommitted) s->dirty = 0;
+        slab_set_used(s, 0);
+        /* Relaxed: the walker's snapshot only. */
+        atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
+        /* Relaxed: as above. */
+        atomic_store_explicit(&s->kind, i == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
+    }
+}
+
+static superpage_t *superpage_map(void)
+{
+    size_t map_len;
+    char *base;
+    superpage_t *sp = os_map_aligned(SUPERPAGE_SIZE, SUPERPAGE_SIZE, &map_len, &base);
+    if (!sp) return NULL;
+    if (!region_register((uintptr_t)sp)) {
+        os_unmap(sp, SUPERPAGE_SIZE);
+        return NULL;
+    }
+    sp->hdr.magic = REGION_MAGIC ^ (uintptr_t)sp;
+    sp->hdr.kind = REGION_SUPERPAGE;
+    superpage_reset(sp, true);
+    /* Publish in the registry the stats walker reads. Relaxed load: the CAS
+     * re-validates. */
+    superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed);
+    do {
+        sp->all_next = head;
+        /* Release: the walker's acquire load sees the initialised header. */
+    } while (!atomic_compare_exchange_weak_explicit(&bitslab_all_superpages, &head, sp, memory_order_release,
+                                                    memory_order_relaxed));
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_superpages_total, 1, memory_order_relaxed);
+    return sp;
+}
+
+/* A new EMPTY superpage for heap h: from the orphanage if it has one. */
+superpage_t *superpage_acquire(heap_t *h)
+{
+    superpage_t *sp = orphanage_pop();
+    if (sp) {
+        superpage_reset(sp, true);
+        os_recommit(SUPERPAGE_SIZE - OS_PAGE);
+    } else {
+        sp = superpage_map();
+        if (!sp) return NULL;
+    }
+    /* Relaxed: no live block exists in sp yet, so no freer reads this; blocks
+     * handed out later carry the hand-off ordering. */
+    atomic_store_explicit(&sp->heap, h, memory_order_relaxed);
+    list_push_front(h, sp);
+    h->nsuperpages++;
+    h->nempty++;
+    return sp;
+}
+
+/* Give an EMPTY superpage to the orphanage, unless the heap wants to keep it
+ * (it has `retain` or fewer empty ones) or a remote freer may still touch it. */
+void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
+{
+    if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
+    /* Acquire: pairs with each freer's release fetch_sub of `inflight`. Every
+     * freer whose bit we merged incremented it before setting the bit, so
+     * reading 0 means all of them have finished touching sp (docs/remote-free.md). */
+    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) {
+        DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
+        return;
+    }
+    /* Relaxed: ordered after the acquire above. Non-zero means sp still sits
+     * in our remote queue; the drain that pops it will retry the release. */
+    if (atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) {
+        DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
+        return;
+    }
+    list_unlink(h, sp);
+    h->nsuperpages--;
+    h->nempty--;
+    /* Relaxed: nobody holds a block in sp; the push below releases it. */
+    atomic_store_explicit(&sp->heap, NULL, memory_order_relaxed);
+    /* Keep the first page (header, links); return the rest to the OS. */
+    os_decommit((char *)sp + OS_PAGE, SUPERPAGE_SIZE - OS_PAGE);
+    orphanage_push(sp);
+}
+
+/* ---- slab runs ------------------------------------------------------------ */
+
+/* Starting positions of runs of n set bits in mask, restricted to multiples of
+ * `step` slabs. */
+static uint32_t run_starts(uint32_t mask, unsigned n, unsigned step)
+{
+    uint32_t m = mask;
+    for (unsigned i = 1; i < n && m; i++) m &= mask >> i;
+    if (step > 1) {
+        uint32_t aligned = 0;
+        for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i += step) aligned |= 1u << i;
+        m &= aligned;
+    }
+    return m;
+}
+
+/* Take n consecutive FREE slabs starting at a multiple of `step`, from the
+ * heap's superpages or a new one. NULL (errno ENOMEM) if memory is exhausted. */
+slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
+{
+    superpage_t *sp = h->superpages;
+    uint32_t starts = 0;
+    for (; sp && sp->free_mask; sp = sp->next) {
+        starts = run_starts(sp->free_mask, n, (unsigned)step);
+        if (starts) break;
+    }
+    if (!sp || !starts) {
+        sp = superpage_acquire(h);
+        if (!sp) return NULL;
+        starts = run_starts(sp->free_mask, n, (unsigned)step);
+    }
+    unsigned first = ctz64(starts);
+    uint32_t bits = (n == 32 ? ~0u : ((1u << n) - 1)) << first;
+    if (sp->free_mask == DATA_SLABS_MASK) h->nempty--;
+    sp->free_mask &= ~bits;
+    if (!sp->free_mask && sp->next) {
+        list_unlink(h, sp);
+        list_push_back(h, sp);
+    }
+    return &sp->slabs[first];
+}
+
+/* Return n slabs starting at s to their superpage as FREE. */
+void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n)
+{
+    superpage_t *sp = superpage_of_slab(s);
+    for (unsigned i = 0; i < n; i++) {
+        slab_t *t = s + i;
+        t->state = STATE_NONE;
+        t->nbins = 0;
+        t->recip = 0;
+        t->nwords = 1;
+        t->cursor = 0;
+        t->local[0] = 0;
+        /* Relaxed: the walker's snapshot only. */
+        atomic_store_explicit(&t->bin_size, 0, memory_order_relaxed);
+        /* Relaxed: as above; no block of this slab is live, so no freer reads it. */
+        atomic_store_explicit(&t->kind, SLAB_FREE, memory_order_relaxed);
+    }
+    bool was_full = sp->free_mask == 0;
+    sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
+    if (was_full) superpage_list_promote(h, sp);
+    if (sp->free_mask == DATA_SLABS_MASK) {
+        h->nempty++;
+        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
+    }
+}
