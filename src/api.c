@@ -253,4 +253,8 @@ void *bitslab_reallocarray(void *ptr, size_t count, size_t size)
     return bitslab_realloc(ptr, total);
 }
 
-void bitslab_collect(void) { heap_collect(bitslab_tls_heap, true); }
+void bitslab_collect(void)
+{
+    heap_collect(bitslab_tls_heap, true);
+    heap_collect_abandoned();
+}

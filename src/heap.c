@@ -114,6 +114,7 @@ static heap_t *heap_pool_pop(void)
         uint32_t id = (uint32_t)old;
         if (!id) return NULL;
         heap_t *h = heap_by_id(id);
+        if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
         /* Relaxed: may be stale if h was popped meanwhile; the version in the
          * CAS rejects it. Heaps are never unmapped, so the read is safe. */
         uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed);
@@ -223,26 +224,26 @@ static void partial_unlink(heap_t *h, slab_t *s)
 }
 
 /* A wide allocation's slabs go back to their superpage. */
-static void wide_release(heap_t *h, slab_t *s)
+static void wide_release(heap_t *h, slab_t *s, bool may_release)
 {
     unsigned n = s->nslabs;
     h->wide_allocations--;
     h->wide_bytes -= (size_t)n * SLAB_SIZE;
-    superpage_return_slabs(h, s, n);
+    superpage_return_slabs(h, s, n, may_release);
 }
 
 /* Called after bins of s were freed: `was_full` if it had no free bin before,
- * `used` bins remain live. */
-static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used)
+ * `used` bins remain live. `may_release`: see superpage_return_slabs. */
+static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, bool may_release)
 {
     if (s->state == STATE_WIDE) {
-        if (used == 0) wide_release(h, s);
+        if (used == 0) wide_release(h, s, may_release);
         return;
     }
     if (used == 0) {
         if (s->state == STATE_ACTIVE) return; /* keep: the next malloc reuses it */
         if (s->state == STATE_PARTIAL) partial_unlink(h, s);
-        superpage_return_slabs(h, s, 1);
+        superpage_return_slabs(h, s, 1, may_release);
         return;
     }
     if (was_full && s->state == STATE_FULL) partial_push(h, s);
@@ -251,7 +252,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used)
 /* Fast-path free found used == 0 or used == nbins - 1. */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
-    slab_after_free(h, s, used_after + 1 == s->nbins, used_after);
+    slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. */
@@ -264,7 +265,8 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
         if (kind != SLAB_SMALL && kind != SLAB_WIDE) continue; /* a stale notification */
         uint32_t before = slab_used(s);
         uint32_t n = slab_merge_remote(s);
-        if (n) slab_after_free(h, s, before == s->nbins, before - n);
+        /* No release while we still walk sp's slabs: the caller retries it. */
+        if (n) slab_after_free(h, s, before == s->nbins, before - n, false);
     }
 }
 
@@ -395,7 +397,8 @@ void heap_collect(heap_t *h, bool full)
             slab_t *s = h->active[c];
             if (s != &empty_slab && slab_used(s) == 0) {
                 h->active[c] = &empty_slab;
-                superpage_return_slabs(h, s, 1);
+                s->state = STATE_NONE;
+                superpage_return_slabs(h, s, 1, true);
             }
         }
     }
@@ -407,3 +410,19 @@ void heap_collect(heap_t *h, bool full)
         sp = next;
     }
 }
+
+/* Collect heaps whose threads exited: popping one from the pool makes us its
+ * only user, exactly as adoption does, so its owner-only state is ours until
+ * we push it back. Their remote frees are merged and their empty superpages
+ * go to the orphanage, instead of waiting for a new thread to adopt them. */
+void heap_collect_abandoned(void)
+{
+    heap_t *taken[64];
+    unsigned n = 0;
+    while (n < 64 && (taken[n] = heap_pool_pop())) {
+        heap_collect(taken[n], true);
+        n++;
+    }
+    while (n) heap_pool_push(taken[--n]);
+}
+

@@ -259,8 +259,10 @@ slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
     return &sp->slabs[first];
 }
 
-/* Return n slabs starting at s to their superpage as FREE. */
-void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n)
+/* Return n slabs starting at s to their superpage as FREE. If that empties
+ * the superpage, it may go to the orphanage now (`may_release`); callers that
+ * still walk the superpage's slabs pass false and retry the release after. */
+void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
     for (unsigned i = 0; i < n; i++) {
@@ -281,6 +283,6 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n)
     if (was_full) superpage_list_promote(h, sp);
     if (sp->free_mask == DATA_SLABS_MASK) {
         h->nempty++;
-        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
+        if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
     }
 }
