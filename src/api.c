@@ -166,7 +166,10 @@ void bitslab_free(void *p)
     uint32_t w = idx >> 6;
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint64_t word = s->local[w];
-    if (unlikely(word & bit)) bitslab_fatal("double free", p);
+    /* Relaxed peek at the remote map: a bin freed by another thread and not
+     * merged yet must not be freed (and then handed out) again. */
+    if (unlikely((word | atomic_load_explicit(&s->remote[w], memory_order_relaxed)) & bit))
+        bitslab_fatal("double free", p);
     s->local[w] = word | bit;
     if (w < s->cursor) s->cursor = w;
     uint32_t used = slab_used(s) - 1;
