@@ -5,7 +5,7 @@
 #include "internal.h"
 
 #if BITSLAB_DEBUG
-#include <stdio.h>
+#include <sched.h>
 
 static _Atomic uint64_t window_hits[WIN_COUNT];
 
@@ -30,6 +30,61 @@ unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max)
         hits[i] = atomic_load_explicit(&window_hits[i], memory_order_relaxed);
     }
     return WIN_COUNT;
+}
+
+/* ---- park points ----------------------------------------------------------
+ * Test infrastructure, not allocator code: a parked thread waits (yielding)
+ * for the test to release it. The allocator itself never waits. */
+
+static _Atomic int park_armed = -1; /* the armed point, -1 = none */
+static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: released */
+static _Thread_local int park_eligible;
+
+static const char *const park_names[PARK_COUNT] = {
+    "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "queue_link",
+    "remote_before_F4",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
+    "pool_push_cas",       "pool_pop_cas",      "exit_collected",
+};
+
+const char *bitslab_debug_park_name(int point)
+{
+    return point >= 0 && point < PARK_COUNT ? park_names[point] : "?";
+}
+
+void bitslab_debug_park_self(int on) { park_eligible = on; }
+
+void bitslab_debug_park_arm(int point)
+{
+    /* Relaxed: ordered before the arm by the release store below. */
+    atomic_store_explicit(&park_state, 0, memory_order_relaxed);
+    /* Release: pairs with the parking thread's acquire CAS. */
+    atomic_store_explicit(&park_armed, point, memory_order_release);
+}
+
+int bitslab_debug_park_parked(void)
+{
+    /* Acquire: pairs with the parked thread's release store. */
+    return atomic_load_explicit(&park_state, memory_order_acquire) == 1;
+}
+
+void bitslab_debug_park_release(void)
+{
+    /* Release: pairs with the parked thread's acquire load. */
+    atomic_store_explicit(&park_state, 2, memory_order_release);
+}
+
+void debug_park(enum debug_park_point point)
+{
+    if (!park_eligible) return;
+    int expected = (int)point;
+    /* Acq_rel: one shot; pairs with the arm's release store. */
+    if (!atomic_compare_exchange_strong_explicit(&park_armed, &expected, -1, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return;
+    /* Release: pairs with bitslab_debug_park_parked's acquire load. */
+    atomic_store_explicit(&park_state, 1, memory_order_release);
+    /* Acquire: pairs with bitslab_debug_park_release. */
+    while (atomic_load_explicit(&park_state, memory_order_acquire) != 2) sched_yield();
 }
 
 static void check(bool ok, const char *what, const void *p)

@@ -95,6 +95,7 @@ static void heap_pool_push(heap_t *h)
         /* Relaxed: published by the release CAS below. */
         atomic_store_explicit(&h->pool_next, old & 0xFFFFFFFFu, memory_order_relaxed);
         uint64_t next = ((old >> 32) + 1) << 32 | h->id;
+        DEBUG_PARK(PARK_POOL_PUSH_CAS);
         /* Release: everything the exiting thread did to the heap happens
          * before the adopter's acquire pop. */
         if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, next, memory_order_release,
@@ -119,6 +120,7 @@ static heap_t *heap_pool_pop(void)
          * CAS rejects it. Heaps are never unmapped, so the read is safe. */
         uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed);
         uint64_t word = ((old >> 32) + 1) << 32 | next;
+        DEBUG_PARK(PARK_POOL_POP_CAS);
         /* Acquire: we take over the heap's memory (see push). */
         if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, word, memory_order_acquire,
                                                   memory_order_acquire)) {
@@ -140,6 +142,7 @@ static void heap_thread_exit(void *arg)
     if (!h || h != bitslab_tls_heap) return;
     heap_collect(h, true);
     bitslab_tls_heap = &bitslab_empty_heap;
+    DEBUG_PARK(PARK_EXIT_COLLECTED);
 #if BITSLAB_DEBUG
     /* Relaxed: a debug flag read by remote freers for counting only. */
     atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed);
@@ -274,6 +277,7 @@ void heap_drain_remote(heap_t *h)
 {
     superpage_t *sp;
     while ((sp = remote_queue_pop(h))) {
+        DEBUG_PARK(PARK_DRAIN_AFTER_POP);
         /* Acq_rel: acquire pairs with freers' release fetch_or (F3), making
          * their bit sets (F2) visible; release pairs with the next freer's
          * acquire F3, which then may re-push sp (we no longer touch qnode). */

@@ -306,6 +306,34 @@ enum debug_window {
     WIN_COUNT
 };
 void debug_count(enum debug_window w);
+
+/* Park points: a debug build can stop one chosen thread at any of these
+ * protocol steps (test hooks for lock-freedom; see stress/park.c). */
+enum debug_park_point {
+    PARK_REMOTE_AFTER_F1,   /* remote free: inflight incremented, bit not set */
+    PARK_REMOTE_AFTER_F2,   /* remote free: bit set, remote_slabs not yet */
+    PARK_REMOTE_AFTER_F3,   /* remote free: remote_slabs 0 -> 1, before the push */
+    PARK_QUEUE_LINK,        /* queue push: after the exchange, before the link store */
+    PARK_REMOTE_BEFORE_F4,  /* remote free: everything done but inflight-- */
+    PARK_DRAIN_AFTER_POP,   /* owner drain: superpage popped, mask not cleared */
+    PARK_ORPHAN_PUSH_CAS,   /* orphanage push: link written, before the CAS */
+    PARK_ORPHAN_POP_CAS,    /* orphanage pop: next read, before the CAS */
+    PARK_POOL_PUSH_CAS,     /* abandoned-heap push: before the CAS */
+    PARK_POOL_POP_CAS,      /* abandoned-heap pop: next read, before the CAS */
+    PARK_EXIT_COLLECTED,    /* thread exit: heap collected, not yet in the pool */
+    PARK_COUNT
+};
+void debug_park(enum debug_park_point point);
+/* Test API. The calling thread may be parked (on != 0) or not. */
+BITSLAB_API void bitslab_debug_park_self(int on);
+/* Arm one park point: the next eligible thread reaching it stops there. */
+BITSLAB_API void bitslab_debug_park_arm(int point);
+/* 1 while a thread is parked. */
+BITSLAB_API int bitslab_debug_park_parked(void);
+/* Let the parked thread go on. */
+BITSLAB_API void bitslab_debug_park_release(void);
+BITSLAB_API const char *bitslab_debug_park_name(int point);
+#define DEBUG_PARK(p) debug_park(p)
 /* For tests: names and hit counts of the race windows; returns WIN_COUNT. */
 BITSLAB_API unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max);
 /* For tests: run the invariant checker on the calling thread's heap. */
@@ -315,6 +343,7 @@ bool bitslab_heap_is_abandoned(heap_t *h);
 #define DEBUG_COUNT(w) debug_count(w)
 #else
 #define DEBUG_COUNT(w) ((void)0)
+#define DEBUG_PARK(p) ((void)0)
 #endif
 
 /* ---- small helpers -------------------------------------------------------- */

@@ -37,6 +37,7 @@ static void queue_push(heap_t *h, qnode_t *n)
      * links after n; acquire makes the previous producer's NULL store to
      * prev->next happen before our link store below. */
     qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel);
+    DEBUG_PARK(PARK_QUEUE_LINK);
     /* Release: pairs with the consumer's acquire load of prev->next. */
     atomic_store_explicit(&prev->next, n, memory_order_release);
 }
@@ -58,7 +59,13 @@ superpage_t *remote_queue_pop(heap_t *h)
     /* Acquire: pairs with a producer's release link store. */
     qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &h->q_stub) {
-        if (!next) return NULL;
+        if (!next) {
+#if BITSLAB_DEBUG
+            /* Acquire: debug count only; a head past the stub means a producer is mid-push. */
+            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
+#endif
+            return NULL;
+        }
         h->q_tail = next;
         tail = next;
         /* Acquire: as above. */
@@ -89,6 +96,7 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
     /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
      * that owner then reads inflight >= 1 until F4. */
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
+    DEBUG_PARK(PARK_REMOTE_AFTER_F1);
 
     /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote:
      * our writes to the block happen before its reuse. The old value catches
@@ -96,6 +104,7 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint64_t old = atomic_fetch_or_explicit(&s->remote[idx >> 6], bit, memory_order_release);
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
+    DEBUG_PARK(PARK_REMOTE_AFTER_F2);
 
     /* F3. Acq_rel: release makes F2 visible to the owner's acquire exchange of
      * remote_slabs; acquire pairs with that exchange's release, so the owner's
@@ -107,8 +116,10 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 #if BITSLAB_DEBUG
         if (owner && owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
+        DEBUG_PARK(PARK_REMOTE_AFTER_F3);
         queue_push(owner, &sp->qnode);
     }
+    DEBUG_PARK(PARK_REMOTE_BEFORE_F4);
 
     /* F4. Release: pairs with the owner's acquire load of inflight in
      * superpage_try_release: all our touches of sp happen before its release. */

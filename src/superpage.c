@@ -44,6 +44,7 @@ static void orphanage_push(superpage_t *sp)
     for (;;) {
         /* Relaxed: published by the release CAS that follows. */
         atomic_store_explicit(&sp->orphan_next, orphan_ptr(old), memory_order_relaxed);
+        DEBUG_PARK(PARK_ORPHAN_PUSH_CAS);
         /* Release: publishes sp's reset state and its link to the popper's
          * acquire load; on failure `old` is reloaded (relaxed suffices, the
          * next attempt publishes again). */
@@ -67,6 +68,7 @@ static superpage_t *orphanage_pop(void)
         /* Relaxed: if another thread popped sp meanwhile this may be stale,
          * and the version check in the CAS rejects it. Always mapped memory. */
         superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed);
+        DEBUG_PARK(PARK_ORPHAN_POP_CAS);
         /* Acquire on success and failure: we read the next head's fields. */
         if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(next, old),
                                                   memory_order_acquire, memory_order_acquire)) {

@@ -1,0 +1,367 @@
+/*
+ * park.c: lock-freedom, tested. For every protocol step listed in
+ * enum debug_park_point (src/internal.h), stop one thread there (debug hook),
+ * then show that the other threads still allocate, free (including into the
+ * parked thread's memory and into memory it is freeing into), exit and start,
+ * and collect; then resume the parked thread and check that everything it
+ * and the others did completed: no block lost, nothing left in use, the
+ * heap invariants hold.
+ *
+ * A lock or a wait anywhere in the allocator shows up as a hang here (the
+ * meson test timeout fails it). Needs a -Ddebug_checks=true build.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitslab.h"
+#include "internal.h"
+
+#if !BITSLAB_DEBUG
+int main(void)
+{
+    puts("park: needs a -Ddebug_checks=true build; skipped");
+    return 77; /* meson: skipped */
+}
+#else
+
+#define FAIL(...)                                                                                            \
+    do {                                                                                                     \
+        fprintf(stderr, "park: FAIL: " __VA_ARGS__);                                                         \
+        fputc('\n', stderr);                                                                                 \
+        exit(1);                                                                                             \
+    } while (0)
+
+#define NBLOCKS 2048
+
+/* ---- a tiny command channel to a helper thread ---------------------------- */
+
+typedef void (*job_fn)(void *);
+typedef struct worker {
+    pthread_t thread;
+    _Atomic(job_fn) job;
+    void *arg;
+    _Atomic int done;
+    int park;
+} worker_t;
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    bitslab_debug_park_self(w->park);
+    for (;;) {
+        job_fn f;
+        while (!(f = atomic_load_explicit(&w->job, memory_order_acquire))) sched_yield();
+        if (f == (job_fn)1) break;
+        f(w->arg);
+        atomic_store_explicit(&w->job, NULL, memory_order_relaxed);
+        atomic_store_explicit(&w->done, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void worker_start(worker_t *w, int park)
+{
+    memset(w, 0, sizeof *w);
+    w->park = park;
+    if (pthread_create(&w->thread, NULL, worker_main, w)) FAIL("pthread_create");
+}
+
+static void worker_post(worker_t *w, job_fn f, void *arg)
+{
+    w->arg = arg;
+    atomic_store_explicit(&w->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->job, f, memory_order_release);
+}
+
+static void worker_wait(worker_t *w)
+{
+    while (!atomic_load_explicit(&w->done, memory_order_acquire)) sched_yield();
+}
+
+static void worker_stop(worker_t *w)
+{
+    atomic_store_explicit(&w->job, (job_fn)1, memory_order_release);
+    pthread_join(w->thread, NULL);
+}
+
+/* ---- shared blocks with content checks ------------------------------------ */
+
+typedef struct blockset {
+    void *p[NBLOCKS];
+    size_t size[NBLOCKS];
+    int n;
+} blockset_t;
+
+static size_t pick_size(int i)
+{
+    static const size_t sizes[] = {16, 24, 64, 100, 256, 1000, 3000, 9000, 20000, 40000};
+    return sizes[i % 10];
+}
+
+static void fill(blockset_t *b, int n, unsigned salt)
+{
+    b->n = n;
+    for (int i = 0; i < n; i++) {
+        b->size[i] = pick_size(i);
+        b->p[i] = bitslab_malloc(b->size[i]);
+        if (!b->p[i]) FAIL("malloc");
+        memset(b->p[i], (int)((i + salt) & 0xff), b->size[i]);
+    }
+}
+
+static void release_range(blockset_t *b, int from, int step, unsigned salt)
+{
+    for (int i = from; i < b->n; i += step) {
+        unsigned char *c = b->p[i];
+        if (!c) continue;
+        if (c[0] != (unsigned char)((i + salt) & 0xff) || c[b->size[i] - 1] != (unsigned char)((i + salt) & 0xff))
+            FAIL("corrupted block %d (set salt %u) at %p size %zu: %02x %02x", i, salt, (void *)c, b->size[i], c[0], c[b->size[i] - 1]);
+        bitslab_free(c);
+        b->p[i] = NULL;
+    }
+}
+
+static blockset_t owner_blocks, parker_blocks, other_blocks;
+static int busy_may_free_parker; /* the parker is not writing parker_blocks meanwhile */
+static size_t owner_pending;     /* owner's unmerged remote frees, after its collect */
+
+/* ---- jobs ------------------------------------------------------------------ */
+
+static void job_fill_owner(void *arg) { fill(&owner_blocks, *(int *)arg, 1); }
+static void job_fill_parker(void *arg) { fill(&parker_blocks, *(int *)arg, 2); }
+static void job_collect(void *arg)
+{
+    (void)arg;
+    bitslab_collect();
+    bitslab_debug_check();
+    bitslab_heap_info_t hi;
+    bitslab_heap_info(&hi);
+    owner_pending = hi.remote_frees_pending;
+}
+/* The parker frees the owner's first block (a remote free). */
+static void job_parker_free_one(void *arg)
+{
+    (void)arg;
+    release_range(&owner_blocks, 0, NBLOCKS, 1);
+}
+/* Free everything the parker allocated, then collect (drain + orphan push). */
+static void job_parker_free_all_collect(void *arg)
+{
+    (void)arg;
+    release_range(&parker_blocks, 0, 1, 2);
+    bitslab_collect();
+}
+/* Allocate enough to need superpages (orphan pop). */
+static void job_parker_alloc_many(void *arg)
+{
+    (void)arg;
+    fill(&parker_blocks, NBLOCKS, 2);
+}
+
+/* Busy work for the free threads while someone is parked: allocate, free,
+ * free remotely into the owner's and the parker's memory, churn threads. */
+static void *churn_thread(void *arg)
+{
+    blockset_t local;
+    fill(&local, 512, 3);
+    release_range(&local, 0, 1, 3);
+    (void)arg;
+    return NULL;
+}
+
+static void job_busy(void *arg)
+{
+    int which = *(int *)arg;
+    /* Remote frees into the owner's and the parker's memory. */
+    release_range(&owner_blocks, 1 + which, 2, 1);
+    if (busy_may_free_parker) release_range(&parker_blocks, which, 2, 2);
+    /* Our own traffic, with reuse of orphans. */
+    fill(&other_blocks, NBLOCKS, 4);
+    release_range(&other_blocks, 0, 1, 4);
+    bitslab_collect();
+    /* Thread churn: exits push heaps to the pool, starts pop them. */
+    for (int i = 0; i < 8; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, churn_thread, NULL)) FAIL("pthread_create");
+        pthread_join(t, NULL);
+    }
+}
+
+/* ---- one scenario per park point ------------------------------------------ */
+
+static void wait_parked(int point)
+{
+    for (long spins = 0; !bitslab_debug_park_parked(); spins++) {
+        if (spins > 200000000L) FAIL("%s: the parker never reached the point", bitslab_debug_park_name(point));
+        sched_yield();
+    }
+}
+
+static size_t stats_in_use(void)
+{
+    bitslab_stats_t st;
+    bitslab_stats(&st);
+    return st.in_use;
+}
+
+static void *exit_thread(void *arg)
+{
+    (void)arg;
+    bitslab_debug_park_self(1);
+    fill(&parker_blocks, 256, 2); /* blocks outlive us: others free them */
+    return NULL;                  /* the key destructor parks at exit */
+}
+
+static void *start_thread(void *arg)
+{
+    (void)arg;
+    bitslab_debug_park_self(1);
+    void *p = bitslab_malloc(64); /* first malloc: pool pop parks */
+    if (!p) FAIL("malloc");
+    bitslab_free(p);
+    return NULL;
+}
+
+static void run_point(int point)
+{
+    worker_t owner, parker, busy;
+    int n = NBLOCKS;
+    worker_start(&owner, 0);
+    worker_start(&parker, 1);
+    worker_start(&busy, 0);
+    memset(&owner_blocks, 0, sizeof owner_blocks);
+    memset(&parker_blocks, 0, sizeof parker_blocks);
+
+    worker_post(&owner, job_fill_owner, &n);
+    worker_wait(&owner);
+    worker_post(&owner, job_collect, NULL); /* clean queue: the next remote free pushes */
+    worker_wait(&owner);
+
+    pthread_t extra;
+    int extra_used = 0;
+    /* The parker itself frees its blocks (push) or allocates them (pop) while
+     * parked mid-way: the others must not touch its block array then. */
+    busy_may_free_parker = point != PARK_ORPHAN_POP_CAS && point != PARK_ORPHAN_PUSH_CAS;
+    switch (point) {
+    case PARK_REMOTE_AFTER_F1:
+    case PARK_REMOTE_AFTER_F2:
+    case PARK_REMOTE_AFTER_F3:
+    case PARK_QUEUE_LINK:
+    case PARK_REMOTE_BEFORE_F4:
+        bitslab_debug_park_arm(point);
+        worker_post(&parker, job_parker_free_one, NULL);
+        break;
+    case PARK_DRAIN_AFTER_POP:
+    case PARK_ORPHAN_PUSH_CAS:
+        worker_post(&parker, job_fill_parker, &n);
+        worker_wait(&parker);
+        if (point == PARK_DRAIN_AFTER_POP) {
+            /* Owner-side drain: others free the parker's blocks first. */
+            for (int i = 0; i < parker_blocks.n; i += 3) {
+                bitslab_free(parker_blocks.p[i]);
+                parker_blocks.p[i] = NULL;
+            }
+        }
+        bitslab_debug_park_arm(point);
+        worker_post(&parker, job_parker_free_all_collect, NULL);
+        break;
+    case PARK_ORPHAN_POP_CAS: {
+        /* Make sure the orphanage has superpages: a thread fills and frees. */
+        worker_post(&busy, job_fill_parker, &n);
+        worker_wait(&busy);
+        worker_post(&busy, job_parker_free_all_collect, NULL);
+        worker_wait(&busy);
+        bitslab_debug_park_arm(point);
+        worker_post(&parker, job_parker_alloc_many, NULL);
+        break;
+    }
+    case PARK_POOL_PUSH_CAS:
+    case PARK_EXIT_COLLECTED:
+        bitslab_debug_park_arm(point);
+        if (pthread_create(&extra, NULL, exit_thread, NULL)) FAIL("pthread_create");
+        extra_used = 1;
+        break;
+    case PARK_POOL_POP_CAS: {
+        /* Put a heap in the pool first. */
+        pthread_t t;
+        if (pthread_create(&t, NULL, churn_thread, NULL)) FAIL("pthread_create");
+        pthread_join(t, NULL);
+        bitslab_debug_park_arm(point);
+        if (pthread_create(&extra, NULL, start_thread, NULL)) FAIL("pthread_create");
+        extra_used = 1;
+        break;
+    }
+    default:
+        FAIL("unknown point %d", point);
+    }
+    wait_parked(point);
+
+    /* While it is parked, everybody else makes progress. For the remote-free
+     * points, every other block of the owner is freed too, so the owner's
+     * superpages empty out around the parked freer (release deferred). */
+    if (point <= PARK_REMOTE_BEFORE_F4)
+        for (int i = 2; i < owner_blocks.n; i += 2) {
+            bitslab_free(owner_blocks.p[i]);
+            owner_blocks.p[i] = NULL;
+        }
+    int which = 0;
+    worker_post(&busy, job_busy, &which);
+    worker_wait(&busy);
+    worker_post(&owner, job_collect, NULL);
+    worker_wait(&owner);
+    if (!bitslab_debug_park_parked()) FAIL("%s: parker left early", bitslab_debug_park_name(point));
+
+    /* The owner merges the others' frees even while a freer is stopped after
+     * announcing (F3) or half-way through its queue push: collect scans. */
+    if ((point == PARK_QUEUE_LINK || point == PARK_REMOTE_AFTER_F3 || point == PARK_REMOTE_BEFORE_F4) &&
+        owner_pending != 0)
+        FAIL("%s: owner still has %zu unmerged remote frees after collect", bitslab_debug_park_name(point),
+             owner_pending);
+
+    bitslab_debug_park_release();
+    if (extra_used) pthread_join(extra, NULL);
+    else worker_wait(&parker);
+
+    /* A new thread adopts the most recently abandoned heap (LIFO), with
+     * whatever remote frees reached it while its thread was parked. */
+    pthread_t adopter;
+    if (pthread_create(&adopter, NULL, churn_thread, NULL)) FAIL("pthread_create");
+    pthread_join(adopter, NULL);
+
+    /* Everything left is freed; after collection nothing is in use. */
+    release_range(&owner_blocks, 0, 1, 1);
+    release_range(&parker_blocks, 0, 1, 2);
+    worker_post(&owner, job_collect, NULL);
+    worker_wait(&owner);
+    worker_post(&parker, job_collect, NULL);
+    worker_wait(&parker);
+    worker_post(&busy, job_collect, NULL);
+    worker_wait(&busy);
+    worker_stop(&owner);
+    worker_stop(&parker);
+    worker_stop(&busy);
+    bitslab_collect(); /* also collects the heaps of the exited workers */
+    size_t left = stats_in_use();
+    if (left) FAIL("%s: %zu bytes still in use after everything was freed", bitslab_debug_park_name(point), left);
+    printf("park: %-18s parked; others progressed; resumed; nothing lost\n", bitslab_debug_park_name(point));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) { /* one point, by number, for debugging */
+        run_point(atoi(argv[1]));
+        return 0;
+    }
+    for (int p = 0; p < PARK_COUNT; p++) run_point(p);
+    const char *names[32];
+    uint64_t hits[32];
+    unsigned n = bitslab_debug_windows(names, hits, 32);
+    for (unsigned i = 0; i < n && i < 32; i++) printf("window %-28s %llu\n", names[i], (unsigned long long)hits[i]);
+    puts("park: all points passed");
+    return 0;
+}
+#endif
