@@ -29,6 +29,10 @@
 
 #include "bitslab.h"
 
+/* Everything declared below is internal to the library: hidden visibility lets
+ * the compiler address it PC-relative, with no GOT load on the fast path. */
+#pragma GCC visibility push(hidden)
+
 /* ---- build-time knobs (meson options feed some of these) ----------------- */
 
 #ifndef BITSLAB_DEBUG
@@ -367,5 +371,7 @@ static inline void slab_set_used(slab_t *s, uint32_t v)
     /* Relaxed store by the owner; pairs with the walker's relaxed load (a snapshot). */
     atomic_store_explicit(&s->used, v, memory_order_relaxed);
 }
+
+#pragma GCC visibility pop
 
 #endif /* BITSLAB_INTERNAL_H */
