@@ -1,14 +1,15 @@
 /*
  * api.c: the public entry points and the two fast paths.
  *
- * malloc fast path (size <= 32 KiB): TLS heap -> active slab of the size
- * class -> lowest set bit of local[cursor] -> clear it. No atomic
+ * malloc fast path (size <= 32 KiB): TLS heap -> the class's cached bitmap
+ * word -> clear its lowest set bit -> base + bit * size. No atomic
  * read-modify-write, no syscall, no division.
  *
- * free fast path: region_of(p) (mask) -> registry bit -> slab_t by the slab
- * index bits of p -> bin index by a reciprocal multiply, checked exact ->
- * owner test -> set the bit in local[] (a bit already set is a double free).
- * A free by another thread goes to remote_free() instead.
+ * free fast path: region_of(p) (mask) -> registry byte -> slab_t by the slab
+ * index bits of p -> owner test -> bin index by a reciprocal multiply,
+ * checked exact -> set the bit in the local map (a bit already set, there or
+ * in the remote map, is a double free). Everything else (NULL, huge, not
+ * ours, another thread's slab) goes to heap_free_slow().
  */
 #include <errno.h>
 #include <string.h>
@@ -17,24 +18,19 @@
 
 /* ---- allocation ------------------------------------------------------------ */
 
-/* The malloc fast path for a size class. *fresh (if asked) tells calloc that
- * the bin was never handed out since its memory came from the OS (all zero). */
+/* The malloc fast path for a size class: clear the lowest bit of the heap's
+ * cached bitmap word. *fresh (if asked) tells calloc that the bin was never
+ * handed out since its memory came from the OS (so it is all zero). */
 static inline void *alloc_class(unsigned cls, bool *fresh)
 {
     heap_t *h = bitslab_tls_heap;
-    slab_t *s = h->active[cls];
-    uint32_t w = s->cursor;
-    uint64_t word = s->local[w];
-    if (unlikely(!word)) return heap_alloc_slow(h, cls, fresh);
-    unsigned b = ctz64(word);
-    s->local[w] = word & (word - 1);
-    uint32_t idx = w * 64 + b;
-    slab_set_used(s, slab_used(s) + 1);
-    uint32_t hwm = s->hwm;
-    if (fresh) *fresh = idx >= hwm;
-    s->hwm = idx >= hwm ? idx + 1 : hwm;
-    /* Relaxed: the owner reads its own field (atomic only for the stats walker). */
-    return s->data + (size_t)idx * atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    word_cache_t *c = &h->cache[cls];
+    uint64_t bits = c->bits;
+    if (unlikely(!bits)) return heap_alloc_slow(h, cls, fresh);
+    unsigned b = ctz64(bits);
+    c->bits = bits & (bits - 1);
+    if (fresh) *fresh = (c->fresh >> b) & 1;
+    return c->base + (size_t)b * c->size;
 }
 
 /* Sizes above 32 KiB, or alignments the small classes cannot give. */
@@ -131,52 +127,74 @@ static COLD _Noreturn void invalid_free(const void *p)
                   p);
 }
 
-static COLD void free_huge(const void *p, uintptr_t region)
+/* Everything the fast path does not handle: NULL, huge blocks, pointers that
+ * are not ours, and frees by a thread that does not own the slab. */
+NOINLINE void heap_free_slow(void *p)
 {
-    huge_header_t *hh = (huge_header_t *)region;
-    if (hh->hdr.kind != REGION_HUGE || hh->hdr.magic != (REGION_MAGIC ^ region) || !huge_owns(hh, p))
-        invalid_free(p);
-    huge_free(hh);
+    if (!p) return;
+    uintptr_t region = region_of(p);
+    unsigned kind = region_kind_of(region);
+    if (kind == REGION_HUGE) {
+        huge_header_t *hh = (huge_header_t *)region;
+        if (hh->hdr.magic != (REGION_MAGIC ^ region) || !huge_owns(hh, p)) invalid_free(p);
+        huge_free(hh);
+        return;
+    }
+    if (kind != REGION_SUPERPAGE) bitslab_fatal("free of a pointer bitslab never returned", p);
+    superpage_t *sp = (superpage_t *)region;
+    if (sp->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal("corrupted superpage header", p);
+    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
+    /* Relaxed: a live block's slab has an owner; the hand-off orders it. */
+    heap_t *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
+    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
+    /* Relaxed: as above. */
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    if (!owner || idx >= s->nbins || idx * size != off) invalid_free(p);
+    remote_free(sp, s, idx, p);
 }
 
 void bitslab_free(void *p)
 {
-    if (unlikely(!p)) return;
-    uintptr_t region = region_of(p);
-    if (unlikely(!region_is_ours(region)))
-        bitslab_fatal("free of a pointer bitslab never returned", p);
-    superpage_t *sp = (superpage_t *)region;
-    if (unlikely(sp->hdr.kind != REGION_SUPERPAGE)) {
-        free_huge(p, region);
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t region = (a - 1) & ~(SUPERPAGE_SIZE - 1);
+    /* One byte tells "a superpage of ours" (NULL and huge blocks go slow). */
+    if (unlikely(region_kind_of(region) != REGION_SUPERPAGE)) {
+        heap_free_slow(p);
         return;
     }
-    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
-    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
+    /* The slab's metadata and bitmap rows, straight from the address bits:
+     * slab index i = (a >> 16) & 31; slab_t is 128 bytes, a bitmap row 512. */
+    slab_t *s = (slab_t *)(region + offsetof(superpage_t, slabs) + ((a >> (SLAB_SHIFT - 7)) & (31u << 7)));
+    uint64_t *local = (uint64_t *)(region + offsetof(superpage_t, local) + ((a >> (SLAB_SHIFT - 9)) & (31u << 9)));
+    _Atomic uint64_t *remote = (_Atomic uint64_t *)((char *)local + (offsetof(superpage_t, remote) -
+                                                                       offsetof(superpage_t, local)));
+    /* Relaxed: the owner of a slab holding a live block cannot change. A slab
+     * that is FREE, a wide tail or metadata has no owner and goes slow, and
+     * so does another thread's slab (a remote free). */
+    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != bitslab_tls_heap)) {
+        heap_free_slow(p);
+        return;
+    }
+    uint32_t off = (uint32_t)(a & (SLAB_SIZE - 1));
     uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    /* Relaxed: set before the block was handed out; the hand-off orders it. */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
-    if (unlikely(idx >= s->nbins || idx * size != off)) invalid_free(p);
-
-    heap_t *h = bitslab_tls_heap;
-    /* Relaxed: the owner of a superpage holding a live block cannot change. */
-    if (unlikely(atomic_load_explicit(&sp->heap, memory_order_relaxed) != h)) {
-        remote_free(sp, s, idx, p);
-        return;
-    }
+    /* Relaxed: our own field (atomic for the stats walker). */
+    if (unlikely(idx >= s->nbins || idx * atomic_load_explicit(&s->bin_size, memory_order_relaxed) != off))
+        invalid_free(p);
     uint32_t w = idx >> 6;
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t word = s->local[w];
+    uint64_t word = local[w];
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    if (unlikely((word | atomic_load_explicit(&s->remote[w], memory_order_relaxed)) & bit))
+    if (unlikely((word | atomic_load_explicit(&remote[w], memory_order_relaxed)) & bit))
         bitslab_fatal("double free", p);
-    s->local[w] = word | bit;
-    if (w < s->cursor) s->cursor = w;
+    local[w] = word | bit;
+    s->summary |= (uint64_t)1 << w;
     uint32_t used = slab_used(s) - 1;
     slab_set_used(s, used);
     /* One unsigned compare catches both used == 0 (empty) and
      * used == nbins - 1 (was full): the slab may change lists. */
-    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(h, s, used);
+    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(bitslab_tls_heap, s, used);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)
@@ -199,15 +217,16 @@ void bitslab_free_aligned_sized(void *ptr, size_t alignment, size_t size)
 static size_t block_size(const void *p, huge_header_t **hh)
 {
     uintptr_t region = region_of(p);
-    if (!region_is_ours(region)) bitslab_fatal("pointer bitslab never returned", p);
-    superpage_t *sp = (superpage_t *)region;
+    unsigned kind = region_kind_of(region);
     *hh = NULL;
-    if (sp->hdr.kind != REGION_SUPERPAGE) {
+    if (kind == REGION_HUGE) {
         huge_header_t *h = (huge_header_t *)region;
-        if (h->hdr.kind != REGION_HUGE || !huge_owns(h, p)) invalid_free(p);
+        if (!huge_owns(h, p)) invalid_free(p);
         *hh = h;
         return huge_usable(h);
     }
+    if (kind != REGION_SUPERPAGE) bitslab_fatal("pointer bitslab never returned", p);
+    superpage_t *sp = (superpage_t *)region;
     slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
     uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
     /* Relaxed: see bitslab_free. */

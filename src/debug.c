@@ -93,10 +93,13 @@ static void check(bool ok, const char *what, const void *p)
 }
 
 /* Invariants of the calling thread's heap (owner-only data, so exact):
- *  - a slab's used count equals its bins minus the free bits in local[];
- *  - no bit is set in both local[] and remote[] (would be a double free);
+ *  - every bin is in exactly one place: live, the local map, the remote map,
+ *    or the heap's word cache; so used + local free bits == bins, where used
+ *    includes the cached and the remotely freed ones;
+ *  - no bit is set in two of the maps (that would be a double free);
+ *  - summary names every non-empty local word;
  *  - superpages with free slabs precede those without; every superpage's
- *    owner is this heap; nempty matches. */
+ *    owner is this heap; nempty matches; free_mask matches the slab kinds. */
 void debug_check_heap(heap_t *h)
 {
     size_t nsp = 0, nempty = 0;
@@ -114,14 +117,26 @@ void debug_check_heap(heap_t *h)
             uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
             check(((sp->free_mask >> i) & 1) == (kind == SLAB_FREE), "invariant: free mask vs slab kind", s);
             if (kind != SLAB_SMALL && kind != SLAB_WIDE) continue;
+            /* Relaxed: as above. */
+            check(atomic_load_explicit(&s->heap, memory_order_relaxed) == h, "invariant: slab owner", s);
+            uint64_t cached = 0;
+            unsigned cached_word = BITMAP_WORDS;
+            if (kind == SLAB_SMALL && h->active[s->cls] == s) {
+                cached = h->cache[s->cls].bits;
+                cached_word = h->cache[s->cls].word;
+            }
             uint32_t free_bits = 0;
             for (unsigned w = 0; w < s->nwords; w++) {
-                free_bits += popcount64(s->local[w]);
+                uint64_t l = sp->local[i][w];
+                free_bits += popcount64(l);
+                check(!l || (s->summary >> w) & 1, "invariant: summary misses a free word", s->data);
                 /* Relaxed: a bit arriving now is not yet counted as free anyway. */
-                uint64_t r = atomic_load_explicit(&s->remote[w], memory_order_relaxed);
-                check(!(r & s->local[w]), "invariant: bin free in both bitmaps (double free)", s->data);
+                uint64_t r = atomic_load_explicit(&sp->remote[i][w], memory_order_relaxed);
+                check(!(r & l), "invariant: bin free in both bitmaps (double free)", s->data);
+                if (w == cached_word) check(!(cached & (l | r)), "invariant: cached bin also free in a map", s->data);
             }
             check(slab_used(s) + free_bits == s->nbins, "invariant: used + free bits != bins", s->data);
+            check(slab_used(s) >= popcount64(cached), "invariant: cached bins not counted as used", s->data);
         }
     }
     check(nsp == h->nsuperpages, "invariant: superpage count", h);

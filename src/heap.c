@@ -4,9 +4,9 @@
  *
  * Heaps live in chunks mapped on demand and are never unmapped. A thread
  * finds its heap through TLS; before its first allocation the TLS pointer
- * refers to bitslab_empty_heap, whose every class points at a slab with no
- * free bit, so the fast path needs no "initialised?" test: it fails into the
- * slow path, which then gives the thread a heap.
+ * refers to bitslab_empty_heap, whose word caches are all empty, so the fast
+ * path needs no "initialised?" test: it fails into the slow path, which then
+ * gives the thread a heap.
  *
  * Thread exit (docs/thread-exit.md): a pthread key destructor merges the
  * heap's remote frees, returns its empty memory, and pushes the heap, with
@@ -23,16 +23,9 @@
 
 /* ---- the empty heap and TLS ----------------------------------------------- */
 
-static slab_t empty_slab; /* cursor 0, local[0] == 0: never has a free bin */
-
-#define E1 &empty_slab
-#define E5 E1, E1, E1, E1, E1
-#define E10 E5, E5
-heap_t bitslab_empty_heap = {
-    .active = {E10, E10, E10, E10},
-    .is_static = 1,
-};
-_Static_assert(NUM_CLASSES == 40, "update the empty heap initialiser");
+/* Every word cache empty: each class's first malloc takes the slow path,
+ * which gives the thread a heap of its own. */
+heap_t bitslab_empty_heap = {.is_static = 1};
 
 _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))) = &bitslab_empty_heap;
 
@@ -77,7 +70,6 @@ static heap_t *heap_new(void)
         }
     }
     heap_t *h = &chunk[(id - 1) % HEAPS_PER_CHUNK];
-    for (unsigned c2 = 0; c2 < NUM_CLASSES; c2++) h->active[c2] = &empty_slab;
     h->id = id;
     remote_queue_init(h);
     return h;
@@ -289,18 +281,13 @@ void heap_drain_remote(heap_t *h)
 
 /* ---- allocation slow path ------------------------------------------------- */
 
-/* Pop the lowest free bin of s (which has one at `cursor`). */
-static inline void *slab_pop(slab_t *s, bool *fresh)
+/* Pop the lowest free bin of a non-empty word cache. */
+static inline void *cache_pop(word_cache_t *c, bool *fresh)
 {
-    uint32_t w = s->cursor;
-    uint64_t word = s->local[w];
-    unsigned b = ctz64(word);
-    s->local[w] = word & (word - 1);
-    uint32_t idx = w * 64 + b;
-    slab_set_used(s, slab_used(s) + 1);
-    if (fresh) *fresh = idx >= s->hwm;
-    if (idx >= s->hwm) s->hwm = idx + 1;
-    return s->data + (size_t)idx * atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+    unsigned b = ctz64(c->bits);
+    c->bits &= c->bits - 1;
+    if (fresh) *fresh = (c->fresh >> b) & 1;
+    return c->base + (size_t)b * c->size;
 }
 
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
@@ -309,28 +296,33 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
         h = heap_acquire();
         if (!h) return NULL;
     }
+    word_cache_t *c = &h->cache[cls];
+    if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
     slab_t *s = h->active[cls];
-    if (s != &empty_slab) {
-        if (slab_advance_cursor(s)) return slab_pop(s, fresh);
+    if (s) {
+        if (s->summary) {
+            slab_load_word(h, s, c);
+            return cache_pop(c, fresh);
+        }
         s->state = STATE_FULL; /* off every list until a free makes room */
+        h->active[cls] = NULL;
     }
     s = h->partial[cls];
     if (s) {
         partial_unlink(h, s);
-        slab_advance_cursor(s);
     } else {
         s = superpage_take_slabs(h, 1, 1);
         if (!s) {
-            h->active[cls] = &empty_slab;
             errno = ENOMEM;
             return NULL;
         }
-        slab_configure_small(s, cls);
+        slab_configure_small(s, h, cls);
     }
     s->state = STATE_ACTIVE;
     h->active[cls] = s;
-    return slab_pop(s, fresh);
+    slab_load_word(h, s, c);
+    return cache_pop(c, fresh);
 }
 
 /* ---- wide allocations ----------------------------------------------------- */
@@ -365,16 +357,16 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
     s->nslabs = (uint8_t)n;
     s->nbins = 1;
     s->nwords = 1;
-    s->cursor = 0;
-    s->local[0] = 0; /* the one bin is taken */
+    s->summary = 0;
+    slab_local(s)[0] = 0; /* the one bin is taken */
     s->hwm = 1;
     s->recip = (uint32_t)(0xFFFFFFFFu / bytes) + 1;
     s->state = STATE_WIDE;
     slab_set_used(s, 1);
-    /* Relaxed: as above. */
+    /* Relaxed (three stores): as above. */
     atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed);
-    /* Relaxed: as above. */
     atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
     h->wide_allocations++;
     h->wide_bytes += bytes;
     return s->data;
@@ -397,10 +389,14 @@ void heap_collect(heap_t *h, bool full)
         if (mask) superpage_merge(h, sp, mask);
     }
     if (full) {
+        /* Put every cached word back; an active slab left empty goes back to
+         * its superpage. */
         for (unsigned c = 0; c < NUM_CLASSES; c++) {
             slab_t *s = h->active[c];
-            if (s != &empty_slab && slab_used(s) == 0) {
-                h->active[c] = &empty_slab;
+            if (!s) continue;
+            slab_unload_word(s, &h->cache[c]);
+            if (slab_used(s) == 0) {
+                h->active[c] = NULL;
                 s->state = STATE_NONE;
                 superpage_return_slabs(h, s, 1, true);
             }

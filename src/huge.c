@@ -59,7 +59,7 @@ void *huge_alloc(size_t size, size_t align)
         if (head) os_unmap(raw, head);
         if (tail) os_unmap(h + len, tail);
     }
-    if (!region_register((uintptr_t)h)) {
+    if (!region_register((uintptr_t)h, REGION_HUGE)) {
         os_unmap(h, len);
         errno = ENOMEM;
         return NULL;
@@ -121,7 +121,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     char *base;
     char *dst = os_map_aligned(len, SUPERPAGE_SIZE, &map_len, &base);
     if (!dst) return NULL;
-    if (!region_register((uintptr_t)dst)) {
+    if (!region_register((uintptr_t)dst, REGION_HUGE)) {
         os_unmap(dst, len);
         errno = ENOMEM;
         return NULL;
@@ -130,7 +130,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     region_unregister((uintptr_t)hh);
     r = mremap(hh, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
     if (r == MAP_FAILED) {
-        region_register((uintptr_t)hh);
+        region_register((uintptr_t)hh, REGION_HUGE);
         region_unregister((uintptr_t)dst);
         os_unmap(dst, len);
         errno = ENOMEM;

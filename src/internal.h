@@ -99,36 +99,33 @@ struct heap;
 struct superpage;
 
 typedef struct slab {
-    /* Cache line 1: configuration. Written by the owner only while the slab
-     * holds no live block; read by remote freers (who hold a live block, so
-     * the user's hand-off of that block orders these writes before the read)
-     * and by the statistics walker (kind/bin_size/used are atomics for it). */
-    _Atomic uint8_t kind;       /* enum slab_kind */
-    uint8_t cls;                /* size class, SMALL only */
-    uint8_t state;              /* enum slab_state, owner-only */
-    uint8_t nwords;             /* bitmap words in use */
-    uint8_t index;              /* slab index in its superpage (1..31) */
-    uint8_t dirty;              /* data touched since it was last decommitted */
-    uint8_t nslabs;             /* WIDE: run length in slabs */
+    /* Cache line 0: configuration. Written by the owner only while the slab
+     * holds no live block; read by freers (who hold a live block, so the
+     * user's hand-off of that block orders these writes before the read) and
+     * by the statistics walker (the fields it reads are relaxed atomics). */
+    _Atomic(struct heap *) heap; /* owner heap while SMALL or WIDE, else NULL: the free fast path's owner test */
+    uint32_t recip;              /* ceil(2^32 / bin_size): bin = offset * recip >> 32 */
+    _Atomic uint32_t bin_size;   /* bytes per bin (WIDE: nslabs * 64 KiB) */
+    uint32_t nbins;              /* bins in this slab (0 unless SMALL or WIDE) */
+    _Atomic uint8_t kind;        /* enum slab_kind */
+    uint8_t cls;                 /* size class, SMALL only */
+    uint8_t state;               /* enum slab_state, owner-only */
+    uint8_t nwords;              /* bitmap words in use */
+    uint8_t index;               /* slab index in its superpage (0..31) */
+    uint8_t dirty;               /* data touched since it was last decommitted */
+    uint8_t nslabs;              /* WIDE: run length in slabs */
     uint8_t pad0;
-    _Atomic uint32_t bin_size;  /* bytes per bin (WIDE: nslabs * 64 KiB) */
-    uint32_t recip;             /* ceil(2^32 / bin_size): index = off * recip >> 32 */
-    uint32_t nbins;             /* bins in this slab */
-    uint32_t pad1;
-    char *data;                 /* first byte of the slab */
-    struct slab *prev, *next;   /* heap->partial[cls] list, owner-only */
+    char *data;                  /* first byte of the slab */
+    struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
-    /* Cache line 2+: owner-mutable state, touched by the fast path. */
-    alignas(64) uint32_t cursor; /* no free bit below word `cursor` */
-    _Atomic uint32_t used;       /* bins handed out and not merged free (relaxed: stats) */
+    /* Cache line 1: owner-mutable, written by the free fast path. */
+    alignas(64) _Atomic uint32_t used; /* bins not in the local map: live, in the heap's word
+                                          cache, or remote-freed and unmerged (relaxed: stats) */
     uint32_t hwm;                /* bins >= hwm were never handed out since the last decommit */
-    uint32_t pad2;
-    uint64_t local[BITMAP_WORDS]; /* 1 = free; owner-only */
-
-    /* Remote bitmap on cache lines of its own: remote freers write here, the
-     * owner's fast path never does. 1 = freed by another thread, not merged. */
-    alignas(64) _Atomic uint64_t remote[BITMAP_WORDS];
+    uint64_t summary;            /* bit w set: local[w] may have a free bin */
 } slab_t;
+
+_Static_assert(sizeof(slab_t) == 128, "slab_t is two cache lines: the free path indexes it by shift");
 
 /* ---- the remote-free notification queue (Vyukov's intrusive MPSC) -------- */
 
@@ -154,6 +151,12 @@ typedef struct superpage {
     qnode_t qnode;                             /* link in the owner heap's queue */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
+
+    /* The bitmaps, one 512-byte row per slab. local[i][w]: 1 = bin free,
+     * owner-only. remote[i][w]: 1 = freed by another thread and not merged;
+     * remote freers write only here, never a line the owner's fast path writes. */
+    alignas(64) uint64_t local[SLABS_PER_SUPERPAGE][BITMAP_WORDS];
+    alignas(64) _Atomic uint64_t remote[SLABS_PER_SUPERPAGE][BITMAP_WORDS];
 } superpage_t;
 
 _Static_assert(sizeof(superpage_t) <= SLAB_SIZE, "metadata must fit in slab 0");
@@ -169,10 +172,22 @@ typedef struct huge_header {
 
 /* ---- heaps ---------------------------------------------------------------- */
 
+/* The heap's per-class word cache: the fast path allocates from here. A
+ * whole bitmap word of the active slab is taken out of the slab's local map
+ * at once (slow path); malloc then only clears bits of `bits`. */
+typedef struct word_cache {
+    uint64_t bits;  /* free bins of the cached word */
+    char *base;     /* address of the word's bin 0 */
+    uint64_t fresh; /* bins of the word never handed out: calloc skips memset */
+    uint32_t size;  /* bin size */
+    uint32_t word;  /* which word of the active slab */
+} word_cache_t;
+
 typedef struct heap {
-    /* Fast path: the slab each class allocates from. Never NULL: an empty
-     * heap points every class at a static slab with no free bit. */
-    slab_t *active[NUM_CLASSES];
+    /* Fast path: one entry per class. An empty heap has all bits 0, so its
+     * first malloc of each class falls into the slow path. */
+    word_cache_t cache[NUM_CLASSES];
+    slab_t *active[NUM_CLASSES];  /* the slab cache[cls] draws from, or NULL */
     slab_t *partial[NUM_CLASSES]; /* slabs with free bins, doubly linked */
     superpage_t *superpages;      /* those with free slabs first */
     size_t nsuperpages;
@@ -223,20 +238,20 @@ static inline uintptr_t region_of(const void *p)
     return ((uintptr_t)p - 1) & ~(SUPERPAGE_SIZE - 1);
 }
 
-/* Region registry: one bit per 2 MiB of address space, set while bitslab has
- * a superpage or a huge header there. Lets free() reject foreign pointers
- * without touching memory that may not be mapped. */
-#define REGION_MAP_WORDS (((uint64_t)1 << (47 - SUPERPAGE_SHIFT)) / 64)
-extern _Atomic uint64_t bitslab_region_map[REGION_MAP_WORDS];
+/* Region registry: one byte per 2 MiB of the 47-bit address space, saying
+ * what bitslab has there (REGION_SUPERPAGE, REGION_HUGE, or 0 = not ours).
+ * Lets free() reject foreign pointers without touching memory that may not
+ * be mapped, and tells superpages from huge blocks in the same load. */
+#define REGION_MAP_SIZE ((size_t)1 << (47 - SUPERPAGE_SHIFT))
+extern _Atomic uint8_t bitslab_region_map[REGION_MAP_SIZE];
 
-static inline bool region_is_ours(uintptr_t region)
+static inline unsigned region_kind_of(uintptr_t region)
 {
-    uint64_t idx = region >> SUPERPAGE_SHIFT;
-    if (unlikely(idx >= ((uint64_t)1 << (47 - SUPERPAGE_SHIFT)))) return false;
-    /* Relaxed: a valid pointer was registered before the block was handed out,
-     * and the hand-off to this thread orders that registration before us. */
-    uint64_t word = atomic_load_explicit(&bitslab_region_map[idx >> 6], memory_order_relaxed);
-    return (word >> (idx & 63)) & 1;
+    uintptr_t idx = region >> SUPERPAGE_SHIFT;
+    if (unlikely(idx >= REGION_MAP_SIZE)) return 0;
+    /* Relaxed: a valid pointer's region was registered before the block was
+     * handed out, and the hand-off to this thread orders that before us. */
+    return atomic_load_explicit(&bitslab_region_map[idx], memory_order_relaxed);
 }
 
 /* ---- internal functions (one file per concept) ---------------------------- */
@@ -247,7 +262,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 void os_unmap(void *p, size_t len);
 void os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
-bool region_register(uintptr_t region);
+bool region_register(uintptr_t region, unsigned kind);
 void region_unregister(uintptr_t region);
 extern _Atomic size_t bitslab_mapped_bytes;
 extern _Atomic size_t bitslab_committed_bytes;
@@ -256,9 +271,10 @@ extern _Atomic size_t bitslab_committed_bytes;
 COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
 
 /* slab.c */
-void slab_configure_small(slab_t *s, unsigned cls);
-bool slab_advance_cursor(slab_t *s);
+void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
 uint32_t slab_merge_remote(slab_t *s);
+void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c);
+void slab_unload_word(slab_t *s, word_cache_t *c);
 
 /* superpage.c */
 superpage_t *superpage_acquire(heap_t *h);
@@ -274,6 +290,7 @@ extern _Atomic size_t bitslab_superpages_orphaned;
 heap_t *heap_acquire(void);
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh);
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after);
+void heap_free_slow(void *p);
 void heap_drain_remote(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
@@ -356,6 +373,9 @@ static inline superpage_t *superpage_of_slab(const slab_t *s)
 {
     return (superpage_t *)((uintptr_t)s & ~(SUPERPAGE_SIZE - 1));
 }
+
+static inline uint64_t *slab_local(slab_t *s) { return superpage_of_slab(s)->local[s->index]; }
+static inline _Atomic uint64_t *slab_remote(slab_t *s) { return superpage_of_slab(s)->remote[s->index]; }
 
 static inline unsigned ctz64(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
 static inline unsigned popcount64(uint64_t x) { return (unsigned)__builtin_popcountll(x); }

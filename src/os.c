@@ -5,8 +5,8 @@
  *   over-mapping len + align and trimming both ends.
  * - os_decommit: MADV_DONTNEED, so the pages stop counting in RSS and read
  *   back as zero; the address range stays reserved.
- * - the region registry: one bit per 2 MiB of the 47-bit user address space
- *   (an 8 MiB zero-initialised array, touched sparsely), so that
+ * - the region registry: one byte per 2 MiB of the 47-bit user address space
+ *   (a 64 MiB zero-initialised array, touched sparsely), so that
  *   free() can tell a bitslab pointer from a foreign one without reading
  *   memory that might not be mapped.
  */
@@ -22,9 +22,10 @@
 _Atomic size_t bitslab_mapped_bytes;
 _Atomic size_t bitslab_committed_bytes;
 
-/* The registry lives in .bss: zero pages cost no memory until a bit in them is
- * set, and the fast path reads it at a fixed address with no pointer load. */
-_Atomic uint64_t bitslab_region_map[REGION_MAP_WORDS];
+/* The registry lives in .bss (64 MiB of address space): zero pages cost no
+ * memory until a byte in them is set (one 4 KiB page covers 8 GiB of address
+ * space), and the fast path reads it at a fixed address. */
+_Atomic uint8_t bitslab_region_map[REGION_MAP_SIZE];
 
 void *os_map(size_t len)
 {
@@ -83,21 +84,19 @@ void os_recommit(size_t len)
     atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
 }
 
-bool region_register(uintptr_t region)
+bool region_register(uintptr_t region, unsigned kind)
 {
-    uint64_t idx = region >> SUPERPAGE_SHIFT;
-    if (idx >= ((uint64_t)1 << (47 - SUPERPAGE_SHIFT))) return false; /* 5-level paging hint: refuse */
-    /* Relaxed: the bit is read by free() on a pointer whose hand-off already
-     * orders this registration before it (see region_is_ours). */
-    atomic_fetch_or_explicit(&bitslab_region_map[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_relaxed);
+    uintptr_t idx = region >> SUPERPAGE_SHIFT;
+    if (idx >= REGION_MAP_SIZE) return false; /* a 5-level-paging address: refuse */
+    /* Relaxed: read by free() on a pointer whose hand-off already orders this
+     * registration before it (see region_kind_of). */
+    atomic_store_explicit(&bitslab_region_map[idx], (uint8_t)kind, memory_order_relaxed);
     return true;
 }
 
 void region_unregister(uintptr_t region)
 {
-    uint64_t idx = region >> SUPERPAGE_SHIFT;
     /* Relaxed: done before munmap, so a later mapping of the same region
      * registers after this clear (the syscalls order them). */
-    atomic_fetch_and_explicit(&bitslab_region_map[idx >> 6], ~((uint64_t)1 << (idx & 63)), memory_order_relaxed);
+    atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed);
 }
-

@@ -102,7 +102,7 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
      * our writes to the block happen before its reuse. The old value catches
      * a double free that has not been merged yet. */
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t old = atomic_fetch_or_explicit(&s->remote[idx >> 6], bit, memory_order_release);
+    uint64_t old = atomic_fetch_or_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release);
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
     DEBUG_PARK(PARK_REMOTE_AFTER_F2);
 

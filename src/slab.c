@@ -2,23 +2,27 @@
  * slab.c: size classes and the two bitmaps of a slab.
  *
  * A small slab is an array of `nbins` bins of `bin_size` bytes starting at
- * the slab's first byte. Its free state is two bitmaps, 1 bit per bin:
+ * the slab's first byte. Its free state is two bitmaps, 1 bit per bin, kept
+ * in the superpage's metadata slab (superpage_t.local / .remote):
  *
- *   local[]   owner-only, plain memory. 1 = free. The owner allocates the
- *             lowest set bit (ctz of word `cursor`) and frees by setting a bit.
- *   remote[]  atomic. 1 = freed by another thread and not merged yet. Remote
- *             freers set bits with fetch_or (wait-free); the owner merges a
- *             word by exchanging it with 0 and OR-ing it into local[].
+ *   local    owner-only, plain memory. 1 = free. The owner frees by setting
+ *            a bit; to allocate, it moves a whole word of free bits into its
+ *            heap's word cache (slab_load_word) and the fast path then clears
+ *            bits there, lowest first.
+ *   remote   atomic. 1 = freed by another thread and not merged yet. Remote
+ *            freers set bits with fetch_or (wait-free); the owner merges a
+ *            word by exchanging it with 0 and OR-ing it into local.
  *
- * A bin is free iff its bit is set in exactly one of the two maps; a bit set in
- * both is a double free, caught when the owner merges.
+ * A bin is free iff its bit is set in exactly one of: the local map, the
+ * remote map, the heap's word cache (for the cached word of the active
+ * slab). A bit set in two of them is a double free.
  *
- * `cursor` is the lowest word that may hold a set local bit: allocation only
- * ever looks at local[cursor], and moves the cursor forward (here, off the
- * fast path) when that word is empty; frees move it back.
+ * `summary` has bit w set when local word w may hold a free bin, so finding
+ * the next word is one ctz. `used` counts the bins not in the local map, so
+ * used == 0 means every bin is free and nothing is cached.
  *
- * Reconfiguration: an empty slab (no live bin, no remote bit) goes back to its
- * superpage as FREE and may be configured for any class later.
+ * Reconfiguration: an empty slab (no live bin, no remote bit, nothing
+ * cached) goes back to its superpage as FREE and may take any class later.
  */
 #include <string.h>
 
@@ -41,11 +45,12 @@ const uint32_t bitslab_class_size[NUM_CLASSES] = {
 static void bitmap_fill(uint64_t *map, uint32_t nbins)
 {
     uint32_t full = nbins / 64, rest = nbins % 64;
+    memset(map, 0, BITMAP_WORDS * sizeof(uint64_t));
     for (uint32_t w = 0; w < full; w++) map[w] = ~(uint64_t)0;
     if (rest) map[full] = ((uint64_t)1 << rest) - 1;
 }
 
-void slab_configure_small(slab_t *s, unsigned cls)
+void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
 {
     uint32_t size = bitslab_class_size[cls];
     uint32_t nbins = (uint32_t)(SLAB_SIZE / size);
@@ -53,58 +58,85 @@ void slab_configure_small(slab_t *s, unsigned cls)
     s->nbins = nbins;
     s->nwords = (uint8_t)((nbins + 63) / 64);
     s->recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* ceil(2^32 / size) */
-    /* Relaxed: only the stats walker reads these without a hand-off. */
-    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed);
-    s->cursor = 0;
+    s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
     slab_set_used(s, 0);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
     s->hwm = s->dirty ? nbins : 0;
     s->dirty = 1;
-    memset(s->local, 0, sizeof s->local);
-    bitmap_fill(s->local, nbins);
-    /* Relaxed: the walker's snapshot; a freer learns of the slab through its block. */
+    bitmap_fill(slab_local(s), nbins);
+    /* Relaxed (three stores): the walker's snapshot; a freer learns of the
+     * slab through its block, whose hand-off orders these stores. */
+    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed);
     atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed);
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
 }
 
-/* Move the cursor to the first word with a free bin. False if there is none
- * (the cursor then rests on an empty word, so the fast path keeps failing). */
-bool slab_advance_cursor(slab_t *s)
+/* Move the lowest local word with free bins into the word cache. The slab
+ * must have one (summary != 0). */
+void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c)
 {
-    for (uint32_t w = s->cursor; w < s->nwords; w++) {
-        if (s->local[w]) {
-            s->cursor = w;
-            return true;
-        }
+    (void)h;
+    uint64_t *local = slab_local(s);
+    unsigned w = ctz64(s->summary);
+    uint64_t bits = local[w];
+    local[w] = 0;
+    s->summary &= ~((uint64_t)1 << w);
+    slab_set_used(s, slab_used(s) + popcount64(bits));
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+    /* Bins at or above hwm were never handed out: still zero from the OS. */
+    uint32_t first = w * 64;
+    uint64_t fresh;
+    if (s->hwm <= first) fresh = bits;
+    else if (s->hwm >= first + 64) fresh = 0;
+    else fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
+    uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
+    if (top > s->hwm) s->hwm = top;
+    c->bits = bits;
+    c->fresh = fresh;
+    c->base = s->data + (size_t)first * size;
+    c->size = size;
+    c->word = w;
+}
+
+/* Put the cached word's free bins back into the slab's local map. */
+void slab_unload_word(slab_t *s, word_cache_t *c)
+{
+    if (c->bits) {
+        slab_local(s)[c->word] |= c->bits;
+        s->summary |= (uint64_t)1 << c->word;
+        slab_set_used(s, slab_used(s) - popcount64(c->bits));
     }
-    s->cursor = s->nwords - 1u;
-    return false;
+    c->bits = 0;
+    c->fresh = 0;
 }
 
 /* Merge the remote bitmap into the local one. Returns the number of bins
  * merged and lowers `used` by it. Owner only. */
 uint32_t slab_merge_remote(slab_t *s)
 {
+    uint64_t *local = slab_local(s);
+    _Atomic uint64_t *remote = slab_remote(s);
     uint32_t merged = 0;
     for (uint32_t w = 0; w < s->nwords; w++) {
         /* Relaxed peek: a word that reads 0 here either has no pending bit or
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
-        if (!atomic_load_explicit(&s->remote[w], memory_order_relaxed)) continue;
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
         /* Acquire: pairs with the freer's release fetch_or, so everything the
          * freeing thread wrote into the block happens before we reuse it. */
-        uint64_t bits = atomic_exchange_explicit(&s->remote[w], 0, memory_order_acquire);
-        if (unlikely(bits & s->local[w])) {
-            uint32_t bin = w * 64 + ctz64(bits & s->local[w]);
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
+        if (unlikely(bits & local[w])) {
+            uint32_t bin = w * 64 + ctz64(bits & local[w]);
             bitslab_fatal("double free (freed by another thread and again)",
                           s->data + (size_t)bin * atomic_load_explicit(&s->bin_size, memory_order_relaxed));
         }
-        s->local[w] |= bits;
+        local[w] |= bits;
+        s->summary |= (uint64_t)1 << w;
         merged += popcount64(bits);
-        if (w < s->cursor) s->cursor = w;
 #if BITSLAB_DEBUG
         /* Relaxed: only counts whether a freer landed in this word mid-drain. */
-        if (atomic_load_explicit(&s->remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
+        if (atomic_load_explicit(&remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
 #endif
     }
     if (merged) slab_set_used(s, slab_used(s) - merged);

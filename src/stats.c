@@ -5,7 +5,10 @@
  * The process walk follows the push-only registry of every superpage ever
  * mapped (superpages are never unmapped, so the walk never reads unmapped
  * memory) and reads only the slab fields that are atomics for this purpose:
- * kind, bin_size, used and the remote bitmaps.
+ * kind, bin_size, used and the remote bitmaps. Other threads' word caches
+ * are theirs alone, so bins cached there (at most 64 per class and thread)
+ * count as in use in the process figures; bitslab_collect() in a thread, or
+ * its exit, puts them back.
  */
 #include <string.h>
 
@@ -18,10 +21,11 @@ static void class_names(bitslab_class_stats_t *c)
 
 static size_t remote_pending(slab_t *s)
 {
+    _Atomic uint64_t *remote = slab_remote(s);
     size_t n = 0;
     for (unsigned w = 0; w < BITMAP_WORDS; w++)
         /* Relaxed: a snapshot count; nothing is read through these bits. */
-        n += popcount64(atomic_load_explicit(&s->remote[w], memory_order_relaxed));
+        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
     return n;
 }
 
@@ -71,6 +75,15 @@ void bitslab_heap_info(bitslab_heap_info_t *out)
         out->superpages++;
         small += walk_superpage(sp, out->classes, &wide_n, &wide_bytes, &out->slabs_small, &out->slabs_wide,
                                 &out->slabs_free, &out->remote_frees_pending);
+    }
+    /* Bins waiting in the word caches are free, though their slabs count them
+     * as taken. */
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        if (!h->active[c]) continue;
+        size_t cached = popcount64(h->cache[c].bits);
+        out->classes[c].bins_in_use -= cached;
+        out->classes[c].bytes_in_use -= cached * out->classes[c].bin_size;
+        small -= cached * out->classes[c].bin_size;
     }
     out->wide_allocations = wide_n;
     out->wide_bytes = wide_bytes;

@@ -123,6 +123,22 @@ void superpage_list_promote(heap_t *h, superpage_t *sp)
 
 /* ---- acquire and release -------------------------------------------------- */
 
+/* A slab back to FREE: no bins, no owner, nothing in its bitmaps. */
+static void slab_reset(slab_t *s)
+{
+    s->state = STATE_NONE;
+    s->nbins = 0;
+    s->recip = 0;
+    s->nwords = 1;
+    s->summary = 0;
+    slab_set_used(s, 0);
+    /* Relaxed (three stores): the walker's snapshot; no block of this slab
+     * is live, so no freer reads them. */
+    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
+}
+
 static void superpage_reset(superpage_t *sp, bool decommitted)
 {
     sp->free_mask = DATA_SLABS_MASK;
@@ -130,18 +146,8 @@ static void superpage_reset(superpage_t *sp, bool decommitted)
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-        s->state = STATE_NONE;
-        s->nbins = 0;
-        s->recip = 0;
-        s->nwords = 1;
-        s->cursor = 0;
-        s->local[0] = 0;
         if (decommitted) s->dirty = 0;
-        slab_set_used(s, 0);
-        /* Relaxed: the walker's snapshot only. */
-        atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
-        /* Relaxed: as above. */
-        atomic_store_explicit(&s->kind, i == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
+        slab_reset(s);
     }
 }
 
@@ -151,7 +157,7 @@ static superpage_t *superpage_map(void)
     char *base;
     superpage_t *sp = os_map_aligned(SUPERPAGE_SIZE, SUPERPAGE_SIZE, &map_len, &base);
     if (!sp) return NULL;
-    if (!region_register((uintptr_t)sp)) {
+    if (!region_register((uintptr_t)sp, REGION_SUPERPAGE)) {
         os_unmap(sp, SUPERPAGE_SIZE);
         return NULL;
     }
@@ -267,19 +273,7 @@ slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
-    for (unsigned i = 0; i < n; i++) {
-        slab_t *t = s + i;
-        t->state = STATE_NONE;
-        t->nbins = 0;
-        t->recip = 0;
-        t->nwords = 1;
-        t->cursor = 0;
-        t->local[0] = 0;
-        /* Relaxed: the walker's snapshot only. */
-        atomic_store_explicit(&t->bin_size, 0, memory_order_relaxed);
-        /* Relaxed: as above; no block of this slab is live, so no freer reads it. */
-        atomic_store_explicit(&t->kind, SLAB_FREE, memory_order_relaxed);
-    }
+    for (unsigned i = 0; i < n; i++) slab_reset(s + i);
     bool was_full = sp->free_mask == 0;
     sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
     if (was_full) superpage_list_promote(h, sp);
