@@ -248,6 +248,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
     slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
+    if (used_after == 0) heap_purge(h, false);
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. */
@@ -299,6 +300,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
+    heap_purge(h, false);
     slab_t *s = h->active[cls];
     if (s) {
         if (s->summary) {
@@ -347,6 +349,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
         for (unsigned i = 0; i < n; i++)
             if (s[i].dirty) memset(s[i].data, 0, i + 1 == n ? size - (size_t)i * SLAB_SIZE : SLAB_SIZE);
     }
+    for (unsigned i = 0; i < n; i++) slab_mark_in_use(h, &s[i]);
     for (unsigned i = 1; i < n; i++) {
         s[i].dirty = 1;
         s[i].state = STATE_NONE;
@@ -409,6 +412,7 @@ void heap_collect(heap_t *h, bool full)
         superpage_try_release(h, sp, retain);
         sp = next;
     }
+    heap_purge(h, full);
 }
 
 /* Collect heaps whose threads exited: popping one from the pool makes us its

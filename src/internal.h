@@ -59,6 +59,9 @@
 
 /* Heaps keep this many empty superpages before giving more to the orphanage. */
 #define HEAP_RETAIN_EMPTY 1
+/* A heap keeps at most this many FREE slabs whose pages are still committed
+ * (64 = 4 MiB) while they wait out the purge delay; past it, it purges now. */
+#define HEAP_DIRTY_FREE_MAX 64
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -114,7 +117,7 @@ typedef struct slab {
     uint8_t index;               /* slab index in its superpage (0..31) */
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
-    uint8_t pad0;
+    uint8_t decommitted;         /* data returned to the OS (MADV_DONTNEED), not counted as committed */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -123,6 +126,7 @@ typedef struct slab {
                                           cache, or remote-freed and unmerged (relaxed: stats) */
     uint32_t hwm;                /* bins >= hwm were never handed out since the last decommit */
     uint64_t summary;            /* bit w set: local[w] may have a free bin */
+    uint32_t freed_at;           /* FREE: when it became free (ms), for the purge delay */
 } slab_t;
 
 _Static_assert(sizeof(slab_t) == 128, "slab_t is two cache lines: the free path indexes it by shift");
@@ -193,6 +197,8 @@ typedef struct heap {
     size_t nsuperpages;
     size_t nempty;                /* owned superpages with every data slab free */
     size_t wide_allocations, wide_bytes;
+    uint32_t next_purge;          /* ms: the next time the slow path looks for slabs to decommit */
+    uint32_t dirty_free;          /* FREE slabs in owned superpages whose pages are committed */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
@@ -262,6 +268,11 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 void os_unmap(void *p, size_t len);
 void os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
+uint32_t os_now_ms(void);
+/* Runtime options (environment), read once. */
+/* BITSLAB_PURGE_DELAY_MS (default 250): a FREE slab's memory is decommitted
+ * this long after it emptied, by its heap's next slow path; -1: never. */
+extern _Atomic int32_t bitslab_purge_delay_ms;
 bool region_register(uintptr_t region, unsigned kind);
 void region_unregister(uintptr_t region);
 extern _Atomic size_t bitslab_mapped_bytes;
@@ -282,6 +293,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain);
 void superpage_list_promote(heap_t *h, superpage_t *sp);
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t align);
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release);
+void slab_mark_in_use(heap_t *h, slab_t *s);
 extern _Atomic(superpage_t *) bitslab_all_superpages;
 extern _Atomic size_t bitslab_superpages_total;
 extern _Atomic size_t bitslab_superpages_orphaned;
@@ -294,6 +306,7 @@ void heap_free_slow(void *p);
 void heap_drain_remote(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
+void heap_purge(heap_t *h, bool force);
 heap_t *heap_by_id(uint32_t id);
 extern _Atomic uint32_t bitslab_heaps_total;
 extern _Atomic size_t bitslab_heaps_abandoned;

@@ -14,7 +14,9 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -99,4 +101,30 @@ void region_unregister(uintptr_t region)
     /* Relaxed: done before munmap, so a later mapping of the same region
      * registers after this clear (the syscalls order them). */
     atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed);
+}
+
+/* A millisecond clock for the purge delay: CLOCK_MONOTONIC_COARSE is read in
+ * the vDSO, without a syscall, and is only read on slow paths. */
+uint32_t os_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+/* ---- runtime options ------------------------------------------------------ */
+
+_Atomic int32_t bitslab_purge_delay_ms = 250;
+
+/* Read the environment once, at load time (getenv does not allocate).
+ * Allocations made before this runs use the defaults. */
+__attribute__((constructor)) static void options_init(void)
+{
+    const char *v = getenv("BITSLAB_PURGE_DELAY_MS");
+    if (v && *v) {
+        long ms = strtol(v, NULL, 10);
+        /* Relaxed: a setting read by slow paths; any value is valid at any time. */
+        atomic_store_explicit(&bitslab_purge_delay_ms, ms < 0 ? -1 : (ms > 3600000 ? 3600000 : (int32_t)ms),
+                              memory_order_relaxed);
+    }
 }

@@ -62,6 +62,7 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     slab_set_used(s, 0);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
+    slab_mark_in_use(h, s);
     s->hwm = s->dirty ? nbins : 0;
     s->dirty = 1;
     bitmap_fill(slab_local(s), nbins);

@@ -139,15 +139,73 @@ static void slab_reset(slab_t *s)
     atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
 }
 
-static void superpage_reset(superpage_t *sp, bool decommitted)
+/* Every slab FREE and clean. `data_decommitted`: the data slabs' pages were
+ * returned to the OS (an orphan being reused), so putting one to use counts
+ * it as committed again. */
+static void superpage_reset(superpage_t *sp, bool data_decommitted)
 {
     sp->free_mask = DATA_SLABS_MASK;
     for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-        if (decommitted) s->dirty = 0;
+        s->dirty = 0;
+        s->decommitted = i != 0 && data_decommitted;
         slab_reset(s);
+    }
+}
+
+/* Return the data pages of the slabs in `mask` to the OS, one madvise per run
+ * of adjacent slabs; skips slabs already decommitted. */
+static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
+{
+    uint32_t m = 0;
+    for (uint32_t t = mask; t; t &= t - 1) {
+        unsigned i = ctz64(t);
+        if (!sp->slabs[i].decommitted) m |= 1u << i;
+    }
+    while (m) {
+        unsigned first = ctz64(m);
+        unsigned len = ctz64(~(uint64_t)(m >> first)); /* length of the run of set bits */
+        os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
+        for (unsigned i = first; i < first + len; i++) {
+            if (sp->slabs[i].dirty) h->dirty_free--; /* only FREE slabs are decommitted */
+            sp->slabs[i].dirty = 0;
+            sp->slabs[i].decommitted = 1;
+        }
+        m &= ~(uint32_t)((((uint64_t)1 << len) - 1) << first);
+    }
+}
+
+/* A FREE slab is being put to use: its pages count as committed again. */
+void slab_mark_in_use(heap_t *h, slab_t *s)
+{
+    if (s->dirty) h->dirty_free--;
+    if (s->decommitted) {
+        os_recommit(SLAB_SIZE);
+        s->decommitted = 0;
+    }
+}
+
+/* Decommit the FREE slabs of h that have been empty for the purge delay (all
+ * of them if `force`). Runs at most every delay / 2 (10 ms at least), from
+ * the slow paths: never a syscall on the fast path. */
+void heap_purge(heap_t *h, bool force)
+{
+    /* Relaxed: a setting; any value read is valid. */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    if (delay < 0 && !force) return;
+    uint32_t now = os_now_ms();
+    if (!force && (int32_t)(now - h->next_purge) < 0) return;
+    h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
+    for (superpage_t *sp = h->superpages; sp && sp->free_mask; sp = sp->next) {
+        uint32_t m = 0;
+        for (uint32_t t = sp->free_mask; t; t &= t - 1) {
+            slab_t *s = &sp->slabs[ctz64(t)];
+            if (s->dirty && !s->decommitted && (force || now - s->freed_at >= (uint32_t)delay))
+                m |= 1u << s->index;
+        }
+        if (m) decommit_slabs(h, sp, m);
     }
 }
 
@@ -163,7 +221,7 @@ static superpage_t *superpage_map(void)
     }
     sp->hdr.magic = REGION_MAGIC ^ (uintptr_t)sp;
     sp->hdr.kind = REGION_SUPERPAGE;
-    superpage_reset(sp, true);
+    superpage_reset(sp, false);
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
     superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed);
@@ -183,7 +241,7 @@ superpage_t *superpage_acquire(heap_t *h)
     superpage_t *sp = orphanage_pop();
     if (sp) {
         superpage_reset(sp, true);
-        os_recommit(SUPERPAGE_SIZE - OS_PAGE);
+        os_recommit(SLAB_SIZE - OS_PAGE); /* the metadata slab; data slabs as they are used */
     } else {
         sp = superpage_map();
         if (!sp) return NULL;
@@ -220,8 +278,11 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     h->nempty--;
     /* Relaxed: nobody holds a block in sp; the push below releases it. */
     atomic_store_explicit(&sp->heap, NULL, memory_order_relaxed);
-    /* Keep the first page (header, links); return the rest to the OS. */
-    os_decommit((char *)sp + OS_PAGE, SUPERPAGE_SIZE - OS_PAGE);
+    /* Keep the first page (header, links); return the rest to the OS: data
+     * slabs first, since the flags they are tracked by (slab_t 31) lie in the
+     * metadata pages that follow. */
+    decommit_slabs(h, sp, DATA_SLABS_MASK);
+    os_decommit((char *)sp + OS_PAGE, SLAB_SIZE - OS_PAGE);
     orphanage_push(sp);
 }
 
@@ -273,7 +334,13 @@ slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
-    for (unsigned i = 0; i < n; i++) slab_reset(s + i);
+    uint32_t now = os_now_ms();
+    for (unsigned i = 0; i < n; i++) {
+        slab_reset(s + i);
+        s[i].freed_at = now;
+        if (s[i].dirty) h->dirty_free++;
+    }
+    if (h->dirty_free > HEAP_DIRTY_FREE_MAX) heap_purge(h, true);
     bool was_full = sp->free_mask == 0;
     sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
     if (was_full) superpage_list_promote(h, sp);
