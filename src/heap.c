@@ -163,6 +163,16 @@ static bool heap_key(pthread_key_t *out)
     return true;
 }
 
+/* If this library is unloaded (dlclose of a dlopened libbitslab.so), no thread
+ * may call heap_thread_exit afterwards: its code would be gone. Deleting the
+ * key stops that; threads that still have heaps then simply keep them. */
+__attribute__((destructor)) static void heap_key_unload(void)
+{
+    /* Acquire: pairs with the CAS that published the key. */
+    uint32_t st = atomic_load_explicit(&heap_key_state, memory_order_acquire);
+    if (st) pthread_key_delete((pthread_key_t)(st - 1));
+}
+
 /* Give the calling thread a heap: an abandoned one if any, else a new one. */
 heap_t *heap_acquire(void)
 {
