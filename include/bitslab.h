@@ -90,7 +90,10 @@ typedef struct bitslab_heap_info {
 /**
  * The whole process. Counters that other threads change concurrently are read
  * without stopping them, so under concurrent use each figure is a snapshot
- * that may be slightly stale; in a quiescent process the figures are exact.
+ * that may be slightly stale. Free bins waiting in a live thread's word cache
+ * (at most 64 per size class and thread) count as in use here, since only
+ * their thread may read that cache; after bitslab_collect() in every thread,
+ * or their exit, the figures of a quiescent process are exact.
  */
 typedef struct bitslab_stats {
     size_t mapped;               /**< bytes of address space mapped from the OS */

@@ -186,10 +186,20 @@ void bitslab_free(void *p)
     uint64_t word = local[w];
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    if (unlikely((word | atomic_load_explicit(&remote[w], memory_order_relaxed)) & bit))
-        bitslab_fatal("double free", p);
-    local[w] = word | bit;
-    s->summary |= (uint64_t)1 << w;
+    uint64_t taken = word | atomic_load_explicit(&remote[w], memory_order_relaxed);
+    if (s->cached == w) {
+        /* The word is in the heap's cache: the bin goes back there, so the
+         * next malloc of the class reuses it; a bin already there is free. */
+        word_cache_t *c = &bitslab_tls_heap->cache[s->cls];
+        if (unlikely((taken | c->bits) & bit)) bitslab_fatal("double free", p);
+        c->bits |= bit;
+        c->fresh &= ~bit;
+        return; /* `used` counts cached bins as taken: it does not change */
+    } else {
+        if (unlikely(taken & bit)) bitslab_fatal("double free", p);
+        local[w] = word | bit;
+        s->summary |= (uint64_t)1 << w;
+    }
     uint32_t used = slab_used(s) - 1;
     slab_set_used(s, used);
     /* One unsigned compare catches both used == 0 (empty) and

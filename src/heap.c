@@ -268,7 +268,12 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
         slab_t *s = &sp->slabs[ctz64(mask)];
         mask &= mask - 1;
         uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* relaxed: owner reads its own field */
-        if (kind != SLAB_SMALL && kind != SLAB_WIDE) continue; /* a stale notification */
+        if (kind != SLAB_SMALL && kind != SLAB_WIDE) {
+            /* A stale notification (the slab emptied after the bit was
+             * merged); a bit still here would be a double free. */
+            slab_check_no_remote(s);
+            continue;
+        }
         uint32_t before = slab_used(s);
         uint32_t n = slab_merge_remote(s);
         /* No release while we still walk sp's slabs: the caller retries it. */
@@ -317,7 +322,8 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
             slab_load_word(h, s, c);
             return cache_pop(c, fresh);
         }
-        s->state = STATE_FULL; /* off every list until a free makes room */
+        slab_unload_word(s, c); /* the cache no longer speaks for s (it is empty) */
+        s->state = STATE_FULL;  /* off every list until a free makes room */
         h->active[cls] = NULL;
     }
     s = h->partial[cls];
@@ -371,6 +377,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
     s->nbins = 1;
     s->nwords = 1;
     s->summary = 0;
+    s->cached = NO_WORD;
     slab_local(s)[0] = 0; /* the one bin is taken */
     s->hwm = 1;
     s->recip = (uint32_t)(0xFFFFFFFFu / bytes) + 1;

@@ -127,7 +127,10 @@ typedef struct slab {
     uint32_t hwm;                /* bins >= hwm were never handed out since the last decommit */
     uint64_t summary;            /* bit w set: local[w] may have a free bin */
     uint32_t freed_at;           /* FREE: when it became free (ms), for the purge delay */
+    uint32_t cached;             /* the word now in the owner heap's word cache, or NO_WORD */
 } slab_t;
+
+#define NO_WORD 0xFFFFFFFFu
 
 _Static_assert(sizeof(slab_t) == 128, "slab_t is two cache lines: the free path indexes it by shift");
 
@@ -284,6 +287,7 @@ COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
 /* slab.c */
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
 uint32_t slab_merge_remote(slab_t *s);
+void slab_check_no_remote(slab_t *s);
 void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c);
 void slab_unload_word(slab_t *s, word_cache_t *c);
 

@@ -50,6 +50,25 @@ static void bitmap_fill(uint64_t *map, uint32_t nbins)
     if (rest) map[full] = ((uint64_t)1 << rest) - 1;
 }
 
+/* A slab about to become FREE, or to be configured, must have no remote bit
+ * left: every legitimate remote free counts in `used`, so a bit here when
+ * used == 0 is a free of a bin that was already free. */
+void slab_check_no_remote(slab_t *s)
+{
+    _Atomic uint64_t *remote = slab_remote(s);
+    for (unsigned w = 0; w < BITMAP_WORDS; w++) {
+        /* Relaxed peek, then acquire exchange: as in slab_merge_remote. */
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
+        /* Acquire: pairs with the freer's release fetch_or (we only report). */
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
+        if (bits) {
+            uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+            bitslab_fatal("double free (a bin freed by its owner was freed again by another thread)",
+                          s->data + (size_t)(w * 64 + ctz64(bits)) * size);
+        }
+    }
+}
+
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
 {
     uint32_t size = bitslab_class_size[cls];
@@ -59,6 +78,7 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->nwords = (uint8_t)((nbins + 63) / 64);
     s->recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* ceil(2^32 / size) */
     s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
+    s->cached = NO_WORD;
     slab_set_used(s, 0);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
@@ -93,6 +113,7 @@ void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c)
     else fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
     uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
     if (top > s->hwm) s->hwm = top;
+    s->cached = w;
     c->bits = bits;
     c->fresh = fresh;
     c->base = s->data + (size_t)first * size;
@@ -110,12 +131,16 @@ void slab_unload_word(slab_t *s, word_cache_t *c)
     }
     c->bits = 0;
     c->fresh = 0;
+    s->cached = NO_WORD;
 }
 
 /* Merge the remote bitmap into the local one. Returns the number of bins
  * merged and lowers `used` by it. Owner only. */
 uint32_t slab_merge_remote(slab_t *s)
 {
+    /* Relaxed: our own field. The cache is read only if s->cached names a word. */
+    heap_t *h = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    const word_cache_t *cache = s->cached != NO_WORD ? &h->cache[s->cls] : NULL;
     uint64_t *local = slab_local(s);
     _Atomic uint64_t *remote = slab_remote(s);
     uint32_t merged = 0;
@@ -127,8 +152,10 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Acquire: pairs with the freer's release fetch_or, so everything the
          * freeing thread wrote into the block happens before we reuse it. */
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
-        if (unlikely(bits & local[w])) {
-            uint32_t bin = w * 64 + ctz64(bits & local[w]);
+        uint64_t free_here = local[w];
+        if (w == s->cached) free_here |= cache->bits; /* bins waiting in the word cache are free too */
+        if (unlikely(bits & free_here)) {
+            uint32_t bin = w * 64 + ctz64(bits & free_here);
             bitslab_fatal("double free (freed by another thread and again)",
                           s->data + (size_t)bin * atomic_load_explicit(&s->bin_size, memory_order_relaxed));
         }

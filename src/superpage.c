@@ -131,6 +131,7 @@ static void slab_reset(slab_t *s)
     s->recip = 0;
     s->nwords = 1;
     s->summary = 0;
+    s->cached = NO_WORD;
     slab_set_used(s, 0);
     /* Relaxed (three stores): the walker's snapshot; no block of this slab
      * is live, so no freer reads them. */
@@ -335,6 +336,7 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
     uint32_t now = os_now_ms();
+    slab_check_no_remote(s); /* a wide block's bit, or any bin's */
     for (unsigned i = 0; i < n; i++) {
         slab_reset(s + i);
         s[i].freed_at = now;

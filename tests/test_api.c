@@ -1,0 +1,868 @@
+/*
+ * test_api.c: every public entry point and its error paths, realloc across
+ * classes and paths, alignment, calloc zeroing, usable size, statistics.
+ */
+#include "common.h"
+
+DEFINE_THREAD_FAILURES;
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* ---- malloc / free basics ----------------------------------------------------- */
+
+START_TEST(test_malloc_zero)
+{
+    void *a = bitslab_malloc(0);
+    void *b = bitslab_malloc(0);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_ne(a, b);
+    ck_assert_uint_ge(bitslab_usable_size(a), 1);
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.classes[0].bins_in_use, 2);
+    bitslab_free(a);
+    bitslab_free(b);
+    hi = heap_info();
+    ck_assert_uint_eq(hi.classes[0].bins_in_use, 0);
+    /* calloc(0, n), calloc(n, 0), aligned and realloc(NULL, 0) give blocks too. */
+    void *c = bitslab_calloc(0, 100), *d = bitslab_calloc(100, 0), *e = bitslab_realloc(NULL, 0);
+    void *f = bitslab_aligned_alloc(64, 0), *g = bitslab_memalign(4096, 0);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_uint_eq((uintptr_t)f % 64, 0);
+    ck_assert_uint_eq((uintptr_t)g % 4096, 0);
+    bitslab_free(c);
+    bitslab_free(d);
+    bitslab_free(e);
+    bitslab_free(f);
+    bitslab_free(g);
+    hi = heap_info();
+    ck_assert_uint_eq(total_bins_in_use(&hi), 0);
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_free_null)
+{
+    bitslab_free(NULL);
+    bitslab_free_sized(NULL, 0);
+    bitslab_free_sized(NULL, 100);
+    bitslab_free_aligned_sized(NULL, 64, 64);
+    ck_assert_uint_eq(bitslab_usable_size(NULL), 0);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(st.in_use, 0);
+    ck_assert_uint_eq(st.superpages_total, 0); /* nothing was allocated at all */
+    /* ...and after the heap exists. */
+    void *p = bitslab_malloc(10);
+    bitslab_free(NULL);
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.classes[0].bins_in_use, 1);
+    bitslab_free(p);
+    debug_check();
+}
+END_TEST
+
+/* Sizes nobody can have: NULL and ENOMEM, and nothing leaks. */
+START_TEST(test_malloc_too_big)
+{
+    void *warm = bitslab_malloc(1);
+    bitslab_stats_t st0 = stats();
+    const size_t sizes[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4096, SIZE_MAX - SUPERPAGE_SIZE,
+                            (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX, (size_t)PTRDIFF_MAX - 1,
+                            (size_t)PTRDIFF_MAX - 2 * SUPERPAGE_SIZE};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = opaque(sizes[i]);
+        errno = 0;
+        void *p = bitslab_malloc(n);
+        ck_assert_msg(p == NULL, "malloc(%#zx) returned %p", n, p);
+        ck_assert_msg(errno == ENOMEM, "malloc(%#zx): errno %d", n, errno);
+        errno = 0;
+        p = bitslab_calloc(1, n);
+        ck_assert_msg(p == NULL && errno == ENOMEM, "calloc(1, %#zx): %p errno %d", n, p, errno);
+        errno = 0;
+        p = bitslab_realloc(NULL, n);
+        ck_assert_msg(p == NULL && errno == ENOMEM, "realloc(NULL, %#zx): %p errno %d", n, p, errno);
+        errno = 0;
+        p = bitslab_aligned_alloc(64, n);
+        ck_assert_msg(p == NULL && errno == ENOMEM, "aligned_alloc(64, %#zx): %p errno %d", n, p, errno);
+        errno = 0;
+        p = bitslab_aligned_alloc(4 * MiB, n);
+        ck_assert_msg(p == NULL && errno == ENOMEM, "aligned_alloc(4M, %#zx): %p errno %d", n, p, errno);
+        errno = 0;
+        p = bitslab_memalign(256, n);
+        ck_assert_msg(p == NULL && errno == ENOMEM, "memalign(256, %#zx): %p errno %d", n, p, errno);
+    }
+    bitslab_stats_t st1 = stats();
+    ck_assert_uint_eq(st1.mapped, st0.mapped);
+    ck_assert_uint_eq(st1.huge_allocations, 0);
+    ck_assert_uint_eq(st1.in_use, st0.in_use);
+    bitslab_free(warm);
+}
+END_TEST
+
+START_TEST(test_calloc_overflow)
+{
+    struct {
+        size_t n, size;
+    } cases[] = {
+        {SIZE_MAX, 2},
+        {2, SIZE_MAX},
+        {(size_t)1 << 32, (size_t)1 << 32},
+        {SIZE_MAX / 2 + 1, 2},
+        {SIZE_MAX, SIZE_MAX},
+        {((size_t)1 << 62), 4},
+        {3, SIZE_MAX / 3 + 1},
+        /* No overflow, but more than PTRDIFF_MAX. */
+        {(size_t)1 << 62, 2},
+        {2, (size_t)PTRDIFF_MAX / 2 + 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        errno = 0;
+        void *p = bitslab_calloc(opaque(cases[i].n), opaque(cases[i].size));
+        ck_assert_msg(p == NULL, "calloc(%#zx, %#zx) returned %p", cases[i].n, cases[i].size, p);
+        ck_assert_msg(errno == ENOMEM, "calloc(%#zx, %#zx): errno %d", cases[i].n, cases[i].size, errno);
+        errno = 0;
+        p = bitslab_reallocarray(NULL, opaque(cases[i].n), opaque(cases[i].size));
+        ck_assert_msg(p == NULL && errno == ENOMEM, "reallocarray(NULL, %#zx, %#zx): %p errno %d", cases[i].n,
+                      cases[i].size, p, errno);
+    }
+    /* Products that fit are fine. */
+    void *p = bitslab_calloc(1000, 3);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(check_bytes(p, 3000, 0), 3000);
+    bitslab_free(p);
+    p = bitslab_calloc(opaque(SIZE_MAX), 0);
+    ck_assert_ptr_nonnull(p);
+    bitslab_free(p);
+}
+END_TEST
+
+START_TEST(test_reallocarray)
+{
+    char *p = bitslab_reallocarray(NULL, 10, 20);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_ge(bitslab_usable_size(p), 200);
+    fill_pattern(p, 200, 1);
+    size_t usable = bitslab_usable_size(p);
+    /* Overflow: NULL, ENOMEM, the old block untouched and still ours. */
+    errno = 0;
+    void *q = bitslab_reallocarray(p, opaque(SIZE_MAX), 2);
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    q = bitslab_reallocarray(p, opaque((size_t)1 << 33), (size_t)1 << 33);
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(errno, ENOMEM);
+    ck_assert_uint_eq(check_pattern(p, 200, 1), 200);
+    ck_assert_uint_eq(bitslab_usable_size(p), usable);
+    /* Grow and shrink through it. */
+    p = bitslab_reallocarray(p, 1000, 100);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(check_pattern(p, 200, 1), 200);
+    ck_assert_uint_ge(bitslab_usable_size(p), 100000);
+    p = bitslab_reallocarray(p, 5, 7);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(check_pattern(p, 35, 1), 35);
+    /* count * size == 0 frees, like realloc(p, 0). */
+    ck_assert_ptr_null(bitslab_reallocarray(p, 0, 7));
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.bytes_in_use, 0);
+    debug_check();
+}
+END_TEST
+
+/* A realloc that cannot be satisfied leaves the old block as it was, on every path. */
+START_TEST(test_realloc_failure_keeps_block)
+{
+    const size_t sizes[] = {1, 100, 4000, SMALL_MAX, 100 * KiB, WIDE_MAX, 3 * MiB};
+    const size_t bad[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX, (size_t)PTRDIFF_MAX - 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *p = bitslab_malloc(sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        fill_pattern(p, sizes[i], (unsigned)i);
+        size_t usable = bitslab_usable_size(p);
+        bitslab_stats_t st0 = stats();
+        for (size_t j = 0; j < sizeof bad / sizeof *bad; j++) {
+            errno = 0;
+            void *q = bitslab_realloc(p, opaque(bad[j]));
+            ck_assert_msg(q == NULL, "realloc(%zu-byte block, %#zx) returned %p", sizes[i], bad[j], q);
+            ck_assert_msg(errno == ENOMEM, "realloc(%zu-byte block, %#zx): errno %d", sizes[i], bad[j], errno);
+            ck_assert_uint_eq(check_pattern(p, sizes[i], (unsigned)i), sizes[i]);
+            ck_assert_uint_eq(bitslab_usable_size(p), usable);
+        }
+        bitslab_stats_t st1 = stats();
+        ck_assert_uint_eq(st1.in_use, st0.in_use);
+        ck_assert_uint_eq(st1.mapped, st0.mapped);
+        ck_assert_uint_eq(st1.huge_allocations, st0.huge_allocations);
+        /* The block still works. */
+        p = bitslab_realloc(p, sizes[i] + 1);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_eq(check_pattern(p, sizes[i], (unsigned)i), sizes[i]);
+        bitslab_free(p);
+    }
+    ck_assert_uint_eq(live_bytes(), 0);
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_realloc_null_and_zero)
+{
+    /* realloc(NULL, n) is malloc(n), on every path. */
+    const size_t sizes[] = {0, 1, 100, SMALL_MAX, SMALL_MAX + 1, 300 * KiB, 2 * MiB};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        void *p = bitslab_realloc(NULL, sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        void *m = bitslab_malloc(sizes[i]);
+        ck_assert_uint_eq(bitslab_usable_size(p), bitslab_usable_size(m));
+        memset(p, 1, sizes[i]);
+        bitslab_free(m);
+        ck_assert_uint_gt(live_bytes(), 0);
+        /* realloc(p, 0) frees p and returns NULL (glibc). */
+        errno = 0;
+        void *r = bitslab_realloc(p, 0);
+        ck_assert_ptr_null(r);
+        bitslab_stats_t st = stats();
+        ck_assert_msg(live_bytes() == 0, "size %zu: %zu bytes still in use after realloc(p, 0)", sizes[i], live_bytes());
+        ck_assert_uint_eq(st.huge_allocations, 0);
+        ck_assert_uint_eq(st.wide_allocations, 0);
+    }
+    /* The freed small block is free again (in its slab's bitmap or the word cache). */
+    void *a = bitslab_malloc(48);
+    ck_assert_uint_eq(heap_info().classes[2].bins_in_use, 1);
+    ck_assert_ptr_null(bitslab_realloc(a, 0));
+    ck_assert_uint_eq(heap_info().classes[2].bins_in_use, 0);
+    slab_t *s = slab_of(a);
+    uint32_t bin = (uint32_t)(((char *)a - s->data) / 48);
+    ck_assert(test_bin_free(s, bin));
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_posix_memalign_errors)
+{
+    const size_t bad_align[] = {0, 1, 2, 3, 4, 6, 12, 24, 40, 48, 96, 100, 4097, 3 * 4096,
+                                (size_t)1 << 63 | 8, SIZE_MAX};
+    void *sentinel = (void *)(uintptr_t)0xdeadbeef0;
+    for (size_t i = 0; i < sizeof bad_align / sizeof *bad_align; i++) {
+        void *out = sentinel;
+        errno = 1234;
+        int rc = bitslab_posix_memalign(&out, opaque(bad_align[i]), 64);
+        ck_assert_msg(rc == EINVAL, "posix_memalign(align %#zx): %d", bad_align[i], rc);
+        ck_assert_ptr_eq(out, sentinel);
+        ck_assert_int_eq(errno, 1234);
+    }
+    const size_t aligns[] = {8, 16, 64, 4096, 1u << 20, 4u << 20};
+    const size_t bad_size[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX - 100};
+    for (size_t i = 0; i < sizeof aligns / sizeof *aligns; i++)
+        for (size_t j = 0; j < sizeof bad_size / sizeof *bad_size; j++) {
+            void *out = sentinel;
+            errno = 1234;
+            int rc = bitslab_posix_memalign(&out, aligns[i], opaque(bad_size[j]));
+            ck_assert_msg(rc == ENOMEM, "posix_memalign(%zu, %#zx): %d", aligns[i], bad_size[j], rc);
+            ck_assert_ptr_eq(out, sentinel);
+            ck_assert_int_eq(errno, 1234); /* reports through its result only */
+        }
+    /* Valid calls. */
+    void *out = sentinel;
+    ck_assert_int_eq(bitslab_posix_memalign(&out, sizeof(void *), 100), 0);
+    ck_assert_ptr_ne(out, sentinel);
+    ck_assert_uint_eq((uintptr_t)out % sizeof(void *), 0);
+    ck_assert_uint_ge(bitslab_usable_size(out), 100);
+    bitslab_free(out);
+    ck_assert_int_eq(bitslab_posix_memalign(&out, 8192, 0), 0);
+    ck_assert_uint_eq((uintptr_t)out % 8192, 0);
+    bitslab_free(out);
+    ck_assert_uint_eq(live_bytes(), 0);
+}
+END_TEST
+
+START_TEST(test_aligned_alloc_errors)
+{
+    const size_t bad_align[] = {0, 3, 5, 6, 24, 48, 100, 4095, 12288, (size_t)1 << 63 | 1, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad_align / sizeof *bad_align; i++) {
+        errno = 0;
+        void *p = bitslab_aligned_alloc(opaque(bad_align[i]), 64);
+        ck_assert_msg(p == NULL, "aligned_alloc(%#zx, 64) returned %p", bad_align[i], p);
+        ck_assert_msg(errno == EINVAL, "aligned_alloc(%#zx, 64): errno %d", bad_align[i], errno);
+    }
+    /* Alignments below the natural 16 are fine. */
+    for (size_t a = 1; a <= 16; a <<= 1) {
+        void *p = bitslab_aligned_alloc(a, 10);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_eq((uintptr_t)p % a, 0);
+        bitslab_free_aligned_sized(p, a, 10);
+    }
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(total_bins_in_use(&hi), 0);
+}
+END_TEST
+
+START_TEST(test_memalign)
+{
+    /* glibc: a non-power-of-two alignment is rounded up to one. */
+    struct {
+        size_t align, expect;
+    } cases[] = {{3, 4}, {24, 32}, {48, 64}, {100, 128}, {1000, 1024}, {5000, 8192}, {40000, 65536},
+                 {0, 1}, {1, 1}, {2, 2}, {64, 64}, {3u << 20, 4u << 20}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (size_t size = 1; size <= 100000; size *= 7) {
+            char *p = bitslab_memalign(cases[i].align, size);
+            ck_assert_msg(p != NULL, "memalign(%zu, %zu) failed", cases[i].align, size);
+            ck_assert_msg((uintptr_t)p % cases[i].expect == 0, "memalign(%zu, %zu) = %p", cases[i].align, size,
+                          (void *)p);
+            ck_assert_uint_ge(bitslab_usable_size(p), size);
+            memset(p, 0xcd, size);
+            bitslab_free(p);
+        }
+    }
+    errno = 0;
+    ck_assert_ptr_null(bitslab_memalign(opaque(SIZE_MAX), 10));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(bitslab_memalign(opaque(((size_t)1 << 63) + 1), 10));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(bitslab_memalign(64, opaque(SIZE_MAX)));
+    ck_assert_int_eq(errno, ENOMEM);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(live_bytes(), 0);
+    ck_assert_uint_eq(st.huge_allocations, 0);
+}
+END_TEST
+
+START_TEST(test_free_sized)
+{
+    const size_t sizes[] = {1, 100, 5000, SMALL_MAX, 200 * KiB, 5 * MiB};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        void *p = bitslab_malloc(sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_gt(live_bytes(), 0);
+        bitslab_free_sized(p, sizes[i]);
+        bitslab_stats_t st = stats();
+        ck_assert_msg(live_bytes() == 0, "free_sized(%zu): %zu bytes in use", sizes[i], live_bytes());
+        /* free_aligned_sized with memory from aligned_alloc. */
+        for (size_t a = 16; a <= 4 * MiB; a <<= 3) {
+            p = bitslab_aligned_alloc(a, sizes[i]);
+            ck_assert_ptr_nonnull(p);
+            ck_assert_uint_eq((uintptr_t)p % a, 0);
+            bitslab_free_aligned_sized(p, a, sizes[i]);
+            st = stats();
+            ck_assert_msg(live_bytes() == 0, "free_aligned_sized(align %zu, %zu): %zu bytes in use", a, sizes[i],
+                          live_bytes());
+            ck_assert_uint_eq(st.huge_allocations, 0);
+        }
+    }
+    debug_check();
+}
+END_TEST
+
+/* ---- realloc across classes and paths ------------------------------------------ */
+
+/* One block walked through a list of sizes: the common prefix survives every
+ * step, then the whole new size is refilled. */
+static char *realloc_walk(char *p, size_t *cur, const size_t *sizes, size_t n, unsigned *seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t want = sizes[i];
+        char *q = bitslab_realloc(p, want);
+        ck_assert_msg(q != NULL, "realloc(%zu -> %zu) failed", *cur, want);
+        size_t keep = *cur < want ? *cur : want;
+        size_t bad = check_pattern(q, keep, *seed);
+        ck_assert_msg(bad == keep, "realloc(%zu -> %zu): byte %zu lost", *cur, want, bad);
+        ck_assert_msg(bitslab_usable_size(q) >= want, "realloc(%zu -> %zu): usable %zu", *cur, want,
+                      bitslab_usable_size(q));
+        (*seed)++;
+        fill_pattern(q, want, *seed);
+        p = q;
+        *cur = want;
+    }
+    return p;
+}
+
+START_TEST(test_realloc_every_boundary)
+{
+    /* Up through every class edge (size and size + 1), into wide, into huge;
+     * then back down. */
+    static size_t up[2 * NUM_CLASSES + 32];
+    size_t n = 0;
+    up[n++] = 1;
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        up[n++] = bitslab_class_size[c];
+        up[n++] = bitslab_class_size[c] + 1; /* next class, or wide after 32 KiB */
+    }
+    const size_t big[] = {48 * KiB, 64 * KiB, 64 * KiB + 1, 200 * KiB, 512 * KiB + 3, WIDE_MAX - 1, WIDE_MAX,
+                          WIDE_MAX + 1, 1536 * KiB, 2 * MiB, 2 * MiB + 1, 5 * MiB, 9 * MiB + 123};
+    for (size_t i = 0; i < sizeof big / sizeof *big; i++) up[n++] = big[i];
+    static size_t down[2 * NUM_CLASSES + 32];
+    for (size_t i = 0; i < n; i++) down[i] = up[n - 1 - i];
+
+    size_t cur = 0;
+    unsigned seed = 0;
+    char *p = realloc_walk(NULL, &cur, up, n, &seed);
+    p = realloc_walk(p, &cur, down, n, &seed);
+    /* Jumps: small <-> huge, small <-> wide, wide <-> huge. */
+    const size_t jumps[] = {10, 7 * MiB, 20, 300 * KiB, 30, 3 * MiB, 900 * KiB, 2 * MiB + 5, 40 * KiB, 17, 0 + 1};
+    p = realloc_walk(p, &cur, jumps, sizeof jumps / sizeof *jumps, &seed);
+    bitslab_free(p);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(live_bytes(), 0);
+    ck_assert_uint_eq(st.huge_allocations, 0);
+    ck_assert_uint_eq(st.huge_bytes, 0);
+    ck_assert_uint_eq(st.wide_allocations, 0);
+    debug_check();
+}
+END_TEST
+
+/* Between bins of one class and its neighbours, with other live blocks
+ * around: a block growing within its bin stays put. */
+START_TEST(test_realloc_between_bins)
+{
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        size_t sz = bitslab_class_size[c];
+        char *before = bitslab_malloc(sz);
+        char *p = bitslab_malloc(c ? bitslab_class_size[c - 1] + 1 : 1);
+        char *after = bitslab_malloc(sz);
+        fill_pattern(before, sz, 100);
+        fill_pattern(after, sz, 101);
+        size_t cur = c ? bitslab_class_size[c - 1] + 1 : 1;
+        fill_pattern(p, cur, 7);
+        char *q = bitslab_realloc(p, sz); /* same bin */
+        ck_assert_ptr_eq(q, p);
+        ck_assert_uint_eq(check_pattern(q, cur, 7), cur);
+        fill_pattern(q, sz, 8);
+        q = bitslab_realloc(q, sz + 1); /* next class or wide */
+        ck_assert_ptr_nonnull(q);
+        ck_assert_uint_eq(check_pattern(q, sz, 8), sz);
+        ck_assert_uint_gt(bitslab_usable_size(q), sz);
+        q = bitslab_realloc(q, sz / 2 ? sz / 2 : 1); /* back down */
+        ck_assert_uint_eq(check_pattern(q, sz / 2, 8), sz / 2);
+        /* Neighbours untouched. */
+        ck_assert_uint_eq(check_pattern(before, sz, 100), sz);
+        ck_assert_uint_eq(check_pattern(after, sz, 101), sz);
+        bitslab_free(q);
+        bitslab_free(before);
+        bitslab_free(after);
+    }
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.bytes_in_use, 0);
+    debug_check();
+}
+END_TEST
+
+/* Many blocks resized at random at once, contents checked each step. */
+START_TEST(test_realloc_random)
+{
+    enum { N = 64 };
+    char *blk[N] = {0};
+    size_t len[N] = {0};
+    unsigned seed[N] = {0};
+    uint64_t x = 12345;
+    for (int step = 0; step < 3000; step++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int i = (int)(x % N);
+        size_t want;
+        unsigned r = (unsigned)(x >> 32) % 100;
+        if (r < 70) want = (x >> 40) % 2048;
+        else if (r < 90) want = (x >> 40) % (40 * KiB);
+        else if (r < 98) want = (x >> 30) % (1200 * KiB);
+        else want = (x >> 30) % (6 * MiB);
+        if (want == 0) want = 1;
+        char *q = bitslab_realloc(blk[i], want);
+        ck_assert_ptr_nonnull(q);
+        size_t keep = len[i] < want ? len[i] : want;
+        ck_assert_msg(check_pattern(q, keep, seed[i]) == keep, "step %d: realloc(%zu -> %zu) lost data", step,
+                      len[i], want);
+        seed[i] = (unsigned)step;
+        fill_pattern(q, want, seed[i]);
+        blk[i] = q;
+        len[i] = want;
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(check_pattern(blk[i], len[i], seed[i]), len[i]);
+        bitslab_free(blk[i]);
+    }
+    ck_assert_uint_eq(live_bytes(), 0);
+    debug_check();
+}
+END_TEST
+
+/* Huge realloc (mremap) keeps the accounting exact: nothing leaks. */
+START_TEST(test_realloc_huge_accounting)
+{
+    bitslab_stats_t st0 = stats();
+    const size_t sizes[] = {2 * MiB, 5 * MiB, 3 * MiB, 16 * MiB, 1536 * KiB, 33 * MiB + 7, 1 * MiB + 1};
+    /* Two blocks, so that growth sometimes has to move. */
+    char *a = bitslab_malloc(sizes[0]), *b = bitslab_malloc(sizes[0]);
+    size_t la = sizes[0], lb = sizes[0];
+    fill_pattern(a, la, 1);
+    fill_pattern(b, lb, 2);
+    for (size_t i = 1; i < sizeof sizes / sizeof *sizes; i++) {
+        a = bitslab_realloc(a, sizes[i]);
+        ck_assert_ptr_nonnull(a);
+        size_t keep = la < sizes[i] ? la : sizes[i];
+        ck_assert_uint_eq(check_pattern(a, keep, (unsigned)i), keep);
+        la = sizes[i];
+        fill_pattern(a, la, (unsigned)i + 1);
+        size_t nb = sizes[sizeof sizes / sizeof *sizes - i];
+        b = bitslab_realloc(b, nb);
+        ck_assert_ptr_nonnull(b);
+        keep = lb < nb ? lb : nb;
+        ck_assert_uint_eq(check_pattern(b, keep, (unsigned)i + 1), keep);
+        lb = nb;
+        fill_pattern(b, lb, (unsigned)i + 2);
+
+        bitslab_stats_t st = stats();
+        ck_assert_uint_eq(st.huge_allocations, 2);
+        ck_assert_uint_ge(st.huge_bytes, bitslab_usable_size(a) + bitslab_usable_size(b));
+        ck_assert_uint_le(st.huge_bytes, bitslab_usable_size(a) + bitslab_usable_size(b) + 2 * SUPERPAGE_SIZE);
+        ck_assert_uint_eq(st.mapped, st0.mapped + st.huge_bytes);
+        ck_assert_uint_eq(bitslab_usable_size(a), round_up(la, OS_PAGE));
+    }
+    bitslab_free(a);
+    bitslab_free(b);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(st.huge_allocations, 0);
+    ck_assert_uint_eq(st.huge_bytes, 0);
+    ck_assert_uint_eq(st.mapped, st0.mapped);
+    ck_assert_uint_eq(st.committed, st0.committed);
+}
+END_TEST
+
+/* ---- alignment -------------------------------------------------------------------- */
+
+static void check_aligned_block(void *p, size_t align, size_t size, const char *fn)
+{
+    ck_assert_msg(p != NULL, "%s(%zu, %zu) failed", fn, align, size);
+    ck_assert_msg((uintptr_t)p % align == 0, "%s(%zu, %zu) = %p: misaligned", fn, align, size, p);
+    size_t usable = bitslab_usable_size(p);
+    ck_assert_msg(usable >= size, "%s(%zu, %zu): usable %zu", fn, align, size, usable);
+    memset(p, 0xa5, usable);
+    if (usable) ck_assert_uint_eq(((unsigned char *)p)[usable - 1], 0xa5);
+}
+
+START_TEST(test_alignment_every_power)
+{
+    const size_t sizes[] = {0, 1, 100, 3000, SMALL_MAX, 200 * KiB, WIDE_MAX, 3 * MiB + 100};
+    for (size_t align = 1; align <= 64 * MiB; align <<= 1) {
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+            size_t size = sizes[i];
+            void *p = bitslab_aligned_alloc(align, size);
+            check_aligned_block(p, align, size, "aligned_alloc");
+            void *m = bitslab_memalign(align, size);
+            check_aligned_block(m, align, size, "memalign");
+            void *q = NULL;
+            if (align >= sizeof(void *)) {
+                ck_assert_int_eq(bitslab_posix_memalign(&q, align, size), 0);
+                check_aligned_block(q, align, size, "posix_memalign");
+            }
+            ck_assert_ptr_ne(p, m);
+            bitslab_free_aligned_sized(p, align, size);
+            bitslab_free(m);
+            bitslab_free(q);
+            bitslab_stats_t st = stats();
+            ck_assert_msg(live_bytes() == 0 && st.huge_allocations == 0,
+                          "align %zu size %zu: %zu bytes, %zu huge blocks left", align, size, live_bytes(),
+                          st.huge_allocations);
+        }
+        debug_check();
+    }
+}
+END_TEST
+
+/* Many aligned blocks live at once: distinct, aligned, not overlapping. */
+START_TEST(test_alignment_many_live)
+{
+    enum { N = 200 };
+    char *p[N];
+    size_t sz[N];
+    for (int i = 0; i < N; i++) {
+        size_t align = (size_t)1 << (i % 18); /* up to 128 KiB */
+        sz[i] = (size_t)(i * 97 % 5000) + 1;
+        p[i] = bitslab_aligned_alloc(align, sz[i]);
+        ck_assert_ptr_nonnull(p[i]);
+        ck_assert_uint_eq((uintptr_t)p[i] % align, 0);
+        fill_pattern(p[i], sz[i], (unsigned)i);
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(check_pattern(p[i], sz[i], (unsigned)i), sz[i]);
+        bitslab_free(p[i]);
+    }
+    ck_assert_uint_eq(live_bytes(), 0);
+    debug_check();
+}
+END_TEST
+
+/* ---- calloc zeroes reused memory ------------------------------------------------ */
+
+/* Every bin of a slab dirtied and freed, then calloc'd again (three ways). */
+START_TEST(test_calloc_reuse_small)
+{
+    static unsigned char *blk[4096];
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        size_t sz = bitslab_class_size[c], nb = class_bins(c);
+        for (size_t i = 0; i < nb; i++) {
+            blk[i] = bitslab_malloc(sz);
+            memset(blk[i], 0xAA, sz);
+        }
+        slab_t *s = slab_of(blk[0]);
+        ck_assert_ptr_eq(slab_of(blk[nb - 1]), s);
+        for (int round = 0; round < 3; round++) {
+            for (size_t i = 0; i < nb; i++) bitslab_free(blk[i]);
+            size_t cnt = round == 1 && sz >= 64 ? 4 : 1;
+            size_t want = round == 2 ? (c ? bitslab_class_size[c - 1] + 1 : 1) : sz;
+            for (size_t i = 0; i < nb; i++) {
+                blk[i] = round == 1 ? bitslab_calloc(cnt, sz / cnt) : bitslab_calloc(want, 1);
+                ck_assert_msg(slab_of(blk[i]) == s, "class %u: calloc did not reuse the dirty slab", c);
+                size_t bad = check_bytes(blk[i], want, 0);
+                ck_assert_msg(bad == want, "class %u round %d: calloc'd bin %td byte %zu not zero", c, round,
+                              ((char *)blk[i] - s->data) / (ptrdiff_t)sz, bad);
+                memset(blk[i], 0xAA, sz);
+            }
+        }
+        for (size_t i = 0; i < nb; i++) bitslab_free(blk[i]);
+    }
+    debug_check();
+}
+END_TEST
+
+/* A whole dirty slab reconfigured for another class: every calloc'd bin is zero. */
+START_TEST(test_calloc_reuse_reconfigured_slab)
+{
+    void *keep = bitslab_malloc(SMALL_MAX); /* keeps the superpage owned */
+    const unsigned A = 17, B = 6;           /* 768 B, 112 B */
+    size_t na = class_bins(A), nb = class_bins(B);
+    void *a[128] = {0};
+    ck_assert_uint_le(na, 128);
+    for (size_t i = 0; i < na; i++) {
+        a[i] = bitslab_malloc(bitslab_class_size[A]);
+        memset(a[i], 0xAA, bitslab_class_size[A]);
+    }
+    slab_t *s = slab_of(a[0]);
+    for (size_t i = 0; i < na; i++) bitslab_free(a[i]);
+    bitslab_collect();
+    ck_assert_uint_eq(slab_kind(s), SLAB_FREE);
+    static void *b[1024];
+    for (size_t i = 0; i < nb; i++) {
+        b[i] = bitslab_calloc(1, bitslab_class_size[B]);
+        ck_assert_ptr_eq(slab_of(b[i]), s);
+        ck_assert_msg(check_bytes(b[i], bitslab_class_size[B], 0) == bitslab_class_size[B], "bin %zu not zero", i);
+    }
+    for (size_t i = 0; i < nb; i++) bitslab_free(b[i]);
+    /* The same slab as a wide block, calloc'd. */
+    bitslab_collect();
+    unsigned char *w = bitslab_calloc(1, SMALL_MAX + 1);
+    ck_assert_ptr_eq(slab_of(w), s);
+    ck_assert_uint_eq(check_bytes(w, SMALL_MAX + 1, 0), SMALL_MAX + 1);
+    bitslab_free(w);
+    bitslab_free(keep);
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_calloc_reuse_wide_huge)
+{
+    const size_t sizes[] = {SMALL_MAX + 1, 100 * KiB, 300 * KiB, WIDE_MAX, WIDE_MAX + 1, 4 * MiB + 10};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t sz = sizes[i];
+        unsigned char *p = bitslab_malloc(sz);
+        ck_assert_ptr_nonnull(p);
+        memset(p, 0xAA, bitslab_usable_size(p));
+        bitslab_free(p);
+        unsigned char *q = bitslab_calloc(1, sz);
+        ck_assert_ptr_nonnull(q);
+        ck_assert_msg(check_bytes(q, sz, 0) == sz, "calloc(%zu): byte %zu not zero", sz, check_bytes(q, sz, 0));
+        memset(q, 0xAA, sz);
+        bitslab_free(q);
+        q = bitslab_calloc(sz / 8 + 1, 8);
+        ck_assert_ptr_nonnull(q);
+        ck_assert_uint_eq(check_bytes(q, sz / 8 * 8 + 8, 0), sz / 8 * 8 + 8);
+        bitslab_free(q);
+    }
+    /* Small slabs dirtied, freed, then taken by a wide calloc. */
+    void *keep = bitslab_malloc(16);
+    void *blocks[8];
+    for (int i = 0; i < 8; i++) {
+        blocks[i] = bitslab_malloc(SMALL_MAX);
+        memset(blocks[i], 0xAA, SMALL_MAX);
+    }
+    for (int i = 0; i < 8; i++) bitslab_free(blocks[i]);
+    bitslab_collect();
+    unsigned char *w = bitslab_calloc(4, SLAB_SIZE);
+    ck_assert_ptr_eq(w, slab_of(blocks[0])->data);
+    ck_assert_uint_eq(check_bytes(w, 4 * SLAB_SIZE, 0), 4 * SLAB_SIZE);
+    bitslab_free(w);
+    bitslab_free(keep);
+    debug_check();
+}
+END_TEST
+
+/* Memory that went back to the OS (decommitted superpage) and came back. */
+START_TEST(test_calloc_after_decommit)
+{
+    unsigned char *p = bitslab_malloc(1000);
+    memset(p, 0xAA, 1000);
+    unsigned char *w = bitslab_malloc(200 * KiB);
+    memset(w, 0xAA, 200 * KiB);
+    bitslab_free(p);
+    bitslab_free(w);
+    bitslab_collect(); /* the superpage goes to the orphanage, decommitted */
+    ck_assert_uint_eq(stats().superpages_orphaned, 1);
+    unsigned char *q = bitslab_calloc(1, 1000);
+    ck_assert_ptr_eq(sp_of(q), sp_of(p));
+    ck_assert_uint_eq(check_bytes(q, 1000, 0), 1000);
+    unsigned char *v = bitslab_calloc(1, 200 * KiB);
+    ck_assert_ptr_eq(sp_of(v), sp_of(p));
+    ck_assert_uint_eq(check_bytes(v, 200 * KiB, 0), 200 * KiB);
+    bitslab_free(q);
+    bitslab_free(v);
+}
+END_TEST
+
+/* ---- statistics ------------------------------------------------------------------ */
+
+START_TEST(test_stats_small_per_class)
+{
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.superpages, 0);
+    ck_assert_uint_eq(hi.bytes_in_use, 0);
+    for (unsigned c = 0; c < NUM_CLASSES; c++) ck_assert_uint_eq(hi.classes[c].bin_size, bitslab_class_size[c]);
+    static void *blocks[NUM_CLASSES][100];
+    size_t expect_bytes = 0;
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        size_t k = 3 + c * 2;
+        bitslab_heap_info_t before = heap_info();
+        for (size_t i = 0; i < k; i++) blocks[c][i] = bitslab_malloc(bitslab_class_size[c] - (i % 2));
+        bitslab_heap_info_t after = heap_info();
+        for (unsigned d = 0; d < NUM_CLASSES; d++) {
+            size_t want = before.classes[d].bins_in_use + (d == c ? k : 0);
+            ck_assert_msg(after.classes[d].bins_in_use == want, "after %zu mallocs of class %u: class %u has %zu bins in use, expected %zu", k, c, d, after.classes[d].bins_in_use, want);
+            ck_assert_uint_eq(after.classes[d].bytes_in_use, want * bitslab_class_size[d]);
+        }
+        ck_assert_uint_ge(after.classes[c].bins_total, k);
+        ck_assert_uint_eq(after.classes[c].bins_total, after.classes[c].slabs * class_bins(c));
+        expect_bytes += k * bitslab_class_size[c];
+        ck_assert_uint_eq(after.bytes_in_use, expect_bytes);
+        /* The process figures are exact once the thread's caches are back. */
+        bitslab_collect();
+        bitslab_stats_t st = stats();
+        ck_assert_uint_eq(st.in_use, expect_bytes);
+        ck_assert_uint_eq(st.classes[c].bins_in_use, k);
+        ck_assert_uint_eq(heap_info().bytes_in_use, expect_bytes);
+    }
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        size_t k = 3 + c * 2;
+        for (size_t i = 0; i < k; i++) bitslab_free(blocks[c][i]);
+        expect_bytes -= k * bitslab_class_size[c];
+        hi = heap_info();
+        ck_assert_uint_eq(hi.classes[c].bins_in_use, 0);
+        ck_assert_uint_eq(hi.classes[c].bytes_in_use, 0);
+        ck_assert_uint_eq(hi.bytes_in_use, expect_bytes);
+    }
+    hi = heap_info();
+    ck_assert_uint_eq(hi.remote_frees_pending, 0);
+    bitslab_collect();
+    hi = heap_info();
+    ck_assert_uint_eq(hi.slabs_small, 0);
+    ck_assert_uint_eq(hi.superpages, 0);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(st.superpages_owned, 0);
+    ck_assert_uint_eq(st.superpages_orphaned, st.superpages_total);
+    ck_assert_uint_eq(st.heaps_total, 1);
+    ck_assert_uint_eq(st.heaps_abandoned, 0);
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_stats_wide_huge)
+{
+    bitslab_stats_t st0 = stats();
+    void *w1 = bitslab_malloc(100 * KiB);  /* 2 slabs */
+    void *w2 = bitslab_malloc(WIDE_MAX);   /* 16 slabs */
+    void *h1 = bitslab_malloc(3 * MiB);
+    void *h2 = bitslab_malloc(WIDE_MAX + 1);
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.wide_allocations, 2);
+    ck_assert_uint_eq(hi.wide_bytes, 18 * SLAB_SIZE);
+    ck_assert_uint_eq(hi.slabs_wide, 18);
+    ck_assert_uint_eq(hi.bytes_in_use, 18 * SLAB_SIZE);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(st.wide_allocations, 2);
+    ck_assert_uint_eq(st.wide_bytes, 18 * SLAB_SIZE);
+    ck_assert_uint_eq(st.huge_allocations, 2);
+    size_t hb = bitslab_usable_size(h1) + bitslab_usable_size(h2);
+    ck_assert_uint_ge(st.huge_bytes, hb);
+    ck_assert_uint_le(st.huge_bytes, hb + 2 * OS_PAGE);
+    ck_assert_uint_eq(st.in_use, 18 * SLAB_SIZE + st.huge_bytes);
+    ck_assert_uint_ge(st.mapped, st0.mapped + st.huge_bytes + SUPERPAGE_SIZE);
+    bitslab_free(h1);
+    st = stats();
+    ck_assert_uint_eq(st.huge_allocations, 1);
+    ck_assert_uint_ge(st.huge_bytes, bitslab_usable_size(h2));
+    ck_assert_uint_le(st.huge_bytes, bitslab_usable_size(h2) + OS_PAGE);
+    bitslab_free(w2);
+    hi = heap_info();
+    ck_assert_uint_eq(hi.wide_allocations, 1);
+    ck_assert_uint_eq(hi.wide_bytes, 2 * SLAB_SIZE);
+    bitslab_free(h2);
+    bitslab_free(w1);
+    st = stats();
+    ck_assert_uint_eq(st.huge_allocations, 0);
+    ck_assert_uint_eq(st.huge_bytes, 0);
+    ck_assert_uint_eq(st.wide_allocations, 0);
+    ck_assert_uint_eq(st.wide_bytes, 0);
+    ck_assert_uint_eq(st.in_use, 0);
+    debug_check();
+}
+END_TEST
+
+START_TEST(test_version)
+{
+    ck_assert_int_eq(BITSLAB_VERSION_MAJOR, 0);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d.%d.%d", BITSLAB_VERSION_MAJOR, BITSLAB_VERSION_MINOR, BITSLAB_VERSION_PATCH);
+    ck_assert_str_eq(buf, BITSLAB_VERSION_STRING);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("api");
+    TCase *tc = tcase("basics");
+    tcase_add_test(tc, test_malloc_zero);
+    tcase_add_test(tc, test_free_null);
+    tcase_add_test(tc, test_malloc_too_big);
+    tcase_add_test(tc, test_calloc_overflow);
+    tcase_add_test(tc, test_reallocarray);
+    tcase_add_test(tc, test_realloc_failure_keeps_block);
+    tcase_add_test(tc, test_realloc_null_and_zero);
+    tcase_add_test(tc, test_posix_memalign_errors);
+    tcase_add_test(tc, test_aligned_alloc_errors);
+    tcase_add_test(tc, test_memalign);
+    tcase_add_test(tc, test_free_sized);
+    tcase_add_test(tc, test_version);
+    suite_add_tcase(s, tc);
+    tc = tcase("realloc");
+    tcase_add_test(tc, test_realloc_every_boundary);
+    tcase_add_test(tc, test_realloc_between_bins);
+    tcase_add_test(tc, test_realloc_random);
+    tcase_add_test(tc, test_realloc_huge_accounting);
+    suite_add_tcase(s, tc);
+    tc = tcase("alignment");
+    tcase_add_test(tc, test_alignment_every_power);
+    tcase_add_test(tc, test_alignment_many_live);
+    suite_add_tcase(s, tc);
+    tc = tcase("calloc");
+    tcase_add_test(tc, test_calloc_reuse_small);
+    tcase_add_test(tc, test_calloc_reuse_reconfigured_slab);
+    tcase_add_test(tc, test_calloc_reuse_wide_huge);
+    tcase_add_test(tc, test_calloc_after_decommit);
+    suite_add_tcase(s, tc);
+    tc = tcase("stats");
+    tcase_add_test(tc, test_stats_small_per_class);
+    tcase_add_test(tc, test_stats_wide_huge);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
