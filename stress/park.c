@@ -357,10 +357,23 @@ int main(int argc, char **argv)
         return 0;
     }
     for (int p = 0; p < PARK_COUNT; p++) run_point(p);
+    /* The parked scenarios open these race windows by construction; each must
+     * have been reached (the counters are how we know the test tested them). */
+    static const char *const required[] = {
+        "release_deferred_inflight", "release_deferred_queued",  "queue_producer_stalled",
+        "free_into_abandoned_heap",  "adopt_with_pending_remote",
+    };
     const char *names[32];
     uint64_t hits[32];
     unsigned n = bitslab_debug_windows(names, hits, 32);
-    for (unsigned i = 0; i < n && i < 32; i++) printf("window %-28s %llu\n", names[i], (unsigned long long)hits[i]);
+    int missing = 0;
+    for (unsigned i = 0; i < n && i < 32; i++) {
+        int req = 0;
+        for (unsigned r = 0; r < sizeof required / sizeof *required; r++) req |= !strcmp(names[i], required[r]);
+        printf("window %-28s %8llu%s\n", names[i], (unsigned long long)hits[i], req ? "  (required)" : "");
+        if (req && !hits[i]) missing++;
+    }
+    if (missing) FAIL("%d required race window(s) never reached", missing);
     puts("park: all points passed");
     return 0;
 }
