@@ -172,7 +172,7 @@ void bitslab_free(void *p)
     /* Relaxed: the owner of a slab holding a live block cannot change. A slab
      * that is FREE, a wide tail or metadata has no owner and goes slow, and
      * so does another thread's slab (a remote free). */
-    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != bitslab_tls_heap)) {
+    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != bitslab_tls_heap)) { /* relaxed: see above */
         heap_free_slow(p);
         return;
     }
@@ -186,7 +186,7 @@ void bitslab_free(void *p)
     uint64_t word = local[w];
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    uint64_t taken = word | atomic_load_explicit(&remote[w], memory_order_relaxed);
+    uint64_t taken = word | atomic_load_explicit(&remote[w], memory_order_relaxed); /* relaxed: a peek */
     if (s->cached == w) {
         /* The word is in the heap's cache: the bin goes back there, so the
          * next malloc of the class reuses it; a bin already there is free. */

@@ -90,6 +90,7 @@ static void heap_pool_push(heap_t *h)
         DEBUG_PARK(PARK_POOL_PUSH_CAS);
         /* Release: everything the exiting thread did to the heap happens
          * before the adopter's acquire pop. */
+        /* (release CAS: pairs with heap_pool_pop) */
         if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, next, memory_order_release,
                                                   memory_order_relaxed))
             break;
@@ -110,7 +111,7 @@ static heap_t *heap_pool_pop(void)
         if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
         /* Relaxed: may be stale if h was popped meanwhile; the version in the
          * CAS rejects it. Heaps are never unmapped, so the read is safe. */
-        uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed);
+        uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed); /* relaxed: validated by the CAS */
         uint64_t word = ((old >> 32) + 1) << 32 | next;
         DEBUG_PARK(PARK_POOL_POP_CAS);
         /* Acquire: we take over the heap's memory (see push). */
@@ -289,7 +290,7 @@ void heap_drain_remote(heap_t *h)
         /* Acq_rel: acquire pairs with freers' release fetch_or (F3), making
          * their bit sets (F2) visible; release pairs with the next freer's
          * acquire F3, which then may re-push sp (we no longer touch qnode). */
-        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_acq_rel);
+        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_acq_rel); /* D2 */
         superpage_merge(h, sp, mask);
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
     }
@@ -384,9 +385,9 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
     s->state = STATE_WIDE;
     slab_set_used(s, 1);
     /* Relaxed (three stores): as above. */
-    atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+    atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed); /* relaxed: walker snapshot */
+    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);  /* relaxed: walker snapshot */
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed);          /* relaxed: hand-off orders it */
     h->wide_allocations++;
     h->wide_bytes += bytes;
     return s->data;

@@ -32,11 +32,11 @@ static void queue_push(heap_t *h, qnode_t *n)
 {
     /* Relaxed: n is not in the queue (its superpage's remote_slabs was 0, or
      * it is the stub); the exchange below releases this store. */
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed); /* relaxed: published by the exchange */
     /* Acq_rel: release publishes n->next = NULL to the next producer, which
      * links after n; acquire makes the previous producer's NULL store to
      * prev->next happen before our link store below. */
-    qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel);
+    qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel); /* acq_rel: see above */
     DEBUG_PARK(PARK_QUEUE_LINK);
     /* Release: pairs with the consumer's acquire load of prev->next. */
     atomic_store_explicit(&prev->next, n, memory_order_release);
@@ -95,13 +95,14 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 {
     /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
      * that owner then reads inflight >= 1 until F4. */
-    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* F1 */
     DEBUG_PARK(PARK_REMOTE_AFTER_F1);
 
     /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote:
      * our writes to the block happen before its reuse. The old value catches
      * a double free that has not been merged yet. */
     uint64_t bit = (uint64_t)1 << (idx & 63);
+    /* (F2) */
     uint64_t old = atomic_fetch_or_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release);
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
     DEBUG_PARK(PARK_REMOTE_AFTER_F2);
@@ -109,7 +110,7 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
     /* F3. Acq_rel: release makes F2 visible to the owner's acquire exchange of
      * remote_slabs; acquire pairs with that exchange's release, so the owner's
      * last read of sp->qnode happens before our push rewrites it. */
-    uint32_t was = atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_acq_rel);
+    uint32_t was = atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_acq_rel); /* F3 */
     if (was == 0) {
         /* Relaxed: sp holds our live block, so its owner cannot change. */
         heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
@@ -123,5 +124,5 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 
     /* F4. Release: pairs with the owner's acquire load of inflight in
      * superpage_try_release: all our touches of sp happen before its release. */
-    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
+    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* F4 */
 }

@@ -88,9 +88,9 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     bitmap_fill(slab_local(s), nbins);
     /* Relaxed (three stores): the walker's snapshot; a freer learns of the
      * slab through its block, whose hand-off orders these stores. */
-    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed);
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed); /* walker snapshot */
+    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed); /* walker snapshot */
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* the block's hand-off orders it */
 }
 
 /* Move the lowest local word with free bins into the word cache. The slab
@@ -148,16 +148,16 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Relaxed peek: a word that reads 0 here either has no pending bit or
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
-        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
         /* Acquire: pairs with the freer's release fetch_or, so everything the
          * freeing thread wrote into the block happens before we reuse it. */
-        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
         uint64_t free_here = local[w];
         if (w == s->cached) free_here |= cache->bits; /* bins waiting in the word cache are free too */
         if (unlikely(bits & free_here)) {
             uint32_t bin = w * 64 + ctz64(bits & free_here);
-            bitslab_fatal("double free (freed by another thread and again)",
-                          s->data + (size_t)bin * atomic_load_explicit(&s->bin_size, memory_order_relaxed));
+            uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* own field */
+            bitslab_fatal("double free (freed by another thread and again)", s->data + (size_t)bin * size);
         }
         local[w] |= bits;
         s->summary |= (uint64_t)1 << w;

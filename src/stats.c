@@ -104,14 +104,14 @@ void bitslab_stats(bitslab_stats_t *out)
         small += walk_superpage(sp, out->classes, &out->wide_allocations, &out->wide_bytes, &slabs_small,
                                 &slabs_wide, &slabs_free, &out->remote_frees_pending);
     }
-    /* Relaxed (all loads below): statistics counters, no data published through them. */
-    out->mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
-    out->committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed);
-    out->superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed);
-    out->superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed);
-    out->huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed);
-    out->huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed);
-    out->heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
-    out->heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed);
+    /* Relaxed (each load): statistics counters; no data is published through them. */
+    out->mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
+    out->committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
+    out->superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
+    out->superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
+    out->huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
+    out->huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
+    out->heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
+    out->heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
     out->in_use = small + out->wide_bytes + out->huge_bytes;
 }

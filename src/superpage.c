@@ -48,6 +48,7 @@ static void orphanage_push(superpage_t *sp)
         /* Release: publishes sp's reset state and its link to the popper's
          * acquire load; on failure `old` is reloaded (relaxed suffices, the
          * next attempt publishes again). */
+        /* (push CAS: pairs with orphanage_pop) */
         if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(sp, old),
                                                   memory_order_release, memory_order_relaxed))
             break;
@@ -61,13 +62,13 @@ static superpage_t *orphanage_pop(void)
 {
     /* Acquire: pairs with the pusher's release CAS, so sp->orphan_next and the
      * superpage's reset state are visible. */
-    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_acquire);
+    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_acquire); /* pairs with the push CAS */
     for (;;) {
         superpage_t *sp = orphan_ptr(old);
         if (!sp) return NULL;
         /* Relaxed: if another thread popped sp meanwhile this may be stale,
          * and the version check in the CAS rejects it. Always mapped memory. */
-        superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed);
+        superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed); /* validated by the CAS */
         DEBUG_PARK(PARK_ORPHAN_POP_CAS);
         /* Acquire on success and failure: we read the next head's fields. */
         if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(next, old),
@@ -135,9 +136,9 @@ static void slab_reset(slab_t *s)
     slab_set_used(s, 0);
     /* Relaxed (three stores): the walker's snapshot; no block of this slab
      * is live, so no freer reads them. */
-    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
-    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
+    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed); /* walker snapshot */
+    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed); /* walker snapshot */
+    atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed); /* walker */
 }
 
 /* Every slab FREE and clean. `data_decommitted`: the data slabs' pages were
@@ -225,7 +226,7 @@ static superpage_t *superpage_map(void)
     superpage_reset(sp, false);
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
-    superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed);
+    superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed); /* the CAS re-validates */
     do {
         sp->all_next = head;
         /* Release: the walker's acquire load sees the initialised header. */
@@ -249,7 +250,7 @@ superpage_t *superpage_acquire(heap_t *h)
     }
     /* Relaxed: no live block exists in sp yet, so no freer reads this; blocks
      * handed out later carry the hand-off ordering. */
-    atomic_store_explicit(&sp->heap, h, memory_order_relaxed);
+    atomic_store_explicit(&sp->heap, h, memory_order_relaxed); /* no live block yet */
     list_push_front(h, sp);
     h->nsuperpages++;
     h->nempty++;
@@ -264,13 +265,13 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     /* Acquire: pairs with each freer's release fetch_sub of `inflight`. Every
      * freer whose bit we merged incremented it before setting the bit, so
      * reading 0 means all of them have finished touching sp (docs/remote-free.md). */
-    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) {
+    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) { /* pairs with F4 */
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
         return;
     }
     /* Relaxed: ordered after the acquire above. Non-zero means sp still sits
      * in our remote queue; the drain that pops it will retry the release. */
-    if (atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) { /* after the acquire */
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
         return;
     }
