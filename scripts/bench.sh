@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (issue #5): bitslab against glibc, mimalloc, jemalloc and tcmalloc.
 #
-#   scripts/bench.sh                 the full comparison (about 6 minutes on 2 cores)
+#   scripts/bench.sh                 the full comparison (6 to 8 minutes on 2 cores)
 #   BENCH_REPS=3 scripts/bench.sh    fewer repetitions
 #   scripts/bench.sh --help          every setting (bench/run.py)
 #

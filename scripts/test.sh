@@ -10,7 +10,7 @@ run() { echo; echo "=== $*"; "$@"; }
 
 rm -rf build/ci-release build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-run meson test -C build/ci-release --print-errorlogs --suite unit --suite model --suite override
+run meson test -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 run meson test -C build/ci-debug --print-errorlogs --suite unit --suite stress
