@@ -259,7 +259,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
     slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
-    if (used_after == 0) heap_purge(h, false);
+    if (used_after == 0) heap_purge(h, PURGE_PERIODIC);
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. */
@@ -292,7 +292,7 @@ void heap_drain_remote(heap_t *h)
          * acquire F3, which then may re-push sp (we no longer touch qnode). */
         uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_acq_rel); /* D2 */
         superpage_merge(h, sp, mask);
-        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
+        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }
 }
 
@@ -316,7 +316,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
-    heap_purge(h, false);
+    heap_purge(h, PURGE_PERIODIC);
     slab_t *s = h->active[cls];
     if (s) {
         if (s->summary) {
@@ -423,14 +423,14 @@ void heap_collect(heap_t *h, bool full)
             }
         }
     }
-    size_t retain = full ? 0 : HEAP_RETAIN_EMPTY;
+    size_t retain = full ? 0 : HEAP_RETAIN_EMPTY(h);
     superpage_t *sp = h->superpages;
     while (sp) {
         superpage_t *next = sp->next;
         superpage_try_release(h, sp, retain);
         sp = next;
     }
-    heap_purge(h, full);
+    heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED);
 }
 
 /* Collect heaps whose threads exited: popping one from the pool makes us its

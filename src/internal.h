@@ -57,11 +57,13 @@
 #define WIDE_MAX (WIDE_MAX_SLABS * SLAB_SIZE)
 #define HUGE_HEADER OS_PAGE     /* a huge block starts at least this far into its mapping */
 
-/* Heaps keep this many empty superpages before giving more to the orphanage. */
-#define HEAP_RETAIN_EMPTY 1
-/* A heap keeps at most this many FREE slabs whose pages are still committed
- * (64 = 4 MiB) while they wait out the purge delay; past it, it purges now. */
-#define HEAP_DIRTY_FREE_MAX 64
+/* A heap keeps 1 + 1/8 of its superpages when they are empty, before giving
+ * more to the orphanage (their pages are purged like any FREE slab's). */
+#define HEAP_RETAIN_EMPTY(h) (1 + (h)->nsuperpages / 8)
+/* FREE slabs whose pages are still committed, per heap: past this many
+ * (4 MiB plus 1/8 of the heap's data slabs) the heap purges the ones past the
+ * delay at once; past twice this many, all of them. */
+#define HEAP_DIRTY_FREE_MAX(h) (64 + (h)->nsuperpages * 31 / 8)
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -202,6 +204,7 @@ typedef struct heap {
     size_t wide_allocations, wide_bytes;
     uint32_t next_purge;          /* ms: the next time the slow path looks for slabs to decommit */
     uint32_t dirty_free;          /* FREE slabs in owned superpages whose pages are committed */
+    uint32_t slow_calls;          /* slow-path visits: the purge clock is read every 16th */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
@@ -310,7 +313,8 @@ void heap_free_slow(void *p);
 void heap_drain_remote(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
-void heap_purge(heap_t *h, bool force);
+enum purge_mode { PURGE_PERIODIC, PURGE_EXPIRED, PURGE_ALL };
+void heap_purge(heap_t *h, enum purge_mode mode);
 heap_t *heap_by_id(uint32_t id);
 extern _Atomic uint32_t bitslab_heaps_total;
 extern _Atomic size_t bitslab_heaps_abandoned;
@@ -395,7 +399,19 @@ static inline uint64_t *slab_local(slab_t *s) { return superpage_of_slab(s)->loc
 static inline _Atomic uint64_t *slab_remote(slab_t *s) { return superpage_of_slab(s)->remote[s->index]; }
 
 static inline unsigned ctz64(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
-static inline unsigned popcount64(uint64_t x) { return (unsigned)__builtin_popcountll(x); }
+static inline unsigned popcount64(uint64_t x)
+{
+#ifdef __POPCNT__
+    return (unsigned)__builtin_popcountll(x);
+#else
+    /* Baseline x86-64 has no popcnt instruction, and the builtin would call
+     * libgcc's __popcountdi2: a branch-free SWAR count instead. */
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+#endif
+}
 
 static inline uint32_t slab_used(const slab_t *s)
 {

@@ -189,22 +189,26 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
     }
 }
 
-/* Decommit the FREE slabs of h that have been empty for the purge delay (all
- * of them if `force`). Runs at most every delay / 2 (10 ms at least), from
- * the slow paths: never a syscall on the fast path. */
-void heap_purge(heap_t *h, bool force)
+/* Decommit the FREE slabs of h whose pages are still committed: those empty
+ * for the purge delay (PURGE_PERIODIC: at most every delay / 2, 10 ms at
+ * least, and only every 16th call; PURGE_EXPIRED: now), or all of them
+ * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
+void heap_purge(heap_t *h, enum purge_mode mode)
 {
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
-    if (delay < 0 && !force) return;
+    if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;
+    if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
     uint32_t now = os_now_ms();
-    if (!force && (int32_t)(now - h->next_purge) < 0) return;
-    h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
+    if (mode == PURGE_PERIODIC) {
+        if ((int32_t)(now - h->next_purge) < 0) return;
+        h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
+    }
     for (superpage_t *sp = h->superpages; sp && sp->free_mask; sp = sp->next) {
         uint32_t m = 0;
         for (uint32_t t = sp->free_mask; t; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
-            if (s->dirty && !s->decommitted && (force || now - s->freed_at >= (uint32_t)delay))
+            if (s->dirty && !s->decommitted && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay))
                 m |= 1u << s->index;
         }
         if (m) decommit_slabs(h, sp, m);
@@ -343,12 +347,13 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
         s[i].freed_at = now;
         if (s[i].dirty) h->dirty_free++;
     }
-    if (h->dirty_free > HEAP_DIRTY_FREE_MAX) heap_purge(h, true);
+    if (h->dirty_free > HEAP_DIRTY_FREE_MAX(h)) heap_purge(h, PURGE_EXPIRED);
+    if (h->dirty_free > 2 * HEAP_DIRTY_FREE_MAX(h)) heap_purge(h, PURGE_ALL);
     bool was_full = sp->free_mask == 0;
     sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
     if (was_full) superpage_list_promote(h, sp);
     if (sp->free_mask == DATA_SLABS_MASK) {
         h->nempty++;
-        if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY);
+        if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }
 }
