@@ -60,7 +60,8 @@ BITSLAB_API size_t bitslab_usable_size(const void *ptr);
  * Merge the calling thread's pending remote frees, give its empty slabs back
  * to their superpages and its empty superpages to the orphanage (whose memory
  * is returned to the OS). Does the same for the heaps of exited threads that
- * no thread has adopted yet. Never blocks.
+ * no thread has adopted yet, and unmaps the freed huge mappings kept for
+ * reuse. Never blocks.
  */
 BITSLAB_API void bitslab_collect(void);
 

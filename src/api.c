@@ -136,7 +136,8 @@ NOINLINE void heap_free_slow(void *p)
     unsigned kind = region_kind_of(region);
     if (kind == REGION_HUGE) {
         huge_header_t *hh = (huge_header_t *)region;
-        if (hh->hdr.magic != (REGION_MAGIC ^ region) || !huge_owns(hh, p)) invalid_free(p);
+        if (hh->hdr.magic != (REGION_MAGIC ^ region) || hh->hdr.kind != REGION_HUGE || !huge_owns(hh, p))
+            invalid_free(p);
         huge_free(hh);
         return;
     }
@@ -231,7 +232,7 @@ static size_t block_size(const void *p, huge_header_t **hh)
     *hh = NULL;
     if (kind == REGION_HUGE) {
         huge_header_t *h = (huge_header_t *)region;
-        if (!huge_owns(h, p)) invalid_free(p);
+        if (h->hdr.kind != REGION_HUGE || !huge_owns(h, p)) invalid_free(p);
         *hh = h;
         return huge_usable(h);
     }
@@ -289,4 +290,5 @@ void bitslab_collect(void)
 {
     heap_collect(bitslab_tls_heap, true);
     heap_collect_abandoned();
+    huge_cache_flush();
 }

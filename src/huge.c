@@ -6,9 +6,16 @@
  * same lookup as for slab blocks:
  *   alignment <= 2 MiB: p = H + max(4 KiB, alignment)
  *   alignment  > 2 MiB: p = H + 2 MiB, with p a multiple of the alignment
- * Freeing unmaps; realloc moves the pages with mremap (no copy), to a new
- * 2 MiB-aligned place if they cannot grow in place. Any thread may free a
- * huge block: no heap owns it.
+ * Realloc moves the pages with mremap (no copy), to a new 2 MiB-aligned place
+ * if they cannot grow in place. Any thread may free a huge block: no heap
+ * owns it.
+ *
+ * Freeing keeps up to HUGE_CACHE_SLOTS mappings of at most 64 MiB, their
+ * pages decommitted, for the next huge allocations of a similar size: one
+ * madvise on free instead of a munmap, and no mmap/munmap on allocation.
+ * The cache is a fixed array of slots, each one 64-bit word holding the
+ * mapping's address (>> 21) and length in pages, claimed and filled by CAS:
+ * nobody ever reads a cached mapping's memory before owning it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,6 +41,77 @@ static void huge_account(ptrdiff_t count, ptrdiff_t bytes)
 
 static void *huge_user(huge_header_t *hh) { return hh->map_base + hh->offset; }
 
+/* ---- the cache of freed mappings ------------------------------------------ */
+
+
+#define HUGE_CACHE_SLOTS 8
+#define HUGE_CACHE_MAX_PAGES ((64u << 20) / OS_PAGE)
+#define SLOT_ADDR_BITS (47 - SUPERPAGE_SHIFT)
+static _Atomic uint64_t huge_cache[HUGE_CACHE_SLOTS]; /* (pages << 26) | (address >> 21), 0 = empty */
+
+static uint64_t slot_word(huge_header_t *hh)
+{
+    return ((uint64_t)(hh->map_len / OS_PAGE) << SLOT_ADDR_BITS) | ((uintptr_t)hh >> SUPERPAGE_SHIFT);
+}
+
+/* Take a cached mapping of at least `len` bytes (and at most twice that). */
+static huge_header_t *huge_cache_take(size_t len)
+{
+    uint64_t need = len / OS_PAGE;
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        /* Relaxed: the CAS below re-validates the exact word. */
+        uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
+        uint64_t pages = w >> SLOT_ADDR_BITS;
+        if (!w || pages < need || pages > 2 * need) continue;
+        /* Acquire: pairs with the release CAS in huge_cache_put; the mapping is ours now. */
+        if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire,
+                                                    memory_order_relaxed))
+            return (huge_header_t *)(uintptr_t)((w & (((uint64_t)1 << SLOT_ADDR_BITS) - 1)) << SUPERPAGE_SHIFT);
+    }
+    return NULL;
+}
+
+/* bitslab_collect(): unmap every cached mapping. */
+void huge_cache_flush(void)
+{
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        /* Acquire: pairs with huge_cache_put's release CAS; the mapping is ours. */
+        uint64_t w = atomic_exchange_explicit(&huge_cache[i], 0, memory_order_acquire);
+        if (!w) continue;
+        huge_header_t *hh = (huge_header_t *)(uintptr_t)((w & (((uint64_t)1 << SLOT_ADDR_BITS) - 1)) << SUPERPAGE_SHIFT);
+        size_t len = hh->map_len;
+        os_recommit(len - OS_PAGE); /* it was decommitted; os_unmap counts all of it out */
+        region_unregister((uintptr_t)hh);
+        os_unmap(hh, len);
+    }
+}
+
+/* Keep a freed plain huge mapping for reuse, its pages decommitted first
+ * (once it is in a slot, another thread may take it at once). False if it
+ * does not qualify or every slot is taken. */
+static bool huge_cache_put(huge_header_t *hh)
+{
+    if (hh->offset != OS_PAGE || hh->map_len / OS_PAGE > HUGE_CACHE_MAX_PAGES) return false;
+    unsigned i = 0;
+    /* Relaxed: a hint that a slot is free; the CAS below decides. */
+    while (i < HUGE_CACHE_SLOTS && atomic_load_explicit(&huge_cache[i], memory_order_relaxed)) i++;
+    if (i == HUGE_CACHE_SLOTS) return false;
+    hh->hdr.kind = 0; /* a second free of this block is now an invalid free */
+    os_decommit((char *)hh + OS_PAGE, hh->map_len - OS_PAGE);
+    uint64_t word = slot_word(hh);
+    for (; i < HUGE_CACHE_SLOTS; i++) {
+        uint64_t empty = 0;
+        /* Release: the header write and the decommit happen before the
+         * taker's acquire CAS. A failed attempt moves on to the next slot. */
+        if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, word, memory_order_release,
+                                                    memory_order_relaxed))
+            return true;
+    }
+    hh->hdr.kind = REGION_HUGE;
+    os_recommit(hh->map_len - OS_PAGE); /* the caller unmaps it, which counts it out */
+    return false;
+}
+
 void *huge_alloc(size_t size, size_t align)
 {
     if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE || align > PTRDIFF_MAX / 2) {
@@ -43,6 +121,15 @@ void *huge_alloc(size_t size, size_t align)
     size_t body = round_page(size ? size : 1);
     size_t offset = align <= OS_PAGE ? OS_PAGE : (align <= SUPERPAGE_SIZE ? align : SUPERPAGE_SIZE);
     size_t len = offset + body;
+    if (offset == OS_PAGE) {
+        huge_header_t *hh = huge_cache_take(len);
+        if (hh) {
+            os_recommit(hh->map_len - OS_PAGE);
+            hh->hdr.kind = REGION_HUGE;
+            huge_account(1, (ptrdiff_t)hh->map_len);
+            return huge_user(hh); /* pages read as zero again: calloc needs no memset */
+        }
+    }
     char *h;
     if (align <= SUPERPAGE_SIZE) {
         size_t map_len;
@@ -78,6 +165,7 @@ void huge_free(huge_header_t *hh)
 {
     size_t len = hh->map_len;
     huge_account(-1, -(ptrdiff_t)len);
+    if (huge_cache_put(hh)) return;
     /* Unregister before unmapping: once unmapped the region may be mapped
      * again by another thread, whose registration must come after ours. */
     region_unregister((uintptr_t)hh);
