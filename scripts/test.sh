@@ -15,7 +15,7 @@ run meson test -C build/ci-release --print-errorlogs --suite unit --suite model 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 run meson test -C build/ci-debug --print-errorlogs --suite unit --suite stress
 
-run env CC=clang meson setup build/ci-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=true
+run env CC=clang meson setup build/ci-tsan -Db_sanitize=thread -Db_lundef=false -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 run meson test -C build/ci-tsan --print-errorlogs --suite stress
 echo
 echo "all test suites passed"

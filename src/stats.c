@@ -19,9 +19,10 @@ static void class_names(bitslab_class_stats_t *c)
     for (unsigned i = 0; i < NUM_CLASSES; i++) c[i].bin_size = bitslab_class_size[i];
 }
 
-static size_t remote_pending(slab_t *s)
+/* The row is passed by index: slab_remote(s) would read s->index, a plain
+ * field that an orphan's new owner rewrites while we may be reading. */
+static size_t remote_pending(_Atomic uint64_t *remote)
 {
-    _Atomic uint64_t *remote = slab_remote(s);
     size_t n = 0;
     for (unsigned w = 0; w < BITMAP_WORDS; w++)
         /* Relaxed: a snapshot count; nothing is read through these bits. */
@@ -52,12 +53,12 @@ static size_t walk_superpage(superpage_t *sp, bitslab_class_stats_t *classes, si
             classes[cls].bytes_in_use += (size_t)used * size;
             bytes += (size_t)used * size;
             (*slabs_small)++;
-            *pending += remote_pending(s);
+            *pending += remote_pending(sp->remote[i]);
         } else if (kind == SLAB_WIDE && size) {
             (*wide_n)++;
             *wide_bytes += size;
             (*slabs_wide)++;
-            *pending += remote_pending(s);
+            *pending += remote_pending(sp->remote[i]);
         } else if (kind == SLAB_WIDE_TAIL) {
             (*slabs_wide)++;
         }

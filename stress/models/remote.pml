@@ -1,0 +1,905 @@
+/*
+ * remote.pml: the remote-free protocol (F1..F4), Vyukov's intrusive MPSC
+ * queue of superpages, the owner's drain (D1..D4), the heap_collect scan
+ * path, the word cache, and the superpage release check, as written in
+ *
+ *   src/remote.c     remote_free (F1..F4), queue_push, remote_queue_pop
+ *   src/heap.c       heap_drain_remote, superpage_merge, slab_after_free,
+ *                    heap_collect, heap_alloc_slow
+ *   src/slab.c       slab_merge_remote, slab_check_no_remote,
+ *                    slab_load_word, slab_unload_word, slab_configure_small
+ *   src/superpage.c  superpage_try_release, superpage_return_slabs,
+ *                    slab_reset, superpage_take_slabs
+ *   src/api.c        bitslab_free (the owner's free), heap_free_slow (the
+ *                    checks before remote_free)
+ *
+ * Processes: one owner heap and two remote freers A and B, each freeing one
+ * block the owner handed it (before the run, or during it in SCEN 3).
+ * stress/models/README.md explains the abstraction, bounds and results.
+ *
+ * Granularity: every C atomic operation is one Promela step (a d_step that
+ * touches exactly one variable other threads also touch; ghost variables and
+ * owner-private state ride along, since no other process reads them).
+ * Owner-only plain fields of the C code are local variables of the owner
+ * proctype. Spin explores sequentially consistent interleavings only: the
+ * memory orders are argued in docs/remote-free.md, not checked here.
+ *
+ * Configuration (spin -D...):
+ *   SCEN=0  one superpage, one slab of three bins, active with its word in
+ *           the owner's word cache; A, B and the owner free into it (default)
+ *   SCEN=1  two superpages of one slab of two bins each
+ *   SCEN=2  one superpage, two slabs of two bins each
+ *   SCEN=3  one slab of two bins; B frees a block the owner allocates and
+ *           hands it during the run (slab emptied, reconfigured, reused)
+ *   SCEN=4  double free: A and B free the same block
+ *   SCEN=5  double free: the owner and B free the same block (word cache)
+ *   SCEN=6  double free racing with the slab emptying (no block keeps the
+ *           slab alive): NOT always detected; a model of the limit
+ *   MERGE_MAY_RELEASE=1  superpage_merge may release the superpage while it
+ *           still walks the mask (the code before commit ed96630): the model
+ *           must then find a violation.
+ *   MUT=n   a deliberately broken protocol, to show the model notices:
+ *           1 release without the inflight check   2 without the remote_slabs check
+ *           3 F4 before F3                         4 the collect scan clears remote_slabs
+ *           5 pop ignores a producer half-way through its push
+ *           6 F3 pushes whatever `was` is          7 drain clears the mask after the merge
+ *           8 merge without the overlap check      9 F2 without the old-bit check
+ *   WITNESS=n  fail at witness point n (REACH(n) below): shows the window
+ *           is reached. 1 pop finds a push half-way   2 release deferred by
+ *           inflight   3 release deferred because queued   4 stale
+ *           notification   5 collect scan merges bits   6 a superpage is
+ *           handed on   7 a push links behind another superpage's node
+ *           8 a slab is configured again while a freer is inside its
+ *           superpage   9 F3 finds the superpage already queued
+ */
+
+#ifndef SCEN
+#define SCEN 0
+#endif
+#ifndef MERGE_MAY_RELEASE
+#define MERGE_MAY_RELEASE 0
+#endif
+#ifndef MUT
+#define MUT 0
+#endif
+/* REACH(n): a witness that an interesting interleaving is reachable (a check
+ * that passes is not vacuous). With -DWITNESS=n the model must fail there. */
+#ifndef WITNESS
+#define WITNESS 0
+#endif
+#define REACH(n) assert(WITNESS != (n))
+
+#define NONE 255                        /* NULL slab / no slab */
+
+/* ---- scenarios -------------------------------------------------------------- */
+/* NSP superpages, NSL modelled slabs per superpage, NB bins per slab (<= 3,
+ * one bitmap word). FA_S/FA_B, FB_S/FB_B: the freers' blocks (slab, bin).
+ * OWN_s: bins of slab s the owner holds at the start; OFREE_s: those it may
+ * free during the run (it may also free what it allocates). MAXALLOC:
+ * allocations the owner may make. INIT_ACTIVE: a slab that starts as the
+ * active slab with its word loaded (and used up) in the word cache. DF: a
+ * double-free scenario (the double-freed block is FB). */
+#if SCEN == 0
+#define NSP 1
+#define NSL 1
+#define NB 3
+#define FA_S 0
+#define FA_B 0
+#define FB_S 0
+#define FB_B 1
+#define OWN_0 4
+#define OFREE_0 4
+#define MAXALLOC 1
+#define INIT_ACTIVE 0
+#define DF 0
+#elif SCEN == 1
+/* (no allocation: it multiplies this scenario's states by 8; SCEN 0, 2 and
+ * 3 cover the allocation paths) */
+#define NSP 2
+#define NSL 1
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#define FB_S 1
+#define FB_B 0
+#define OWN_0 2
+#define OWN_1 2
+#define OFREE_0 2
+#define OFREE_1 2
+#define MAXALLOC 0
+#define DF 0
+#elif SCEN == 2
+#define NSP 1
+#define NSL 2
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#define FB_S 1
+#define FB_B 0
+#define OWN_0 2
+#define OWN_1 2
+#define OFREE_0 2
+#define OFREE_1 2
+#define MAXALLOC 1
+#define DF 0
+#elif SCEN == 3
+#define NSP 1
+#define NSL 1
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#define FB_S NONE                       /* handed over during the run */
+#define FB_B 0
+#define OWN_0 2
+#define OFREE_0 2
+#define MAXALLOC 2
+#define DF 0
+#elif SCEN == 4
+/* A and B both free bin 0. The owner keeps bin 1 live and allocates nothing,
+ * so the slab never empties and bin 0 is never handed out again (a freed bin
+ * that was handed out again cannot be told from a live one: that is a
+ * use-after-free, which no O(1) check detects; docs/remote-free.md). */
+#define NSP 1
+#define NSL 1
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#define FB_S 0
+#define FB_B 0
+#define OWN_0 2
+#define OFREE_0 0
+#define MAXALLOC 0
+#define DF 1
+#elif SCEN == 5
+/* A frees bin 0; the owner and B both free bin 1; the owner keeps bin 2. The
+ * slab is active with its word in the cache, so the owner's free goes to the
+ * cache and the merge must look there. */
+#define NSP 1
+#define NSL 1
+#define NB 3
+#define FA_S 0
+#define FA_B 0
+#define FB_S 0
+#define FB_B 1
+#define OWN_0 6
+#define OFREE_0 2
+#define MAXALLOC 0
+#define INIT_ACTIVE 0
+#define DF 1
+#elif SCEN == 6
+/* A frees bin 0, the owner frees bin 1, B frees bin 0 again: nothing keeps
+ * the slab alive, so the owner may empty it and hand the superpage on
+ * between B's checks (heap_free_slow) and its F1. */
+#define NSP 1
+#define NSL 1
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#define FB_S 0
+#define FB_B 0
+#define OWN_0 2
+#define OFREE_0 2
+#define MAXALLOC 0
+#define DF 1
+#endif
+
+#ifndef OWN_1
+#define OWN_1 0
+#define OFREE_1 0
+#endif
+#ifndef INIT_ACTIVE
+#define INIT_ACTIVE NONE
+#endif
+#define NFREERS 2
+
+/* Other empty superpages the heap holds (not modelled in detail; only their
+ * number matters, through h->nempty). One is the steady state: the heap
+ * retains HEAP_RETAIN_EMPTY == 1 empty superpage. */
+#ifndef NEMPTY_OTHERS
+#define NEMPTY_OTHERS 1
+#endif
+#define RETAIN 1                        /* HEAP_RETAIN_EMPTY */
+
+#define NS (NSP * NSL)                  /* slabs, numbered sp * NSL + k */
+#define SPOFSLAB(s) ((s) / NSL)         /* superpage_of_slab */
+#define SLBIT(s) (1 << ((s) % NSL))     /* 1u << s->index */
+#define FULLMASK ((1 << NSL) - 1)       /* DATA_SLABS_MASK */
+#define ALLBINS ((1 << NB) - 1)
+#define POPC(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1))
+#define LOWBIT(x) (((x) & 1) -> 1 : (((x) & 2) -> 2 : 4))
+#define BINOF(bit) ((bit) == 1 -> 0 : ((bit) == 2 -> 1 : 2))
+
+/* Queue nodes: the heap's stub and each superpage's qnode. */
+#define STUB 0                          /* &h->q_stub */
+#define NODE(sp) ((sp) + 1)             /* &sp->qnode */
+#define SPOF(n) ((n) - 1)               /* superpage_of_node */
+#define NIL (NSP + 1)                   /* NULL */
+
+#define FREE 0                          /* SLAB_FREE */
+#define SMALL 1                         /* SLAB_SMALL */
+#define ST_NONE 0                       /* STATE_NONE */
+#define ST_ACTIVE 1
+#define ST_PARTIAL 2
+#define ST_FULL 3
+
+/* bitslab_fatal("double free ..." / "invalid free"). Outside the double-free
+ * scenarios a report is a false positive: the assertion fails. Inside them
+ * the model records it; the process that reports stops (its later steps
+ * would come after abort()) and the other safety assertions are disarmed by
+ * `detected` (after abort() nothing runs). */
+#define DETECT() printf("double free reported\n"); assert(DF); detected = 1
+
+/* ---- shared state (read or written by more than one thread) --------------- */
+byte q_head = STUB;                     /* heap_t.q_head */
+byte qnext[NSP + 1];                    /* qnode_t.next: [STUB] = h->q_stub, [NODE(sp)] = sp->qnode */
+byte remote_slabs[NSP];                 /* superpage_t.remote_slabs (bit k: modelled slab k) */
+byte inflight[NSP];                     /* superpage_t.inflight */
+byte remote[NS];                        /* the slab's remote bitmap word */
+bit sheap[NS];                          /* slab_t.heap: 1 = the owner, 0 = NULL (FREE slab) */
+
+/* ---- ghosts ----------------------------------------------------------------- */
+bit released[NSP];                      /* superpage handed to the orphanage */
+byte in_queue[NSP];                     /* times the superpage's node is in the queue */
+bit detected;                           /* a double (or invalid) free was reported */
+byte dup_frees;                         /* DF: frees of the doubly freed block FB */
+byte handoff;                           /* SCEN 3: the block given to B, slab * NB + bin + 1 */
+byte nfin;                              /* freers that finished */
+
+/* ---- a remote freer: heap_free_slow + remote_free ------------------------ */
+proctype freer(byte s; byte b)
+{
+    byte sp, old, was, prv;
+
+    if
+    :: s == NONE ->                     /* the user hands it a block */
+        d_step { handoff != 0 -> s = (handoff - 1) / NB; b = (handoff - 1) % NB }
+    :: else -> skip
+    fi;
+    sp = SPOFSLAB(s);
+
+    /* heap_free_slow: owner = s->heap (relaxed); !owner -> invalid_free */
+    d_step {
+        if
+        :: !sheap[s] -> printf("%c: free into a FREE slab: invalid free\n", 63 + _pid); DETECT()
+        :: else -> skip
+        fi
+    }
+    if
+    :: detected -> goto done
+    :: else -> skip
+    fi;
+
+    /* F1: atomic_fetch_add(&sp->inflight, 1) */
+    d_step {
+        assert(detected || !released[sp]);  /* (b) no touch of a handed-on superpage */
+        inflight[sp]++;
+        printf("%c: F1 inflight[sp%d]++ -> %d\n", 63 + _pid, sp, inflight[sp])
+    }
+
+    /* F2: old = atomic_fetch_or(&remote[idx >> 6], bit) */
+    d_step {
+        old = remote[s]; remote[s] = old | (1 << b);
+        if :: DF && s == FB_S && b == FB_B -> dup_frees++ :: else -> skip fi;
+        printf("%c: F2 remote[slab%d] |= bin%d\n", 63 + _pid, s, b)
+    }
+    if
+    :: old & (1 << b) && MUT != 9 ->    /* "double free (freed twice by other threads)" */
+        DETECT();
+        goto done
+    :: else -> skip
+    fi;
+
+#if MUT == 3
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F4 inflight[sp%d]--\n", 63 + _pid, sp) }
+#endif
+    /* F3: was = atomic_fetch_or(&sp->remote_slabs, 1u << s->index) */
+    d_step {
+        assert(detected || !released[sp]);
+        was = remote_slabs[sp]; remote_slabs[sp] = was | SLBIT(s);
+        printf("%c: F3 remote_slabs[sp%d] was %d\n", 63 + _pid, sp, was)
+    }
+    if
+    :: was == 0 || MUT == 6 ->
+        /* queue_push(sp->heap, &sp->qnode): n->next = NULL (relaxed) */
+        d_step { assert(detected || !released[sp]); qnext[NODE(sp)] = NIL }
+        /* prev = atomic_exchange(&h->q_head, n): from here the node is queued */
+        d_step {
+            assert(detected || !released[sp]);
+            prv = q_head; q_head = NODE(sp);
+            printf("%c: push sp%d: exchange head, prev = node %d\n", 63 + _pid, sp, prv);
+            in_queue[sp]++;
+            assert(detected || in_queue[sp] == 1)   /* (c) never queued twice */
+        }
+        /* atomic_store(&prev->next, n) (release): a write into the previous
+         * node, the stub or another superpage, which must not be handed on */
+        d_step {
+            assert(detected || prv == STUB || !released[SPOF(prv)]);
+            if :: prv != STUB -> REACH(7) :: else -> skip fi;
+            qnext[prv] = NODE(sp);
+            printf("%c: push sp%d: link node %d -> node %d\n", 63 + _pid, sp, prv, NODE(sp))
+        }
+    :: else -> REACH(9)
+    fi;
+
+#if MUT != 3
+    /* F4: atomic_fetch_sub(&sp->inflight, 1) (release) */
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F4 inflight[sp%d]--\n", 63 + _pid, sp) }
+#endif
+done:
+    nfin++
+}
+
+/* ---- the owner: inlined functions (their temporaries are owner locals) ---- */
+
+/* remote_queue_pop(h): the popped node in p_res, NIL for "nothing (yet)".
+ * Written as a little state machine (p_st) so that each step is exactly one
+ * shared access plus the owner-local decisions that follow it. */
+#define POPPED(n) \
+    assert((n) != STUB); \
+    assert(detected || in_queue[SPOF(n)] == 1); \
+    in_queue[SPOF(n)]--;                                       /* ghost: it left the queue */ \
+    assert(detected || remote_slabs[SPOF(n)] != 0);            /* queued => remote_slabs != 0 */ \
+    printf("O: pop -> sp%d\n", SPOF(n)); \
+    p_res = n
+
+inline queue_pop()
+{
+    p_res = NIL;
+    p_st = 0;
+    do
+    :: d_step {
+        p_st == 0;
+        p_tail = q_tail; p_next = qnext[p_tail];              /* tail = h->q_tail; next = tail->next (acquire) */
+        if
+        :: p_tail == STUB && p_next == NIL -> p_st = 9        /* if (!next) return NULL */
+        :: p_tail == STUB && p_next != NIL ->
+            q_tail = p_next; p_tail = p_next; p_st = 1        /* h->q_tail = next; tail = next */
+        :: p_tail != STUB && p_next != NIL ->
+            q_tail = p_next; POPPED(p_tail); p_st = 9         /* if (next) { h->q_tail = next; return tail } */
+        :: else -> p_st = 2
+        fi
+       }
+    :: d_step {
+        p_st == 1;
+        p_next = qnext[p_tail];                               /* next = tail->next (acquire) */
+        if
+        :: p_next != NIL -> q_tail = p_next; POPPED(p_tail); p_st = 9
+        :: else -> p_st = 2
+        fi
+       }
+    :: d_step {
+        p_st == 2;
+        p_head = q_head;                                      /* head = h->q_head (acquire) */
+        if
+        :: p_tail != p_head && MUT != 5 ->                    /* a producer between exchange and link */
+            printf("O: pop -> nothing (a push is half-way)\n"); REACH(1); p_st = 9   /* return NULL */
+        :: else -> p_st = 3
+        fi
+       }
+    /* queue_push(h, &h->q_stub) */
+    :: d_step { p_st == 3; qnext[STUB] = NIL; p_st = 4 }      /* stub.next = NULL */
+    :: d_step { p_st == 4; p_prev = q_head; q_head = STUB; p_st = 5 }  /* prev = exchange(&h->q_head, stub) */
+    :: d_step { p_st == 5; qnext[p_prev] = STUB; p_st = 6 }   /* prev->next = stub (release) */
+    :: d_step {
+        p_st == 6;
+        p_next = qnext[p_tail];                               /* next = tail->next (acquire) */
+        if
+        :: p_next != NIL -> q_tail = p_next; POPPED(p_tail)   /* h->q_tail = next; return tail */
+        :: else -> skip                                       /* return NULL */
+        fi;
+        p_st = 9
+       }
+    :: p_st == 9 -> break
+    od
+}
+
+/* superpage_try_release(h, tr_sp, tr_ret) */
+inline superpage_try_release()
+{
+    if
+    :: free_mask[tr_sp] != FULLMASK || n_empty <= tr_ret -> skip
+    :: else ->
+        tr_v = (MUT == 1 -> 0 : inflight[tr_sp]);             /* load inflight (acquire) */
+        if
+        :: tr_v != 0 -> printf("O: sp%d empty, release deferred (inflight)\n", tr_sp); REACH(2)
+        :: else ->
+            tr_v = (MUT == 2 -> 0 : remote_slabs[tr_sp]);     /* load remote_slabs (relaxed) */
+            if
+            :: tr_v != 0 -> printf("O: sp%d empty, release deferred (queued)\n", tr_sp); REACH(3)
+            :: else ->
+                /* list_unlink; nempty--; sp->heap = NULL; decommit; orphanage_push */
+                d_step {
+                    assert(detected || owned[tr_sp]);         /* released twice */
+                    assert(detected || in_queue[tr_sp] == 0); /* a queued node in a handed-on superpage */
+                    assert(detected || inflight[tr_sp] == 0); /* a freer still inside */
+                    for (t_i : 0 .. NSL - 1) {
+                        assert(detected || (kind[tr_sp * NSL + t_i] == FREE &&
+                                            remote[tr_sp * NSL + t_i] == 0 &&
+                                            oheld[tr_sp * NSL + t_i] == 0))
+                    }
+                    owned[tr_sp] = 0;
+                    n_empty--;
+                    released[tr_sp] = 1;
+                    REACH(6);
+                    printf("O: sp%d released to the orphanage\n", tr_sp)
+                }
+            fi
+        fi
+    fi
+}
+
+/* slab_check_no_remote(ck_s): a remote bit in a slab that is (about to be)
+ * FREE is a free of a bin that was already free. */
+inline slab_check_no_remote()
+{
+    k_bits = remote[ck_s];                                    /* relaxed peek */
+    if
+    :: k_bits != 0 ->
+        d_step {                                              /* exchange(&remote[w], 0) (acquire) */
+            k_bits = remote[ck_s]; remote[ck_s] = 0;
+            if
+            :: k_bits != 0 -> printf("O: slab%d is FREE but has remote bits %d\n", ck_s, k_bits); DETECT()
+            :: else -> skip
+            fi
+        }
+    :: else -> skip
+    fi
+}
+
+/* superpage_return_slabs(h, rs_s, 1, saf_mr), with slab_reset */
+inline superpage_return_slabs()
+{
+    ck_s = rs_s; slab_check_no_remote();
+    d_step {
+        rs_sp = SPOFSLAB(rs_s);
+        assert(detected || oheld[rs_s] == 0);
+        assert(cslab != rs_s);                                /* nothing of it in the word cache */
+        state[rs_s] = ST_NONE;
+        kind[rs_s] = FREE;
+        lmap[rs_s] = 0;
+        used[rs_s] = 0;
+        sheap[rs_s] = 0;                                      /* s->heap = NULL (relaxed) */
+        free_mask[rs_sp] = free_mask[rs_sp] | SLBIT(rs_s);
+        printf("O: slab%d empty, back to sp%d as FREE\n", rs_s, rs_sp)
+    }
+    if
+    :: free_mask[rs_sp] == FULLMASK ->
+        n_empty++;
+        if
+        :: saf_mr -> tr_sp = rs_sp; tr_ret = RETAIN; superpage_try_release()
+        :: else -> skip                                       /* !may_release: the caller retries */
+        fi
+    :: else -> skip
+    fi
+}
+
+/* slab_after_free(h, saf_s, saf_wf, saf_u, saf_mr) */
+inline slab_after_free()
+{
+    if
+    :: saf_u == 0 ->
+        if
+        :: state[saf_s] == ST_ACTIVE -> skip                  /* keep: the next malloc reuses it */
+        :: else -> rs_s = saf_s; superpage_return_slabs()     /* (partial_unlink) */
+        fi
+    :: else ->
+        if
+        :: saf_wf && state[saf_s] == ST_FULL -> state[saf_s] = ST_PARTIAL  /* partial_push */
+        :: else -> skip
+        fi
+    fi
+}
+
+/* superpage_merge(h, m_sp, m_mask), with slab_merge_remote inlined */
+inline superpage_merge()
+{
+    m_k = 0;
+    do
+    :: m_k == NSL -> break
+    :: else ->
+        if
+        :: (m_mask >> m_k) & 1 ->
+            m_s = m_sp * NSL + m_k;
+            assert(detected || owned[m_sp]);                  /* never walks a handed-on superpage */
+            if
+            :: kind[m_s] != SMALL ->                          /* a stale notification */
+                REACH(4);
+                ck_s = m_s; slab_check_no_remote()
+            :: else ->
+                m_before = used[m_s];
+                m_bits = remote[m_s];                         /* relaxed peek */
+                if
+                :: m_bits == 0 -> skip
+                :: else ->
+                    d_step {                                  /* bits = exchange(&remote[w], 0) (acquire) */
+                        m_bits = remote[m_s]; remote[m_s] = 0;
+                        printf("O: merge slab%d: remote bits %d, local %d, cache %d\n", m_s, m_bits, lmap[m_s],
+                               (cslab == m_s -> cbits : 0))
+                    }
+                    d_step {
+                        /* free_here = local[w] | (the cached word's bins) */
+                        if
+                        :: m_bits & (lmap[m_s] | (cslab == m_s -> cbits : 0)) && MUT != 8 ->
+                            DETECT()                          /* "double free (freed by another thread and again)" */
+                        :: else -> skip
+                        fi;
+                        lmap[m_s] = lmap[m_s] | m_bits;
+                        used[m_s] = used[m_s] - POPC(m_bits);
+                        saf_s = m_s;
+                        saf_wf = (m_before == NB);
+                        saf_u = used[m_s];
+                        saf_mr = MERGE_MAY_RELEASE            /* slab_after_free(..., false) */
+                    }
+                    slab_after_free()
+                fi
+            fi
+        :: else -> skip
+        fi;
+        m_k++
+    od
+}
+
+/* heap_drain_remote(h) */
+inline heap_drain_remote()
+{
+    do
+    :: queue_pop();                                           /* D1 */
+        if
+        :: p_res == NIL -> break
+        :: else ->
+            d_sp = SPOF(p_res);
+#if MUT == 7
+            d_mask = remote_slabs[d_sp];
+            m_sp = d_sp; m_mask = d_mask; superpage_merge();
+            remote_slabs[d_sp] = 0;
+#else
+            /* D2: mask = exchange(&sp->remote_slabs, 0) (acq_rel) */
+            d_step {
+                assert(detected || owned[d_sp]);
+                d_mask = remote_slabs[d_sp]; remote_slabs[d_sp] = 0;
+                printf("O: D2 sp%d mask %d\n", d_sp, d_mask)
+            }
+            m_sp = d_sp; m_mask = d_mask; superpage_merge();  /* D3 */
+#endif
+            tr_sp = d_sp; tr_ret = RETAIN; superpage_try_release()  /* D4 */
+        fi
+    od;
+    p_done = 0                          /* (a landing point: spin forbids a break into a d_step) */
+}
+
+/* heap_collect(h, c_full) after its heap_drain_remote (the owner's loop
+ * drains first). The superpage list order is the heap's business
+ * (superpages with free slabs first): the model walks it from either end. */
+inline heap_collect_rest()
+{
+    if
+    :: c_start = 0
+    :: NSP > 1 -> c_start = NSP - 1
+    fi;
+    /* each superpage: mask = load(&sp->remote_slabs) (acquire); merge, no clear */
+    c_i = 0;
+    do
+    :: c_i == NSP -> break
+    :: else ->
+        c_sp = (c_start + c_i) % NSP;
+        if
+        :: owned[c_sp] ->
+            d_step {
+                c_m = remote_slabs[c_sp];
+                if :: MUT == 4 -> remote_slabs[c_sp] = 0 :: else -> skip fi;
+                printf("O: collect scan sp%d mask %d\n", c_sp, c_m)
+            }
+            if
+            :: c_m != 0 -> REACH(5); m_sp = c_sp; m_mask = c_m; superpage_merge()
+            :: else -> skip
+            fi
+        :: else -> skip
+        fi;
+        c_i++
+    od;
+    /* full: slab_unload_word for the active slab; back to FREE if empty */
+    if
+    :: c_full && actv != NONE ->
+        d_step {
+            lmap[actv] = lmap[actv] | cbits;
+            used[actv] = used[actv] - POPC(cbits);
+            cbits = 0;
+            cslab = NONE
+        }
+        if
+        :: used[actv] == 0 ->
+            d_step { rs_s = actv; actv = NONE; state[rs_s] = ST_NONE; saf_mr = 1 }
+            superpage_return_slabs()
+        :: else -> skip
+        fi
+    :: else -> skip
+    fi;
+    /* superpage_try_release over the list, retain 0 if full */
+    c_i = 0;
+    do
+    :: c_i == NSP -> break
+    :: else ->
+        c_sp = (c_start + c_i) % NSP;
+        if
+        :: owned[c_sp] -> tr_sp = c_sp; tr_ret = (c_full -> 0 : RETAIN); superpage_try_release()
+        :: else -> skip
+        fi;
+        c_i++
+    od;
+    c_i = 0                             /* (landing point, as above) */
+}
+
+/* slab_load_word(h, a_s, c): the slab's (only) local word into the cache */
+#define LOAD_WORD(S) \
+    cbits = lmap[S]; lmap[S] = 0; used[S] = used[S] + POPC(cbits); cslab = S
+
+/* alloc_class and heap_alloc_slow (after its heap_drain_remote, which the
+ * owner's loop does when the cached word is empty), for the one size class
+ * modelled */
+inline alloc_rest()
+{
+    if
+    :: cbits != 0 -> skip                                     /* fast path: the cached word has a bin */
+    :: else ->
+        d_step {
+            if
+            :: actv != NONE && lmap[actv] != 0 -> LOAD_WORD(actv)  /* s->summary != 0 */
+            :: else ->
+                if
+                :: actv != NONE ->                            /* unload (empty cache); FULL; off the lists */
+                    cslab = NONE; state[actv] = ST_FULL; actv = NONE
+                :: else -> skip
+                fi;
+                a_s = NONE;
+                /* s = h->partial[cls]; partial_unlink */
+                for (a_i : 0 .. NS - 1) {
+                    if
+                    :: a_s == NONE && state[a_i] == ST_PARTIAL -> a_s = a_i
+                    :: else -> skip
+                    fi
+                }
+                /* else superpage_take_slabs(h, 1, 1) + slab_configure_small */
+                for (a_i : 0 .. NS - 1) {
+                    if
+                    :: a_s == NONE && owned[SPOFSLAB(a_i)] && kind[a_i] == FREE ->
+                        a_s = a_i;
+                        if
+                        :: free_mask[SPOFSLAB(a_i)] == FULLMASK -> n_empty--
+                        :: else -> skip
+                        fi;
+                        free_mask[SPOFSLAB(a_i)] = free_mask[SPOFSLAB(a_i)] & ~SLBIT(a_i);
+                        kind[a_i] = SMALL;
+                        lmap[a_i] = ALLBINS;
+                        used[a_i] = 0;
+                        sheap[a_i] = 1;                       /* s->heap = h (relaxed) */
+                        if :: inflight[SPOFSLAB(a_i)] != 0 -> REACH(8) :: else -> skip fi
+                    :: else -> skip
+                    fi
+                }
+                /* none: the heap would take an orphan or map a superpage (not modelled) */
+                if
+                :: a_s != NONE -> state[a_s] = ST_ACTIVE; actv = a_s; LOAD_WORD(a_s)
+                :: else -> skip                               /* ENOMEM */
+                fi
+            fi
+        }
+    fi;
+    if
+    :: cbits != 0 ->                                          /* cache_pop */
+        d_step {
+            a_i = LOWBIT(cbits);
+            cbits = cbits & ~a_i;
+            oheld[cslab] = oheld[cslab] | a_i;
+            ofree[cslab] = ofree[cslab] | a_i;                /* it may free it again */
+            printf("O: alloc slab%d bin%d\n", cslab, BINOF(a_i))
+        };
+        if
+        :: FB_S == NONE && handoff == 0 ->                    /* the user hands the block to B */
+            d_step {
+                oheld[cslab] = oheld[cslab] & ~a_i;
+                ofree[cslab] = ofree[cslab] & ~a_i;
+                handoff = cslab * NB + BINOF(a_i) + 1
+            }
+        :: else -> skip
+        fi
+    :: else -> skip
+    fi
+}
+
+/* bitslab_free(p) by the owner, block (f_s, f_b) */
+inline local_free()
+{
+    d_step {
+        oheld[f_s] = oheld[f_s] & ~(1 << f_b);
+        printf("O: local free slab%d bin%d\n", f_s, f_b);
+        if :: DF && f_s == FB_S && f_b == FB_B -> dup_frees++ :: else -> skip fi;
+        /* taken = local[w] | relaxed peek at remote[w] */
+        f_t = lmap[f_s] | remote[f_s];
+        if
+        :: cslab == f_s ->                                    /* s->cached == w: back into the cache */
+            if :: (f_t | cbits) & (1 << f_b) -> DETECT() :: else -> skip fi;
+            cbits = cbits | (1 << f_b);
+            f_done = 1                                        /* `used` does not change */
+        :: else ->
+            if :: f_t & (1 << f_b) -> DETECT() :: else -> skip fi;
+            lmap[f_s] = lmap[f_s] | (1 << f_b);
+            used[f_s]--;
+            saf_s = f_s;
+            saf_u = used[f_s];
+            saf_wf = (saf_u + 1 == NB);
+            saf_mr = 1                                        /* heap_slab_freed_slow: may release */
+        fi
+    }
+    if
+    :: f_done -> skip
+    :: else -> slab_after_free()                              /* (used - 1u >= nbins - 2u) */
+    fi
+}
+
+/* Temporaries are dead between owner operations: zero them, so that stale
+ * values do not split otherwise equal states. */
+#define RESET_TEMPS() \
+    p_tail = 0; p_next = 0; p_head = 0; p_prev = 0; p_res = 0; p_st = 0; p_done = 0; \
+    d_sp = 0; d_mask = 0; m_sp = 0; m_mask = 0; m_k = 0; m_s = 0; m_bits = 0; m_before = 0; \
+    saf_s = 0; saf_u = 0; saf_wf = 0; saf_mr = 0; rs_s = 0; rs_sp = 0; ck_s = 0; k_bits = 0; \
+    tr_sp = 0; tr_ret = 0; tr_v = 0; t_i = 0; c_i = 0; c_sp = 0; c_m = 0; c_start = 0; c_full = 0; \
+    a_s = 0; a_i = 0; f_s = 0; f_b = 0; f_t = 0; f_done = 0; o_op = 0
+
+#define OWNER_FREE(S, B) \
+    :: (S) < NS && (ofree[S] >> (B)) & 1 && (oheld[S] >> (B)) & 1 -> \
+        d_step { ofree[S] = ofree[S] & ~(1 << (B)); f_s = S; f_b = B; o_op = OP_FREE }
+
+#define OP_DRAIN 0
+#define OP_COLLECT 1
+#define OP_ALLOC 2
+#define OP_FREE 3
+#define OP_FINAL 4
+
+proctype owner()
+{
+    /* owner-only state: plain fields in the C code */
+    byte q_tail = STUB;                 /* heap_t.q_tail */
+    byte lmap[NS];                      /* the slab's local bitmap word */
+    byte used[NS];                      /* slab_t.used: bins not in the local map */
+    byte kind[NS];                      /* slab_t.kind (the owner's view) */
+    byte state[NS];                     /* slab_t.state */
+    byte free_mask[NSP];                /* superpage_t.free_mask, modelled slabs */
+    bit owned[NSP];                     /* on h->superpages */
+    byte n_empty = NEMPTY_OTHERS;       /* heap_t.nempty */
+    byte actv = NONE;                   /* heap_t.active[cls] */
+    byte cbits;                         /* heap_t.cache[cls].bits */
+    byte cslab = NONE;                  /* the slab s with s->cached != NO_WORD */
+    byte oheld[NS];                     /* ghost: bins the owner holds live */
+    byte ofree[NS];                     /* scenario: bins the owner may still free */
+    byte allocs;
+    /* temporaries of the inlined functions */
+    byte p_tail, p_next, p_head, p_prev, p_res, p_st;
+    bit p_done;
+    byte d_sp, d_mask;
+    byte m_sp, m_mask, m_k, m_s, m_bits, m_before;
+    byte saf_s, saf_u;
+    bit saf_wf, saf_mr;
+    byte rs_s, rs_sp, ck_s, k_bits;
+    byte tr_sp, tr_ret, tr_v, t_i;
+    byte c_i, c_sp, c_m, c_start;
+    bit c_full;
+    byte a_s, a_i;
+    byte f_s, f_b, f_t;
+    bit f_done;
+    byte o_op;                          /* the operation of this round */
+
+    /* The start: every modelled slab is SMALL, FULL or PARTIAL (or active,
+     * its word in the cache); the freers' and the owner's blocks are live,
+     * the other bins free. */
+    d_step {
+        for (t_i : 0 .. NS - 1) {
+            kind[t_i] = SMALL;
+            oheld[t_i] = (t_i == 0 -> OWN_0 : OWN_1);
+            ofree[t_i] = (t_i == 0 -> OFREE_0 : OFREE_1);
+            lmap[t_i] = ALLBINS & ~oheld[t_i];
+            if
+            :: FA_S == t_i -> lmap[t_i] = lmap[t_i] & ~(1 << FA_B)
+            :: else -> skip
+            fi;
+            if
+            :: FB_S == t_i -> lmap[t_i] = lmap[t_i] & ~(1 << FB_B)
+            :: else -> skip
+            fi;
+            used[t_i] = NB - POPC(lmap[t_i]);
+            state[t_i] = (lmap[t_i] == 0 -> ST_FULL : ST_PARTIAL)
+        }
+        for (t_i : 0 .. NSP - 1) { owned[t_i] = 1; free_mask[t_i] = 0 }
+        if
+        :: INIT_ACTIVE != NONE ->
+            assert(lmap[INIT_ACTIVE] == 0);   /* its word was loaded and used up */
+            actv = INIT_ACTIVE; state[actv] = ST_ACTIVE; cslab = actv; cbits = 0
+        :: else -> skip
+        fi;
+        t_i = 0
+    }
+
+    /* One operation per round; every function is expanded once, below. The
+     * round after the freers are done is the final collect (thread exit or
+     * bitslab_collect), after which the checks run. */
+    do
+    :: if
+        :: nfin == NFREERS && (!DF || (ofree[0] | ofree[NS - 1]) == 0) ->
+            o_op = OP_FINAL; c_full = 1
+        :: else ->
+            if
+            :: o_op = OP_DRAIN                                /* heap_alloc_slow, wide_alloc */
+            :: o_op = OP_COLLECT; c_full = 0
+            :: o_op = OP_COLLECT; c_full = 1                  /* bitslab_collect */
+            :: allocs < MAXALLOC -> o_op = OP_ALLOC; allocs++
+            OWNER_FREE(0, 0)
+            OWNER_FREE(0, 1)
+            OWNER_FREE(0, 2)
+            OWNER_FREE(1, 0)
+            OWNER_FREE(1, 1)
+            fi
+        fi;
+        if
+        :: o_op == OP_FREE -> local_free()
+        :: o_op == OP_ALLOC && cbits != 0 -> skip             /* the fast path does not drain */
+        :: else -> heap_drain_remote()
+        fi;
+        if
+        :: o_op == OP_COLLECT || o_op == OP_FINAL -> heap_collect_rest()
+        :: o_op == OP_ALLOC -> alloc_rest()
+        :: else -> skip
+        fi;
+        if
+        :: o_op == OP_FINAL -> break
+        :: else -> d_step { RESET_TEMPS() }
+        fi
+    od;
+    t_i = 0;                            /* (landing point for the break) */
+
+#if DF
+    assert(detected);                   /* (d) the double free was reported */
+#else
+    d_step {
+        /* (a) no lost free, no phantom free: a bin is free exactly when nobody
+         * holds it, and nothing is left pending anywhere */
+        assert(q_head == STUB && q_tail == STUB && qnext[STUB] == NIL);
+        assert(cbits == 0 && cslab == NONE);
+        for (t_i : 0 .. NSP - 1) {
+            assert(inflight[t_i] == 0 && remote_slabs[t_i] == 0 && in_queue[t_i] == 0);
+            /* a full collect hands on every empty superpage */
+            assert(!owned[t_i] || free_mask[t_i] != FULLMASK);
+            assert(owned[t_i] != released[t_i])
+        }
+        for (t_i : 0 .. NS - 1) {
+            assert(remote[t_i] == 0);
+            if
+            :: kind[t_i] == SMALL ->
+                assert(sheap[t_i]);
+                assert(lmap[t_i] == (ALLBINS & ~oheld[t_i]));
+                assert(used[t_i] == POPC(oheld[t_i]))
+            :: else ->
+                assert(!sheap[t_i] && oheld[t_i] == 0 && lmap[t_i] == 0)
+            fi
+        }
+    }
+#endif
+}
+
+#if DF
+/* (d) as a liveness property: in every weakly fair run in which the block has
+ * been freed twice, the double free is eventually reported, also in runs
+ * where the owner never leaves its loop. (A run in which the owner never
+ * makes its free holds no double free.) run-model.sh --liveness. */
+ltl detect { [] (dup_frees == 2 -> <> detected) }
+#endif
+
+init
+{
+    byte i;
+    atomic {
+        for (i : 0 .. NSP) { qnext[i] = NIL }
+        for (i : 0 .. NS - 1) { sheap[i] = 1 }       /* every modelled slab is configured */
+        run owner();
+        run freer(FA_S, FA_B);
+        run freer(FB_S, FB_B)
+    }
+}
