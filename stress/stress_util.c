@@ -545,3 +545,21 @@ void stress_debug_windows(const char *const *targets)
     (void)targets;
 #endif
 }
+
+unsigned stress_windows_missing(const char *const *required)
+{
+#if BITSLAB_DEBUG
+    const char *names[32];
+    uint64_t hits[32];
+    unsigned n = bitslab_debug_windows(names, hits, 32), missing = 0;
+    if (n > 32) n = 32;
+    for (const char *const *r = required; r && *r; r++)
+        for (unsigned i = 0; i < n; i++)
+            if (!strcmp(*r, names[i]) && !hits[i]) missing++;
+    return missing;
+#else
+    (void)required;
+    return 0;
+#endif
+}
+

@@ -222,5 +222,8 @@ void stress_debug_check(void);
  * windows in `targets` (NULL-terminated names, may be NULL) are marked as the
  * ones this test aims at. Never fails: the lead decides which are required. */
 void stress_debug_windows(const char *const *targets);
+/* Debug builds: how many of the windows in `required` (NULL-terminated) were
+ * never reached so far; 0 in other builds. */
+unsigned stress_windows_missing(const char *const *required);
 
 #endif /* BITSLAB_STRESS_UTIL_H */

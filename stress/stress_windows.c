@@ -3,7 +3,9 @@
  * programs reach rarely on two cores (design brief 3: "a stress test that hits
  * its race windows"). Unlike park.c, nothing is forced: threads just collide
  * as often as possible, and a debug build counts how often each window was
- * actually hit. The counts are printed; reaching them is not (yet) required.
+ * actually hit. In a debug build the hammers go on (up to 40 rounds more)
+ * until each of the windows in `required` below was reached, and the run
+ * fails if one never was; park.c covers the other windows deterministically.
  * Every hammer still checks contents and memory like the other programs.
  *
  *   orphanage     threads take a whole superpage (a 15-slab wide block),
@@ -177,7 +179,12 @@ int main(int argc, char **argv)
     if (argc > 1) ROUNDS = (size_t)atol(argv[1]);
     ROUNDS = stress_scaled(ROUNDS);
     stress_log("%u threads, %zu rounds per hammer", THREADS, ROUNDS);
-    for (size_t rep = 0; stress_more_rounds(rep, 1); rep++) {
+    /* Two cores reach these by collision within a few rounds; the two
+     * deferred-release windows need a freer preempted between two atomic
+     * steps, which park.c forces instead. */
+    static const char *const required[] = {"orphan_cas_retry", "heap_pool_cas_retry", "remote_free_during_drain",
+                                           "queue_producer_stalled", NULL};
+    for (size_t rep = 0; stress_more_rounds(rep, 1) || (rep < 40 && stress_windows_missing(required)); rep++) {
         pthread_t t[THREADS];
         stress_barrier_init(&start_line, THREADS);
         atomic_store(&orphanage_left, THREADS);
@@ -214,6 +221,10 @@ int main(int argc, char **argv)
     static const char *const targets[] = {"orphan_cas_retry", "heap_pool_cas_retry", "remote_free_during_drain",
                                           "queue_producer_stalled", "release_deferred_inflight",
                                           "release_deferred_queued", NULL};
+    if (stress_windows_missing(required)) {
+        stress_debug_windows(required);
+        stress_fail("%u required race window(s) never reached", stress_windows_missing(required));
+    }
     stress_bounds_t b = {.max_superpages = 64, .targets = targets};
     stress_finish(&b);
     return 0;

@@ -42,6 +42,14 @@
 #ifndef WEAK
 #define WEAK 0
 #endif
+/* REACH(n): with -DWITNESS=n the model must fail there, showing that the
+ * window is reached: 1 a pop reads orphan_next of a superpage that is no
+ * longer in the orphanage; 2 a pop's CAS fails although the head names the
+ * same superpage as before (only the version differs: ABA averted). */
+#ifndef WITNESS
+#define WITNESS 0
+#endif
+#define REACH(n) assert(WITNESS != (n))
 
 #define TAGMOD (1 << TAGBITS)
 #define NIL NSP                         /* orphan_ptr() == NULL */
@@ -82,7 +90,13 @@ inline orphanage_pop()
     do
     :: o_ptr == NIL -> res = NIL; break                        /* if (!sp) return NULL */
     :: else ->
-        d_step { nx = onext[o_ptr]; printf("T%d pop: %d->orphan_next = %d\n", me, o_ptr, nx) }  /* next = sp->orphan_next (relaxed, maybe stale) */
+        /* next = sp->orphan_next (relaxed): maybe stale, sp maybe taken by
+         * another thread meanwhile; the memory is mapped all the same */
+        d_step {
+            nx = onext[o_ptr];
+            printf("T%d pop: %d->orphan_next = %d\n", me, o_ptr, nx);
+            if :: owner_of[o_ptr] != STACK -> REACH(1) :: else -> skip fi
+        }
         /* CAS(&orphanage_head, &old, orphan_word(next, old)) (acquire) */
         atomic {
             if
@@ -98,6 +112,7 @@ inline orphanage_pop()
             :: WEAK && head_ptr == o_ptr && head_tag == o_tag ->
                 ok = 0                                         /* spurious failure: old is unchanged */
             :: else ->
+                if :: head_ptr == o_ptr -> REACH(2) :: else -> skip fi;
                 o_ptr = head_ptr; o_tag = head_tag; ok = 0;    /* failure: old = the current head */
                 printf("T%d pop: CAS fails, head = (%d, v%d)\n", me, o_ptr, o_tag)
             fi
