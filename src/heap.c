@@ -366,7 +366,10 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
         for (unsigned i = 0; i < n; i++)
             if (s[i].dirty) memset(s[i].data, 0, i + 1 == n ? size - (size_t)i * SLAB_SIZE : SLAB_SIZE);
     }
-    for (unsigned i = 0; i < n; i++) slab_mark_in_use(h, &s[i]);
+    for (unsigned i = 0; i < n; i++) {
+        slab_check_no_remote(&s[i]); /* a late double free of its previous life */
+        slab_mark_in_use(h, &s[i]);
+    }
     for (unsigned i = 1; i < n; i++) {
         s[i].dirty = 1;
         s[i].state = STATE_NONE;

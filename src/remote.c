@@ -114,6 +114,9 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
     if (was == 0) {
         /* Relaxed: sp holds our live block, so its owner cannot change. */
         heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
+        /* Only a double free racing with its superpage's release can find no
+         * owner here: report it instead of pushing onto nothing. */
+        if (unlikely(!owner)) bitslab_fatal("double free (the superpage was released meanwhile)", p);
 #if BITSLAB_DEBUG
         if (owner && owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif

@@ -71,6 +71,7 @@ void slab_check_no_remote(slab_t *s)
 
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
 {
+    slab_check_no_remote(s); /* a late double free of its previous life */
     uint32_t size = bitslab_class_size[cls];
     uint32_t nbins = (uint32_t)(SLAB_SIZE / size);
     s->cls = (uint8_t)cls;

@@ -51,6 +51,8 @@
  *           handed on   7 a push links behind another superpage's node
  *           8 a slab is configured again while a freer is inside its
  *           superpage   9 F3 finds the superpage already queued
+ *           10 all frees done, nothing queued, and an empty superpage is
+ *           still held beyond the retention (a deferred release)
  */
 
 #ifndef SCEN
@@ -824,6 +826,19 @@ proctype owner()
     do
     :: if
         :: nfin == NFREERS && (!DF || (ofree[0] | ofree[NS - 1]) == 0) ->
+            /* witness 10: every free is done and nothing is queued, yet the
+             * heap holds an empty superpage beyond its retention (a release
+             * deferred by `inflight` that nothing retries before a collect) */
+            d_step {
+                for (t_i : 0 .. NSP - 1) {
+                    if
+                    :: owned[t_i] && free_mask[t_i] == FULLMASK && n_empty > RETAIN &&
+                       in_queue[t_i] == 0 && remote_slabs[t_i] == 0 -> REACH(10)
+                    :: else -> skip
+                    fi
+                }
+                t_i = 0
+            };
             o_op = OP_FINAL; c_full = 1
         :: else ->
             if
