@@ -102,7 +102,7 @@ static void check(bool ok, const char *what, const void *p)
  *    owner is this heap; nempty matches; free_mask matches the slab kinds. */
 void debug_check_heap(heap_t *h)
 {
-    size_t nsp = 0, nempty = 0, dirty_free = 0;
+    size_t nsp = 0, nempty = 0, dirty_free = 0, slabs_used = 0;
     bool seen_full = false;
     for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
         nsp++;
@@ -117,6 +117,7 @@ void debug_check_heap(heap_t *h)
             uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
             check(((sp->free_mask >> i) & 1) == (kind == SLAB_FREE), "invariant: free mask vs slab kind", s);
             if (kind == SLAB_FREE && s->dirty) dirty_free++;
+            if (kind == SLAB_SMALL || kind == SLAB_WIDE || kind == SLAB_WIDE_TAIL) slabs_used++;
             if (kind != SLAB_SMALL && kind != SLAB_WIDE) continue;
             /* Relaxed: as above. */
             check(atomic_load_explicit(&s->heap, memory_order_relaxed) == h, "invariant: slab owner", s);
@@ -143,6 +144,7 @@ void debug_check_heap(heap_t *h)
     check(nsp == h->nsuperpages, "invariant: superpage count", h);
     check(nempty == h->nempty, "invariant: empty superpage count", h);
     check(dirty_free == h->dirty_free, "invariant: dirty free slab count", h);
+    check(slabs_used == h->slabs_used, "invariant: configured slab count", h);
 }
 
 void bitslab_debug_check(void)

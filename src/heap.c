@@ -258,8 +258,18 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
 /* Fast-path free found used == 0 or used == nbins - 1. */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
+    if (used_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
+        /* Memory is short of the cap: an empty active slab goes back too
+         * (nothing of it is cached: used counts cached bins). */
+        slab_unload_word(s, &h->cache[s->cls]);
+        h->active[s->cls] = NULL;
+        s->state = STATE_NONE;
+    }
     slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
-    if (used_after == 0) heap_purge(h, PURGE_PERIODIC);
+    if (used_after == 0) {
+        heap_trim_if_idle(h);
+        heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
+    }
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. */
@@ -316,7 +326,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
-    heap_purge(h, PURGE_PERIODIC);
+    heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     slab_t *s = h->active[cls];
     if (s) {
         if (s->summary) {
@@ -433,7 +443,7 @@ void heap_collect(heap_t *h, bool full)
         superpage_try_release(h, sp, retain);
         sp = next;
     }
-    heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED);
+    heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED, SIZE_MAX);
 }
 
 /* Collect heaps whose threads exited: popping one from the pool makes us its

@@ -60,9 +60,9 @@
 /* A heap keeps 1 + 1/8 of its superpages when they are empty, before giving
  * more to the orphanage (their pages are purged like any FREE slab's). */
 #define HEAP_RETAIN_EMPTY(h) (1 + (h)->nsuperpages / 8)
-/* FREE slabs whose pages are still committed, per heap: past this many
+/* FREE slabs whose pages are still committed, per heap: past twice this many
  * (4 MiB plus 1/8 of the heap's data slabs) the heap purges the ones past the
- * delay at once; past twice this many, all of them. */
+ * delay, then others down to this many. */
 #define HEAP_DIRTY_FREE_MAX(h) (64 + (h)->nsuperpages * 31 / 8)
 
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -204,6 +204,7 @@ typedef struct heap {
     size_t wide_allocations, wide_bytes;
     uint32_t next_purge;          /* ms: the next time the slow path looks for slabs to decommit */
     uint32_t dirty_free;          /* FREE slabs in owned superpages whose pages are committed */
+    uint32_t slabs_used;          /* configured slabs (small or wide) in owned superpages */
     uint32_t slow_calls;          /* slow-path visits: the purge clock is read every 16th */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
@@ -301,6 +302,8 @@ void superpage_list_promote(heap_t *h, superpage_t *sp);
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t align);
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release);
 void slab_mark_in_use(heap_t *h, slab_t *s);
+bool dirty_over_process_cap(unsigned factor);
+void heap_trim_if_idle(heap_t *h);
 extern _Atomic(superpage_t *) bitslab_all_superpages;
 extern _Atomic size_t bitslab_superpages_total;
 extern _Atomic size_t bitslab_superpages_orphaned;
@@ -314,7 +317,7 @@ void heap_drain_remote(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
 enum purge_mode { PURGE_PERIODIC, PURGE_EXPIRED, PURGE_ALL };
-void heap_purge(heap_t *h, enum purge_mode mode);
+void heap_purge(heap_t *h, enum purge_mode mode, size_t limit);
 heap_t *heap_by_id(uint32_t id);
 extern _Atomic uint32_t bitslab_heaps_total;
 extern _Atomic size_t bitslab_heaps_abandoned;

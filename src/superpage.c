@@ -23,6 +23,46 @@ _Atomic size_t bitslab_superpages_orphaned;
 
 static _Atomic uint64_t orphanage_head; /* tagged: see above */
 
+/* FREE slabs with committed pages, all heaps together: the process-wide cap
+ * on memory kept for reuse (see superpage_return_slabs). */
+static _Atomic size_t dirty_free_total;
+
+static void dirty_add(heap_t *h, int delta)
+{
+    h->dirty_free += (uint32_t)delta;
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&dirty_free_total, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
+}
+
+/* Slabs configured (small or wide) in all heaps: the measure of what the
+ * process uses, for the cap below. */
+static _Atomic size_t slabs_in_use_total;
+
+static void slabs_in_use_add(ptrdiff_t delta)
+{
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&slabs_in_use_total, (size_t)delta, memory_order_relaxed);
+}
+
+/* How many FREE-but-committed slabs the whole process keeps, at most, before
+ * heaps purge theirs early: 2 MiB plus 1/8 of the slabs in use. Past twice
+ * that, the heap that returns a slab purges its own down to it. A program
+ * that frees everything thus keeps little, and one in a steady state keeps
+ * the slack its fragmentation needs. */
+static size_t dirty_process_cap(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return 32 + atomic_load_explicit(&slabs_in_use_total, memory_order_relaxed) / 4;
+}
+
+static size_t dirty_process_total(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return atomic_load_explicit(&dirty_free_total, memory_order_relaxed);
+}
+
+bool dirty_over_process_cap(unsigned factor) { return dirty_process_total() > factor * dirty_process_cap(); }
+
 #define ORPHAN_PTR_BITS (47 - SUPERPAGE_SHIFT) /* 26 */
 #define ORPHAN_PTR_MASK (((uint64_t)1 << ORPHAN_PTR_BITS) - 1)
 
@@ -171,7 +211,7 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
         unsigned len = ctz64(~(uint64_t)(m >> first)); /* length of the run of set bits */
         os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
         for (unsigned i = first; i < first + len; i++) {
-            if (sp->slabs[i].dirty) h->dirty_free--; /* only FREE slabs are decommitted */
+            if (sp->slabs[i].dirty) dirty_add(h, -1); /* only FREE slabs are decommitted */
             sp->slabs[i].dirty = 0;
             sp->slabs[i].decommitted = 1;
         }
@@ -182,7 +222,9 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
 /* A FREE slab is being put to use: its pages count as committed again. */
 void slab_mark_in_use(heap_t *h, slab_t *s)
 {
-    if (s->dirty) h->dirty_free--;
+    slabs_in_use_add(1);
+    h->slabs_used++;
+    if (s->dirty) dirty_add(h, -1);
     if (s->decommitted) {
         os_recommit(SLAB_SIZE);
         s->decommitted = 0;
@@ -193,7 +235,7 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
  * for the purge delay (PURGE_PERIODIC: at most every delay / 2, 10 ms at
  * least, and only every 16th call; PURGE_EXPIRED: now), or all of them
  * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
-void heap_purge(heap_t *h, enum purge_mode mode)
+void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
 {
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
@@ -204,12 +246,14 @@ void heap_purge(heap_t *h, enum purge_mode mode)
         if ((int32_t)(now - h->next_purge) < 0) return;
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
-    for (superpage_t *sp = h->superpages; sp && sp->free_mask; sp = sp->next) {
+    for (superpage_t *sp = h->superpages; sp && sp->free_mask && limit; sp = sp->next) {
         uint32_t m = 0;
-        for (uint32_t t = sp->free_mask; t; t &= t - 1) {
+        for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
-            if (s->dirty && !s->decommitted && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay))
+            if (s->dirty && !s->decommitted && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay)) {
                 m |= 1u << s->index;
+                limit--;
+            }
         }
         if (m) decommit_slabs(h, sp, m);
     }
@@ -334,6 +378,28 @@ slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
     return &sp->slabs[first];
 }
 
+/* True if every configured slab of h is an active slab whose only taken
+ * bins sit in the word cache: no block of the heap is live. */
+static bool heap_holds_nothing(heap_t *h)
+{
+    if (h->slabs_used > NUM_CLASSES) return false;
+    uint32_t active = 0;
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        slab_t *a = h->active[c];
+        if (!a) continue;
+        active++;
+        if (slab_used(a) != popcount64(h->cache[c].bits)) return false;
+    }
+    return active == h->slabs_used;
+}
+
+/* A heap that no longer holds a single live block (its thread let go of
+ * everything) keeps at most 512 KiB of FREE slabs with committed pages. */
+void heap_trim_if_idle(heap_t *h)
+{
+    if (h->dirty_free > 8 && heap_holds_nothing(h)) heap_purge(h, PURGE_ALL, h->dirty_free - 8);
+}
+
 /* Return n slabs starting at s to their superpage as FREE. If that empties
  * the superpage, it may go to the orphanage now (`may_release`); callers that
  * still walk the superpage's slabs pass false and retry the release after. */
@@ -342,13 +408,24 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
     superpage_t *sp = superpage_of_slab(s);
     uint32_t now = os_now_ms();
     slab_check_no_remote(s); /* a wide block's bit, or any bin's */
+    slabs_in_use_add(-(ptrdiff_t)n);
+    h->slabs_used -= n;
     for (unsigned i = 0; i < n; i++) {
         slab_reset(s + i);
         s[i].freed_at = now;
-        if (s[i].dirty) h->dirty_free++;
+        if (s[i].dirty) dirty_add(h, 1);
     }
-    if (h->dirty_free > HEAP_DIRTY_FREE_MAX(h)) heap_purge(h, PURGE_EXPIRED);
-    if (h->dirty_free > 2 * HEAP_DIRTY_FREE_MAX(h)) heap_purge(h, PURGE_ALL);
+    /* Bound what waits out the purge delay, per heap and for the process: a
+     * heap past a limit purges its own slabs, the expired ones first, then
+     * others down to the cap (hysteresis: not on every return). */
+    size_t heap_cap = HEAP_DIRTY_FREE_MAX(h), cap = dirty_process_cap();
+    if (h->dirty_free > 2 * heap_cap || dirty_process_total() > 2 * cap) {
+        heap_purge(h, PURGE_EXPIRED, SIZE_MAX);
+        if (h->dirty_free > heap_cap) heap_purge(h, PURGE_ALL, h->dirty_free - heap_cap);
+        size_t total = dirty_process_total();
+        if (total > cap) heap_purge(h, PURGE_ALL, total - cap);
+    }
+    heap_trim_if_idle(h);
     bool was_full = sp->free_mask == 0;
     sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
     if (was_full) superpage_list_promote(h, sp);
