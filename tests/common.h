@@ -73,21 +73,10 @@ static inline size_t check_bytes(const void *p, size_t n, unsigned char v)
     return n;
 }
 
-/* ---- internals that moved between versions of src/internal.h ----------------
- * tests/meson.build probes internal.h and defines:
- *   BSTEST_INLINE_BITMAPS  slab_t holds local[]/remote[] itself (otherwise the
- *                          superpage does, reached through slab_local/slab_remote)
- *   BSTEST_REGION_KIND_MAP the registry is region_kind_of() (otherwise
- *                          region_is_ours() plus the header's kind) */
+/* ---- internals ------------------------------------------------------------ */
 
-static inline uint64_t *test_local_map(slab_t *s)
-{
-#if BSTEST_INLINE_BITMAPS
-    return s->local;
-#else
-    return slab_local(s);
-#endif
-}
+static inline uint64_t *test_local_map(slab_t *s) { return slab_local(s); }
+static inline _Atomic uint64_t *test_remote_map(slab_t *s) { return slab_remote(s); }
 
 /* A bin is free if its bit is set in its slab's local map or, for the word
  * the owner heap has in its word cache (the calling thread's heap here), in
@@ -95,30 +84,12 @@ static inline uint64_t *test_local_map(slab_t *s)
 static inline bool test_bin_free(slab_t *s, uint32_t idx)
 {
     if ((test_local_map(s)[idx >> 6] >> (idx & 63)) & 1) return true;
-#if !BSTEST_INLINE_BITMAPS
     if (s->cached == (idx >> 6)) return (bitslab_tls_heap->cache[s->cls].bits >> (idx & 63)) & 1;
-#endif
     return false;
 }
 
-static inline _Atomic uint64_t *test_remote_map(slab_t *s)
-{
-#if BSTEST_INLINE_BITMAPS
-    return s->remote;
-#else
-    return slab_remote(s);
-#endif
-}
-
 /* The region registry says bitslab has a superpage at `region`. */
-static inline bool test_region_is_superpage(uintptr_t region)
-{
-#if BSTEST_REGION_KIND_MAP
-    return region_kind_of(region) == REGION_SUPERPAGE;
-#else
-    return region_is_ours(region) && ((region_header_t *)region)->kind == REGION_SUPERPAGE;
-#endif
-}
+static inline bool test_region_is_superpage(uintptr_t region) { return region_kind_of(region) == REGION_SUPERPAGE; }
 
 /* ---- metadata lookup ----------------------------------------------------- */
 
