@@ -103,6 +103,7 @@ static bool huge_cache_put(huge_header_t *hh)
         uint64_t empty = 0;
         /* Release: the header write and the decommit happen before the
          * taker's acquire CAS. A failed attempt moves on to the next slot. */
+        /* (put CAS: pairs with huge_cache_take) */
         if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, word, memory_order_release,
                                                     memory_order_relaxed))
             return true;
