@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests (release, gcc), unit + stress tests with the
-# debug invariant checks, the stress suite under clang ThreadSanitizer, and the
-# Promela model checks. Build directories live under build/ci-*.
+# The whole test suite (docs/testing.md): in a release build the unit tests,
+# the Promela models, the override tests (libc names, LD_PRELOAD, real
+# programs) and the benchmark smoke test; in a debug build (invariant checks,
+# race-window counters) the unit and stress tests; in a clang ThreadSanitizer
+# build the stress suite. Build directories live under build/ci-*. Ends with
+# "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 run() { echo; echo "=== $*"; "$@"; }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# meson test, with its summary kept for the closing count.
+mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
 rm -rf build/ci-release build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-run meson test -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
+mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
-run meson test -C build/ci-debug --print-errorlogs --suite unit --suite stress
+mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress
 
 run env CC=clang meson setup build/ci-tsan -Db_sanitize=thread -Db_lundef=false -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
-run meson test -C build/ci-tsan --print-errorlogs --suite stress
+mtest -C build/ci-tsan --print-errorlogs --suite stress
+ok=$(awk '/^Ok:/ {s += $2} END {print s + 0}' "$LOG")
+skipped=$(awk '/^Skipped:/ {s += $2} END {print s + 0}' "$LOG")
+failed=$(awk '/^(Fail|Timeout|Unexpected Pass):/ {s += $2} END {print s + 0}' "$LOG")
 echo
 echo "all test suites passed"
+echo "$ok passed, $failed failed, $skipped skipped"
