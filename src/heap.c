@@ -449,15 +449,20 @@ void heap_collect(heap_t *h, bool full)
 /* Collect heaps whose threads exited: popping one from the pool makes us its
  * only user, exactly as adoption does, so its owner-only state is ours until
  * we push it back. Their remote frees are merged and their empty superpages
- * go to the orphanage, instead of waiting for a new thread to adopt them. */
+ * go to the orphanage, instead of waiting for a new thread to adopt them.
+ * Every heap in the pool is visited: all are taken out (chained through
+ * `collect_next`, ours while we hold them), then all pushed back. */
 void heap_collect_abandoned(void)
 {
-    heap_t *taken[64];
-    unsigned n = 0;
-    while (n < 64 && (taken[n] = heap_pool_pop())) {
-        heap_collect(taken[n], true);
-        n++;
+    heap_t *chain = NULL, *h;
+    while ((h = heap_pool_pop())) {
+        heap_collect(h, true);
+        h->collect_next = chain;
+        chain = h;
     }
-    while (n) heap_pool_push(taken[--n]);
+    while ((h = chain)) {
+        chain = h->collect_next;
+        heap_pool_push(h);
+    }
 }
 

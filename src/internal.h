@@ -210,6 +210,7 @@ typedef struct heap {
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
+    struct heap *collect_next;    /* heap_collect_abandoned's private chain */
 
     /* Consumer side of the remote queue: owner-only. */
     qnode_t *q_tail;

@@ -290,6 +290,42 @@ START_TEST(test_collect_abandoned_heaps)
 }
 END_TEST
 
+/* The same with more abandoned heaps than any batch: 100 threads alive at
+ * once (100 heaps), each leaves a block that the main thread frees after they
+ * exited; one bitslab_collect() must reach every one of those heaps. */
+enum { MANY_HEAPS = 100 };
+static void *many_blocks[MANY_HEAPS];
+static pthread_barrier_t many_barrier;
+
+static void *alloc_wait_exit(void *arg)
+{
+    many_blocks[(intptr_t)arg] = bitslab_malloc(64);
+    TCHECK(many_blocks[(intptr_t)arg] != NULL, "malloc");
+    pthread_barrier_wait(&many_barrier); /* all heaps exist at once */
+    return NULL;
+}
+
+START_TEST(test_collect_every_abandoned_heap)
+{
+    pthread_t t[MANY_HEAPS];
+    pthread_barrier_init(&many_barrier, NULL, MANY_HEAPS);
+    for (intptr_t i = 0; i < MANY_HEAPS; i++) t[i] = spawn(alloc_wait_exit, (void *)i);
+    for (int i = 0; i < MANY_HEAPS; i++) join(t[i]);
+    pthread_barrier_destroy(&many_barrier);
+    ASSERT_NO_THREAD_FAILURES();
+    for (int i = 0; i < MANY_HEAPS; i++) bitslab_free(many_blocks[i]);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_ge(st.heaps_abandoned, MANY_HEAPS);
+    ck_assert_uint_eq(st.remote_frees_pending, MANY_HEAPS);
+    bitslab_collect();
+    st = stats();
+    ck_assert_uint_eq(st.remote_frees_pending, 0);
+    ck_assert_uint_eq(st.in_use, 0);
+    ck_assert_uint_eq(st.superpages_owned, 0);
+    ck_assert_uint_ge(st.heaps_abandoned, MANY_HEAPS);
+}
+END_TEST
+
 /* Many short threads, each with a block left behind that a later thread
  * frees: heaps are recycled, memory does not grow. */
 static void *short_thread(void *arg)
@@ -595,6 +631,7 @@ int main(void)
     tc = tcase("lifecycle");
     tcase_add_test(tc, test_exit_with_live_blocks_then_adopt);
     tcase_add_test(tc, test_collect_abandoned_heaps);
+    tcase_add_test(tc, test_collect_every_abandoned_heap);
     tcase_add_test(tc, test_sequential_thread_churn);
     tcase_add_test(tc, test_churn_100_threads_bounded);
     tcase_add_test(tc, test_simultaneous_first_alloc);
