@@ -326,6 +326,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
+    if (h->deferred) superpage_try_release(h, h->deferred, HEAP_RETAIN_EMPTY(h));
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     slab_t *s = h->active[cls];
     if (s) {

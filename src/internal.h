@@ -211,6 +211,7 @@ typedef struct heap {
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
+    struct superpage *deferred;   /* an empty superpage whose release waited for a freer in flight */
 
     /* Consumer side of the remote queue: owner-only. */
     qnode_t *q_tail;

@@ -315,6 +315,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
      * reading 0 means all of them have finished touching sp (docs/remote-free.md). */
     if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) { /* pairs with F4 */
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
+        h->deferred = sp; /* nothing else would bring us back to it: the next slow path retries */
         return;
     }
     /* Relaxed: ordered after the acquire above. Non-zero means sp still sits
@@ -323,6 +324,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
         return;
     }
+    if (h->deferred == sp) h->deferred = NULL;
     list_unlink(h, sp);
     h->nsuperpages--;
     h->nempty--;
