@@ -331,7 +331,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     slab_t *s = h->active[cls];
     if (s) {
         if (s->summary) {
-            slab_load_word(h, s, c);
+            slab_load_word(s, c);
             return cache_pop(c, fresh);
         }
         slab_unload_word(s, c); /* the cache no longer speaks for s (it is empty) */
@@ -351,7 +351,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     }
     s->state = STATE_ACTIVE;
     h->active[cls] = s;
-    slab_load_word(h, s, c);
+    slab_load_word(s, c);
     return cache_pop(c, fresh);
 }
 

@@ -54,6 +54,11 @@ static uint64_t slot_word(huge_header_t *hh)
     return ((uint64_t)(hh->map_len / OS_PAGE) << SLOT_ADDR_BITS) | ((uintptr_t)hh >> SUPERPAGE_SHIFT);
 }
 
+static huge_header_t *slot_header(uint64_t word)
+{
+    return (huge_header_t *)(uintptr_t)((word & (((uint64_t)1 << SLOT_ADDR_BITS) - 1)) << SUPERPAGE_SHIFT);
+}
+
 /* Take a cached mapping of at least `len` bytes (and at most twice that). */
 static huge_header_t *huge_cache_take(size_t len)
 {
@@ -66,7 +71,7 @@ static huge_header_t *huge_cache_take(size_t len)
         /* Acquire: pairs with the release CAS in huge_cache_put; the mapping is ours now. */
         if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire,
                                                     memory_order_relaxed))
-            return (huge_header_t *)(uintptr_t)((w & (((uint64_t)1 << SLOT_ADDR_BITS) - 1)) << SUPERPAGE_SHIFT);
+            return slot_header(w);
     }
     return NULL;
 }
@@ -78,7 +83,7 @@ void huge_cache_flush(void)
         /* Acquire: pairs with huge_cache_put's release CAS; the mapping is ours. */
         uint64_t w = atomic_exchange_explicit(&huge_cache[i], 0, memory_order_acquire);
         if (!w) continue;
-        huge_header_t *hh = (huge_header_t *)(uintptr_t)((w & (((uint64_t)1 << SLOT_ADDR_BITS) - 1)) << SUPERPAGE_SHIFT);
+        huge_header_t *hh = slot_header(w);
         size_t len = hh->map_len;
         os_recommit(len - OS_PAGE); /* it was decommitted; os_unmap counts all of it out */
         region_unregister((uintptr_t)hh);

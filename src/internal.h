@@ -294,7 +294,7 @@ COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
 uint32_t slab_merge_remote(slab_t *s);
 void slab_check_no_remote(slab_t *s);
-void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c);
+void slab_load_word(slab_t *s, word_cache_t *c);
 void slab_unload_word(slab_t *s, word_cache_t *c);
 
 /* superpage.c */

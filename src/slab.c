@@ -96,9 +96,8 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
 
 /* Move the lowest local word with free bins into the word cache. The slab
  * must have one (summary != 0). */
-void slab_load_word(heap_t *h, slab_t *s, word_cache_t *c)
+void slab_load_word(slab_t *s, word_cache_t *c)
 {
-    (void)h;
     uint64_t *local = slab_local(s);
     unsigned w = ctz64(s->summary);
     uint64_t bits = local[w];
