@@ -9,7 +9,8 @@
  * index bits of p -> owner test -> bin index by a reciprocal multiply,
  * checked exact -> set the bit in the local map (a bit already set, there or
  * in the remote map, is a double free). Everything else (NULL, huge, not
- * ours, another thread's slab) goes to heap_free_slow().
+ * ours, another thread's slab) goes to heap_free_slow(), which validates the
+ * pointer with block_lookup(), the lookup realloc and usable_size use too.
  */
 #include <errno.h>
 #include <string.h>
@@ -118,58 +119,92 @@ void *bitslab_memalign(size_t alignment, size_t size)
     return alloc_aligned(alignment, size);
 }
 
-/* ---- free ------------------------------------------------------------------ */
+/* ---- the lookup-and-validate of every entry point -------------------------- */
 
-static COLD _Noreturn void invalid_free(const void *p)
+#define MSG_FOREIGN "pointer bitslab never returned"
+#define MSG_NOT_START "not the start of a live block (interior pointer, wide-block tail, or a freed slab)"
+#define MSG_FREED "double free (the block is already free)"
+
+/* A validated block: a huge block (hh), or bin idx of slab s. */
+typedef struct block {
+    huge_header_t *hh;
+    superpage_t *sp;
+    slab_t *s;
+    uint32_t idx;
+} block_t;
+
+/* Bin idx of s is free as far as this thread can see without a data race:
+ * its owner sees the local map, the word cache and the remote map; any
+ * other thread sees the remote map (a relaxed peek at a line only freers and
+ * the owner's merge write). */
+static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
 {
-    bitslab_fatal("invalid free: not a live block from bitslab (foreign pointer, interior pointer or "
-                  "freed twice)",
-                  p);
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    uint32_t w = idx >> 6;
+    /* Relaxed peek: see above. */
+    uint64_t taken = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* relaxed: a peek */
+    if (mine) {
+        taken |= slab_local(s)[w];
+        if (s->cached == w) taken |= bitslab_tls_heap->cache[s->cls].bits;
+    }
+    return (taken & bit) != 0;
 }
+
+/* The one lookup: every entry point that takes a pointer (free's slow path
+ * and the remote free behind it, realloc, usable_size) validates it here,
+ * with the same messages; free's fast path is the same steps inlined (the
+ * helpers in internal.h). Aborts with a one-line message naming `entry`
+ * unless p is the start of a live block. */
+static block_t block_lookup(const void *p, const char *entry)
+{
+    block_t b = {0};
+    uintptr_t a = (uintptr_t)p, region = region_of(p);
+    unsigned kind = region_kind_of(region);
+    if (kind == REGION_HUGE) {
+        huge_header_t *hh = (huge_header_t *)region;
+        if (hh->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted huge block header", p);
+        /* kind is cleared when a freed mapping is cached for reuse. */
+        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, MSG_FREED, p);
+        if (!huge_owns(hh, p)) bitslab_fatal_in(entry, MSG_NOT_START, p);
+        b.hh = hh;
+        return b;
+    }
+    if (kind != REGION_SUPERPAGE) bitslab_fatal_in(entry, MSG_FOREIGN, p);
+    b.sp = (superpage_t *)region;
+    if (b.sp->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted superpage header", p);
+    b.s = slab_of_addr(region, a);
+    /* Relaxed: a live block's slab has an owner; the hand-off orders it. */
+    heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed); /* relaxed: see above */
+    b.idx = owner ? slab_bin_of(b.s, a) : NOT_A_BIN;
+    if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
+    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, MSG_FREED, p);
+    return b;
+}
+
+/* ---- free ------------------------------------------------------------------ */
 
 /* Everything the fast path does not handle: NULL, huge blocks, pointers that
  * are not ours, and frees by a thread that does not own the slab. */
 NOINLINE void heap_free_slow(void *p)
 {
     if (!p) return;
-    uintptr_t region = region_of(p);
-    unsigned kind = region_kind_of(region);
-    if (kind == REGION_HUGE) {
-        huge_header_t *hh = (huge_header_t *)region;
-        if (hh->hdr.magic != (REGION_MAGIC ^ region) || hh->hdr.kind != REGION_HUGE || !huge_owns(hh, p))
-            invalid_free(p);
-        huge_free(hh);
-        return;
-    }
-    if (kind != REGION_SUPERPAGE) bitslab_fatal("free of a pointer bitslab never returned", p);
-    superpage_t *sp = (superpage_t *)region;
-    if (sp->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal("corrupted superpage header", p);
-    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
-    /* Relaxed: a live block's slab has an owner; the hand-off orders it. */
-    heap_t *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
-    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
-    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    /* Relaxed: as above. */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
-    if (!owner || idx >= s->nbins || idx * size != off) invalid_free(p);
-    remote_free(sp, s, idx, p);
+    block_t b = block_lookup(p, "free");
+    if (b.hh) huge_free(b.hh);
+    else remote_free(b.sp, b.s, b.idx, p); /* the fast path took every block of ours */
 }
 
 void bitslab_free(void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    uintptr_t region = (a - 1) & ~(SUPERPAGE_SIZE - 1);
+    uintptr_t region = region_of(p);
     /* One byte tells "a superpage of ours" (NULL and huge blocks go slow). */
     if (unlikely(region_kind_of(region) != REGION_SUPERPAGE)) {
         heap_free_slow(p);
         return;
     }
-    /* The slab's metadata and bitmap rows, straight from the address bits:
-     * slab index i = (a >> 16) & 31; slab_t is 128 bytes, a bitmap row 512. */
-    slab_t *s = (slab_t *)(region + offsetof(superpage_t, slabs) + ((a >> (SLAB_SHIFT - 7)) & (31u << 7)));
-    uint64_t *local = (uint64_t *)(region + offsetof(superpage_t, local) + ((a >> (SLAB_SHIFT - 9)) & (31u << 9)));
-    _Atomic uint64_t *remote = (_Atomic uint64_t *)((char *)local + (offsetof(superpage_t, remote) -
-                                                                       offsetof(superpage_t, local)));
+    /* The slab's metadata and bitmap rows, straight from the address bits. */
+    slab_t *s = slab_of_addr(region, a);
+    uint64_t *local = local_row_of_addr(region, a);
     /* Relaxed: the owner of a slab holding a live block cannot change. A slab
      * that is FREE, a wide tail or metadata has no owner and goes slow, and
      * so does another thread's slab (a remote free). */
@@ -177,27 +212,24 @@ void bitslab_free(void *p)
         heap_free_slow(p);
         return;
     }
-    uint32_t off = (uint32_t)(a & (SLAB_SIZE - 1));
-    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    /* Relaxed: our own field (atomic for the stats walker). */
-    if (unlikely(idx >= s->nbins || idx * atomic_load_explicit(&s->bin_size, memory_order_relaxed) != off))
-        invalid_free(p);
+    uint32_t idx = slab_bin_of(s, a);
+    if (unlikely(idx == NOT_A_BIN)) bitslab_fatal_in("free", MSG_NOT_START, p);
     uint32_t w = idx >> 6;
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint64_t word = local[w];
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    uint64_t taken = word | atomic_load_explicit(&remote[w], memory_order_relaxed); /* relaxed: a peek */
+    uint64_t taken = word | atomic_load_explicit(&remote_row_of_local(local)[w], memory_order_relaxed); /* a peek */
     if (s->cached == w) {
         /* The word is in the heap's cache: the bin goes back there, so the
          * next malloc of the class reuses it; a bin already there is free. */
         word_cache_t *c = &bitslab_tls_heap->cache[s->cls];
-        if (unlikely((taken | c->bits) & bit)) bitslab_fatal("double free", p);
+        if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
         c->bits |= bit;
         c->fresh &= ~bit;
         return; /* `used` counts cached bins as taken: it does not change */
     } else {
-        if (unlikely(taken & bit)) bitslab_fatal("double free", p);
+        if (unlikely(taken & bit)) bitslab_fatal_in("free", MSG_FREED, p);
         local[w] = word | bit;
         s->summary |= (uint64_t)1 << w;
     }
@@ -223,34 +255,19 @@ void bitslab_free_aligned_sized(void *ptr, size_t alignment, size_t size)
 
 /* ---- size queries and realloc ---------------------------------------------- */
 
-/* Validates p like free does (aborting on a bad pointer) and returns its
- * usable size; *hh is set for huge blocks. */
-static size_t block_size(const void *p, huge_header_t **hh)
+/* Usable bytes of a block block_lookup validated. */
+static size_t block_usable(const block_t *b)
 {
-    uintptr_t region = region_of(p);
-    unsigned kind = region_kind_of(region);
-    *hh = NULL;
-    if (kind == REGION_HUGE) {
-        huge_header_t *h = (huge_header_t *)region;
-        if (h->hdr.kind != REGION_HUGE || !huge_owns(h, p)) invalid_free(p);
-        *hh = h;
-        return huge_usable(h);
-    }
-    if (kind != REGION_SUPERPAGE) bitslab_fatal("pointer bitslab never returned", p);
-    superpage_t *sp = (superpage_t *)region;
-    slab_t *s = &sp->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
-    uint32_t off = (uint32_t)((uintptr_t)p & (SLAB_SIZE - 1));
-    /* Relaxed: see bitslab_free. */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
-    if (!size || off % size || off / size >= s->nbins) invalid_free(p);
-    return size;
+    if (b->hh) return huge_usable(b->hh);
+    /* Relaxed: see slab_bin_of. */
+    return atomic_load_explicit(&b->s->bin_size, memory_order_relaxed); /* relaxed: see slab_bin_of */
 }
 
 size_t bitslab_usable_size(const void *ptr)
 {
     if (!ptr) return 0;
-    huge_header_t *hh;
-    return block_size(ptr, &hh);
+    block_t b = block_lookup(ptr, "malloc_usable_size");
+    return block_usable(&b);
 }
 
 void *bitslab_realloc(void *ptr, size_t size)
@@ -264,9 +281,9 @@ void *bitslab_realloc(void *ptr, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    huge_header_t *hh;
-    size_t usable = block_size(ptr, &hh);
-    if (hh && size > WIDE_MAX) return huge_realloc(hh, size);
+    block_t b = block_lookup(ptr, "realloc");
+    size_t usable = block_usable(&b);
+    if (b.hh && size > WIDE_MAX) return huge_realloc(b.hh, size);
     /* Stay put if the block fits and is not more than twice too big. */
     if (size <= usable && (size >= usable / 2 || usable <= MIN_BIN)) return ptr;
     void *q = bitslab_malloc(size);

@@ -41,8 +41,8 @@ static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: releas
 static _Thread_local int park_eligible;
 
 static const char *const park_names[PARK_COUNT] = {
-    "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "queue_link",
-    "remote_before_F4",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
+    "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "remote_before_push",
+    "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
 };
 

@@ -27,11 +27,17 @@ static size_t put_hex(char *buf, size_t at, size_t cap, uintptr_t v)
     return at;
 }
 
-void bitslab_fatal(const char *what, const void *p)
+void bitslab_fatal(const char *what, const void *p) { bitslab_fatal_in(NULL, what, p); }
+
+void bitslab_fatal_in(const char *entry, const char *what, const void *p)
 {
     char buf[256];
     size_t cap = sizeof buf - 1, at = 0;
     at = put_str(buf, at, cap, "bitslab: ");
+    if (entry) {
+        at = put_str(buf, at, cap, entry);
+        at = put_str(buf, at, cap, ": ");
+    }
     at = put_str(buf, at, cap, what);
     if (p) {
         at = put_str(buf, at, cap, ": pointer ");

@@ -292,18 +292,42 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
     }
 }
 
+/* Merge every superpage of h with a remote notification, queued or not.
+ * remote_slabs is only read: `queued` still says whether sp sits in the
+ * queue, and the drain that pops it finds little or nothing left to do. */
+static void heap_scan_remote(heap_t *h)
+{
+    superpage_t *sp = h->superpages;
+    while (sp) {
+        superpage_t *next = sp->next; /* the merge may move sp in the list */
+        /* Acquire: pairs with freers' seq_cst F3 (makes their F2 visible). */
+        uint32_t mask = atomic_load_explicit(&sp->remote_slabs, memory_order_acquire); /* pairs with F3 */
+        if (mask) superpage_merge(h, sp, mask);
+        sp = next;
+    }
+}
+
 void heap_drain_remote(heap_t *h)
 {
     superpage_t *sp;
-    while ((sp = remote_queue_pop(h))) {
+    bool stalled = false;
+    while ((sp = remote_queue_pop(h, &stalled))) {
         DEBUG_PARK(PARK_DRAIN_AFTER_POP);
-        /* Acq_rel: acquire pairs with freers' release fetch_or (F3), making
-         * their bit sets (F2) visible; release pairs with the next freer's
-         * acquire F3, which then may re-push sp (we no longer touch qnode). */
-        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_acq_rel); /* D2 */
+        /* D1. Seq_cst store: with F3/F4 a Dekker pair (remote.c): a freer
+         * whose F3 comes after D2 sees queued == 0 and queues sp again.
+         * Release: our reads of sp->qnode happen before that push. */
+        atomic_store_explicit(&sp->queued, 0, memory_order_seq_cst); /* D1: pairs with F4 */
+        /* D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
+         * visible); the order with D1 is the Dekker pair above. */
+        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst); /* D2: pairs with F3 */
         superpage_merge(h, sp, mask);
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }
+    /* A producer stopped half-way through a push hides the superpages queued
+     * after it: merge them directly, so the owner reuses their bins instead
+     * of growing (they stay queued, and are released after the producer
+     * resumes and the drain pops them). */
+    if (unlikely(stalled)) heap_scan_remote(h);
 }
 
 /* ---- allocation slow path ------------------------------------------------- */
@@ -326,7 +350,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     heap_drain_remote(h);
-    if (h->deferred) superpage_try_release(h, h->deferred, HEAP_RETAIN_EMPTY(h));
+    if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     slab_t *s = h->active[cls];
     if (s) {
@@ -415,14 +439,10 @@ void heap_collect(heap_t *h, bool full)
 {
     if (h->is_static) return;
     heap_drain_remote(h);
-    /* A stalled producer can hide queued superpages from the drain: merge
-     * every superpage that has notifications directly. remote_slabs is left
-     * alone: it still says "queued", and the later pop finds nothing to do. */
-    for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
-        /* Acquire: pairs with freers' release F3 (makes their F2 visible). */
-        uint32_t mask = atomic_load_explicit(&sp->remote_slabs, memory_order_acquire);
-        if (mask) superpage_merge(h, sp, mask);
-    }
+    /* A producer stopped before its push hides nothing from the queue, but
+     * one stopped between F3 and F4 leaves a mask that no drain will take
+     * until it resumes: merge every notified superpage directly. */
+    heap_scan_remote(h);
     if (full) {
         /* Put every cached word back; an active slab left empty goes back to
          * its superpage. */

@@ -134,7 +134,8 @@ typedef struct slab {
 
 #define NO_WORD 0xFFFFFFFFu
 
-_Static_assert(sizeof(slab_t) == 128, "slab_t is two cache lines: the free path indexes it by shift");
+#define SLAB_T_SHIFT 7 /* sizeof(slab_t) == 128: the free path indexes slab_t by shift */
+_Static_assert(sizeof(slab_t) == (1u << SLAB_T_SHIFT), "slab_t is two cache lines");
 
 /* ---- the remote-free notification queue (Vyukov's intrusive MPSC) -------- */
 
@@ -150,14 +151,16 @@ typedef struct superpage {
     _Atomic(struct heap *) heap;    /* owner; NULL while orphaned */
     struct superpage *prev, *next;  /* heap's superpage list, owner-only */
     uint32_t free_mask;             /* FREE data slabs, owner-only */
-    uint32_t pad0;
+    uint32_t on_deferred;           /* on the heap's deferred-release list, owner-only */
     struct superpage *all_next;     /* global registry, immutable once published */
     _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
+    struct superpage *deferred_next; /* the heap's deferred-release list, owner-only */
 
     /* Remote line: written by remote freers, never by the owner fast path. */
-    alignas(64) _Atomic uint32_t remote_slabs; /* slabs with remote bits; != 0 <=> queued */
+    alignas(64) _Atomic uint32_t remote_slabs; /* slabs with remote bits not yet taken by a drain */
     _Atomic uint32_t inflight;                 /* remote frees between their first and last touch */
     qnode_t qnode;                             /* link in the owner heap's queue */
+    _Atomic uint32_t queued;                   /* 1 from a freer's claim until the drain after the pop */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
 
@@ -168,6 +171,8 @@ typedef struct superpage {
     alignas(64) _Atomic uint64_t remote[SLABS_PER_SUPERPAGE][BITMAP_WORDS];
 } superpage_t;
 
+#define BITMAP_ROW_SHIFT 9 /* one slab's bitmap row: 64 words of 8 bytes */
+_Static_assert(BITMAP_WORDS * sizeof(uint64_t) == (1u << BITMAP_ROW_SHIFT), "bitmap rows are 512 bytes");
 _Static_assert(sizeof(superpage_t) <= SLAB_SIZE, "metadata must fit in slab 0");
 
 /* ---- huge allocations ----------------------------------------------------- */
@@ -211,7 +216,7 @@ typedef struct heap {
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
-    struct superpage *deferred;   /* an empty superpage whose release waited for a freer in flight */
+    struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */
 
     /* Consumer side of the remote queue: owner-only. */
     qnode_t *q_tail;
@@ -269,6 +274,46 @@ static inline unsigned region_kind_of(uintptr_t region)
     return atomic_load_explicit(&bitslab_region_map[idx], memory_order_relaxed); /* see above */
 }
 
+/* ---- the one pointer lookup: free, realloc, usable_size and the tests ----- */
+
+/* The slab_t of address a in the superpage at `region`, by the slab index
+ * bits of a (no memory read). */
+static inline slab_t *slab_of_addr(uintptr_t region, uintptr_t a)
+{
+    return (slab_t *)(region + offsetof(superpage_t, slabs) +
+                      ((a >> (SLAB_SHIFT - SLAB_T_SHIFT)) & ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << SLAB_T_SHIFT)));
+}
+
+/* The local bitmap row of that slab, likewise; the remote row is at a fixed
+ * distance from it. */
+static inline uint64_t *local_row_of_addr(uintptr_t region, uintptr_t a)
+{
+    return (uint64_t *)(region + offsetof(superpage_t, local) +
+                        ((a >> (SLAB_SHIFT - BITMAP_ROW_SHIFT)) &
+                         ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << BITMAP_ROW_SHIFT)));
+}
+
+static inline _Atomic uint64_t *remote_row_of_local(uint64_t *local)
+{
+    return (_Atomic uint64_t *)((char *)local + (offsetof(superpage_t, remote) - offsetof(superpage_t, local)));
+}
+
+#define NOT_A_BIN UINT32_MAX
+
+/* The bin of s that starts at address a, or NOT_A_BIN: one multiply by
+ * ceil(2^32 / size) gives the index, a second one checks it is exact. A slab
+ * that is not SMALL or WIDE has nbins == 0, so every address fails. The
+ * caller holds (or claims to hold) a live block of s, whose hand-off orders
+ * the slab's configuration before these reads. */
+static inline uint32_t slab_bin_of(const slab_t *s, uintptr_t a)
+{
+    uint32_t off = (uint32_t)(a & (SLAB_SIZE - 1));
+    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
+    /* Relaxed: see above (atomic only for the statistics walker). */
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: see above */
+    return likely(idx < s->nbins && idx * size == off) ? idx : NOT_A_BIN;
+}
+
 /* ---- internal functions (one file per concept) ---------------------------- */
 
 /* os.c */
@@ -289,6 +334,8 @@ extern _Atomic size_t bitslab_committed_bytes;
 
 /* error.c */
 COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
+/* The same, naming the entry point the user called: "bitslab: realloc: ...". */
+COLD _Noreturn void bitslab_fatal_in(const char *entry, const char *what, const void *p);
 
 /* slab.c */
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
@@ -300,6 +347,7 @@ void slab_unload_word(slab_t *s, word_cache_t *c);
 /* superpage.c */
 superpage_t *superpage_acquire(heap_t *h);
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain);
+void superpage_retry_deferred(heap_t *h);
 void superpage_list_promote(heap_t *h, superpage_t *sp);
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t align);
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release);
@@ -327,7 +375,7 @@ extern _Atomic size_t bitslab_heaps_abandoned;
 /* remote.c */
 void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p);
 void remote_queue_init(heap_t *h);
-superpage_t *remote_queue_pop(heap_t *h);
+superpage_t *remote_queue_pop(heap_t *h, bool *stalled);
 
 /* wide (in heap.c) and huge.c */
 void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero);
@@ -360,9 +408,10 @@ void debug_count(enum debug_window w);
 enum debug_park_point {
     PARK_REMOTE_AFTER_F1,   /* remote free: inflight incremented, bit not set */
     PARK_REMOTE_AFTER_F2,   /* remote free: bit set, remote_slabs not yet */
-    PARK_REMOTE_AFTER_F3,   /* remote free: remote_slabs 0 -> 1, before the push */
+    PARK_REMOTE_AFTER_F3,   /* remote free: remote_slabs set, queued not yet looked at */
+    PARK_REMOTE_BEFORE_PUSH, /* remote free: queued 0 -> 1 claimed, before the push */
     PARK_QUEUE_LINK,        /* queue push: after the exchange, before the link store */
-    PARK_REMOTE_BEFORE_F4,  /* remote free: everything done but inflight-- */
+    PARK_REMOTE_BEFORE_F5,  /* remote free: everything done but inflight-- */
     PARK_DRAIN_AFTER_POP,   /* owner drain: superpage popped, mask not cleared */
     PARK_ORPHAN_PUSH_CAS,   /* orphanage push: link written, before the CAS */
     PARK_ORPHAN_POP_CAS,    /* orphanage pop: next read, before the CAS */

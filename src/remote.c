@@ -2,24 +2,34 @@
  * remote.c: frees from a thread that does not own the slab, and the queue
  * that tells the owner where they landed. Protocol: docs/remote-free.md.
  *
- * A remote free is four atomic steps on bounded memory, with no loop:
+ * A remote free is a fixed sequence of single atomic instructions, with no
+ * loop and no compare-and-swap, so it is wait-free as compiled (a test
+ * disassembles it: tests/check-wait-free.py):
  *
  *   F1  inflight += 1              (superpage)  "I am about to touch sp"
- *   F2  remote[w] |= bit           (slab)       the free itself: linearization point
- *   F3  remote_slabs |= slab bit   (superpage)  0 -> non-zero: push sp on the owner's queue
- *   F4  inflight -= 1              (superpage)  "done touching sp"
+ *   F2  remote[w] += bit           (slab)       the free itself: linearization point
+ *   F3  remote_slabs |= slab bit   (superpage)  "look at this slab"
+ *   F4  if queued == 0 and exchange(queued, 1) == 0: push sp on the owner's queue
+ *   F5  inflight -= 1              (superpage)  "done touching sp"
  *
- * The owner pops superpages from its queue, clears remote_slabs, and merges
- * the remote bitmaps of the slabs it named. It hands a superpage to the
- * orphanage only when inflight == 0 and remote_slabs == 0, so no freer can
- * still be between F1 and F4 (touch-after-free) and sp is not in the queue.
+ * F2 adds rather than ORs: for a bit that is clear the two are the same, and
+ * an add returns the old word from one `lock xadd` (a fetch_or whose result
+ * is used compiles to a CAS loop). A bit that was already set is a double
+ * free, which aborts the process: the carry it made is never used.
+ *
+ * The owner pops superpages from its queue, stores queued = 0, then takes
+ * remote_slabs with an exchange and merges the slabs it names. It hands a
+ * superpage to the orphanage only when inflight == 0, queued == 0 and
+ * remote_slabs == 0, so no freer can still be between F1 and F5
+ * (touch-after-free) and sp is not in the queue.
  *
  * The queue is Dmitry Vyukov's intrusive multi-producer single-consumer
  * queue: a push is one exchange and one store (wait-free). Its one weakness:
  * a producer stopped between its exchange and its store hides the nodes
  * pushed after it until it resumes. The owner is never blocked by that
- * (pop returns "nothing yet"), and bitslab_collect() scans the heap's
- * superpages directly, so those frees are still found.
+ * (pop returns "nothing yet"); when it sees it, its slow path merges the
+ * superpages of the heap directly (heap_drain_remote), so those frees are
+ * still found.
  */
 #include "internal.h"
 
@@ -52,18 +62,20 @@ void remote_queue_init(heap_t *h)
 }
 
 /* Owner only. Returns the next queued superpage, or NULL if the queue is
- * empty or a producer is half-way through a push. */
-superpage_t *remote_queue_pop(heap_t *h)
+ * empty or a producer is half-way through a push (then *stalled is set). */
+superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
 {
     qnode_t *tail = h->q_tail;
     /* Acquire: pairs with a producer's release link store. */
     qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &h->q_stub) {
         if (!next) {
-#if BITSLAB_DEBUG
-            /* Acquire: debug count only; a head past the stub means a producer is mid-push. */
-            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
-#endif
+            /* Acquire: pairs with producers' acq_rel exchange; a head past the
+             * stub means a producer is between its exchange and its link. */
+            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) {
+                DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
+                *stalled = true;
+            }
             return NULL;
         }
         h->q_tail = next;
@@ -79,6 +91,7 @@ superpage_t *remote_queue_pop(heap_t *h)
     qnode_t *head = atomic_load_explicit(&h->q_head, memory_order_acquire);
     if (tail != head) {
         DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED); /* a producer is between exchange and link */
+        *stalled = true;
         return NULL;
     }
     queue_push(h, &h->q_stub);
@@ -88,44 +101,54 @@ superpage_t *remote_queue_pop(heap_t *h)
         h->q_tail = next;
         return superpage_of_node(tail);
     }
+    *stalled = true; /* a producer came in between our two pushes' ends */
     return NULL;
 }
 
 void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 {
     /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
-     * that owner then reads inflight >= 1 until F4. */
+     * that owner then reads inflight >= 1 until F5. */
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* F1 */
     DEBUG_PARK(PARK_REMOTE_AFTER_F1);
 
-    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote:
-     * our writes to the block happen before its reuse. The old value catches
-     * a double free that has not been merged yet. */
+    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
+     * so our writes to the block happen before its reuse. An add, not an or:
+     * one lock xadd (see the top of this file); the old value catches a
+     * double free that has not been merged yet. */
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    /* (F2) */
-    uint64_t old = atomic_fetch_or_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release);
+    uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release); /* F2 */
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
     DEBUG_PARK(PARK_REMOTE_AFTER_F2);
 
-    /* F3. Acq_rel: release makes F2 visible to the owner's acquire exchange of
-     * remote_slabs; acquire pairs with that exchange's release, so the owner's
-     * last read of sp->qnode happens before our push rewrites it. */
-    uint32_t was = atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_acq_rel); /* F3 */
-    if (was == 0) {
+    /* F3. Seq_cst (a lock or, its result unused): with the owner's seq_cst
+     * store of queued = 0 and exchange of remote_slabs (D1, D2) this is a
+     * Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
+     * comes after D1 and sees queued == 0. Release also makes F2 visible to
+     * the acquire side of D2. */
+    atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_seq_cst); /* F3 */
+    DEBUG_PARK(PARK_REMOTE_AFTER_F3);
+
+    /* F4. Seq_cst load (a plain mov on x86-64), paired with D1 (above); a 1
+     * means a push is done or under way and a drain will follow it. The
+     * exchange makes one freer the pusher; acquire pairs with D1's release,
+     * so the owner's last read of sp->qnode happens before our push rewrites it. */
+    if (atomic_load_explicit(&sp->queued, memory_order_seq_cst) == 0 && /* F4: pairs with D1 */
+        atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0) { /* F4: pairs with D1 */
         /* Relaxed: sp holds our live block, so its owner cannot change. */
         heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
         /* Only a double free racing with its superpage's release can find no
          * owner here: report it instead of pushing onto nothing. */
         if (unlikely(!owner)) bitslab_fatal("double free (the superpage was released meanwhile)", p);
 #if BITSLAB_DEBUG
-        if (owner && owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
+        if (owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
-        DEBUG_PARK(PARK_REMOTE_AFTER_F3);
+        DEBUG_PARK(PARK_REMOTE_BEFORE_PUSH);
         queue_push(owner, &sp->qnode);
     }
-    DEBUG_PARK(PARK_REMOTE_BEFORE_F4);
+    DEBUG_PARK(PARK_REMOTE_BEFORE_F5);
 
-    /* F4. Release: pairs with the owner's acquire load of inflight in
+    /* F5. Release: pairs with the owner's acquire load of inflight in
      * superpage_try_release: all our touches of sp happen before its release. */
-    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* F4 */
+    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* F5 */
 }

@@ -310,21 +310,36 @@ superpage_t *superpage_acquire(heap_t *h)
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 {
     if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
-    /* Acquire: pairs with each freer's release fetch_sub of `inflight`. Every
-     * freer whose bit we merged incremented it before setting the bit, so
-     * reading 0 means all of them have finished touching sp (docs/remote-free.md). */
-    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) { /* pairs with F4 */
+    /* Acquire: pairs with each freer's release fetch_sub of `inflight` (F5).
+     * Every freer whose bit we merged incremented it before setting the bit,
+     * so reading 0 means all of them have finished touching sp
+     * (docs/remote-free.md). */
+    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) { /* pairs with F5 */
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
-        h->deferred = sp; /* nothing else would bring us back to it: the next slow path retries */
+        /* Nothing else would bring us back to sp once that freer is done:
+         * the next slow path retries every deferred superpage. */
+        if (!sp->on_deferred) {
+            sp->on_deferred = 1;
+            sp->deferred_next = h->deferred;
+            h->deferred = sp;
+        }
         return;
     }
-    /* Relaxed: ordered after the acquire above. Non-zero means sp still sits
-     * in our remote queue; the drain that pops it will retry the release. */
-    if (atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) { /* after the acquire */
+    /* Relaxed (two loads): ordered after the acquire above. queued != 0: sp
+     * sits in (or is being pushed onto) our remote queue, and the drain that
+     * pops it retries the release; remote_slabs != 0: bits a drain or scan
+     * has still to merge. */
+    if (atomic_load_explicit(&sp->queued, memory_order_relaxed) != 0 || /* after the acquire */
+        atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) { /* after the acquire */
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
         return;
     }
-    if (h->deferred == sp) h->deferred = NULL;
+    if (sp->on_deferred) { /* unlink: the list is short (one entry per stopped freer) */
+        superpage_t **pp = &h->deferred;
+        while (*pp != sp) pp = &(*pp)->deferred_next;
+        *pp = sp->deferred_next;
+        sp->on_deferred = 0;
+    }
     list_unlink(h, sp);
     h->nsuperpages--;
     h->nempty--;
@@ -336,6 +351,19 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     decommit_slabs(h, sp, DATA_SLABS_MASK);
     os_decommit((char *)sp + OS_PAGE, SLAB_SIZE - OS_PAGE);
     orphanage_push(sp);
+}
+
+/* Retry the releases deferred by a freer in flight (slow path). */
+void superpage_retry_deferred(heap_t *h)
+{
+    superpage_t *sp = h->deferred;
+    h->deferred = NULL;
+    while (sp) {
+        superpage_t *next = sp->deferred_next;
+        sp->on_deferred = 0;
+        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h)); /* may defer it again */
+        sp = next;
+    }
 }
 
 /* ---- slab runs ------------------------------------------------------------ */

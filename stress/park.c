@@ -250,8 +250,9 @@ static void run_point(int point)
     case PARK_REMOTE_AFTER_F1:
     case PARK_REMOTE_AFTER_F2:
     case PARK_REMOTE_AFTER_F3:
+    case PARK_REMOTE_BEFORE_PUSH:
     case PARK_QUEUE_LINK:
-    case PARK_REMOTE_BEFORE_F4:
+    case PARK_REMOTE_BEFORE_F5:
         bitslab_debug_park_arm(point);
         worker_post(&parker, job_parker_free_one, NULL);
         break;
@@ -303,7 +304,7 @@ static void run_point(int point)
     /* While it is parked, everybody else makes progress. For the remote-free
      * points, every other block of the owner is freed too, so the owner's
      * superpages empty out around the parked freer (release deferred). */
-    if (point <= PARK_REMOTE_BEFORE_F4)
+    if (point <= PARK_REMOTE_BEFORE_F5)
         for (int i = 2; i < owner_blocks.n; i += 2) {
             bitslab_free(owner_blocks.p[i]);
             owner_blocks.p[i] = NULL;
@@ -317,7 +318,7 @@ static void run_point(int point)
 
     /* The owner merges the others' frees even while a freer is stopped after
      * announcing (F3) or half-way through its queue push: collect scans. */
-    if ((point == PARK_QUEUE_LINK || point == PARK_REMOTE_AFTER_F3 || point == PARK_REMOTE_BEFORE_F4) &&
+    if ((point == PARK_QUEUE_LINK || point == PARK_REMOTE_AFTER_F3 || point == PARK_REMOTE_BEFORE_F5) &&
         owner_pending != 0)
         FAIL("%s: owner still has %zu unmerged remote frees after collect", bitslab_debug_park_name(point),
              owner_pending);

@@ -95,10 +95,8 @@ static inline bool test_region_is_superpage(uintptr_t region) { return region_ki
 
 static inline superpage_t *sp_of(const void *p) { return (superpage_t *)region_of(p); }
 
-static inline slab_t *slab_of(const void *p)
-{
-    return &sp_of(p)->slabs[((uintptr_t)p >> SLAB_SHIFT) & (SLABS_PER_SUPERPAGE - 1)];
-}
+/* The allocator's own lookup (src/internal.h), as free() uses it. */
+static inline slab_t *slab_of(const void *p) { return slab_of_addr(region_of(p), (uintptr_t)p); }
 
 static inline uint8_t slab_kind(const slab_t *s) { return atomic_load_explicit(&s->kind, memory_order_relaxed); }
 

@@ -1,11 +1,13 @@
 /*
- * remote.pml: the remote-free protocol (F1..F4), Vyukov's intrusive MPSC
- * queue of superpages, the owner's drain (D1..D4), the heap_collect scan
- * path, the word cache, and the superpage release check, as written in
+ * remote.pml: the remote-free protocol (F1..F5), Vyukov's intrusive MPSC
+ * queue of superpages, the owner's drain (pop, D1, D2, merge, release), the
+ * scan path (heap_scan_remote: heap_collect, and the drain after it met a
+ * producer stopped half-way through a push), the word cache, and the
+ * superpage release check, as written in
  *
- *   src/remote.c     remote_free (F1..F4), queue_push, remote_queue_pop
- *   src/heap.c       heap_drain_remote, superpage_merge, slab_after_free,
- *                    heap_collect, heap_alloc_slow
+ *   src/remote.c     remote_free (F1..F5), queue_push, remote_queue_pop
+ *   src/heap.c       heap_drain_remote, heap_scan_remote, superpage_merge,
+ *                    slab_after_free, heap_collect, heap_alloc_slow
  *   src/slab.c       slab_merge_remote, slab_check_no_remote,
  *                    slab_load_word, slab_unload_word, slab_configure_small
  *   src/superpage.c  superpage_try_release, superpage_return_slabs,
@@ -39,18 +41,21 @@
  *           still walks the mask (the code before commit ed96630): the model
  *           must then find a violation.
  *   MUT=n   a deliberately broken protocol, to show the model notices:
- *           1 release without the inflight check   2 without the remote_slabs check
- *           3 F4 before F3                         4 the collect scan clears remote_slabs
+ *           1 release without the inflight check   2 without the queued/remote_slabs check
+ *           3 F5 before F3                         4 the drain clears queued after
+ *                                                     taking the mask (D2 before D1)
  *           5 pop ignores a producer half-way through its push
- *           6 F3 pushes whatever `was` is          7 drain clears the mask after the merge
+ *           6 F4 pushes whatever the exchange returned
+ *           7 drain clears the mask after the merge
  *           8 merge without the overlap check      9 F2 without the old-bit check
+ *           10 F4 looks at queued before F3 sets remote_slabs
  *   WITNESS=n  fail at witness point n (REACH(n) below): shows the window
  *           is reached. 1 pop finds a push half-way   2 release deferred by
  *           inflight   3 release deferred because queued   4 stale
  *           notification   5 collect scan merges bits   6 a superpage is
  *           handed on   7 a push links behind another superpage's node
  *           8 a slab is configured again while a freer is inside its
- *           superpage   9 F3 finds the superpage already queued
+ *           superpage   9 F4 finds the superpage already queued
  *           10 all frees done, nothing queued, and an empty superpage is
  *           still held beyond the retention (a deferred release)
  */
@@ -235,6 +240,7 @@
 byte q_head = STUB;                     /* heap_t.q_head */
 byte qnext[NSP + 1];                    /* qnode_t.next: [STUB] = h->q_stub, [NODE(sp)] = sp->qnode */
 byte remote_slabs[NSP];                 /* superpage_t.remote_slabs (bit k: modelled slab k) */
+bit queued[NSP];                        /* superpage_t.queued */
 byte inflight[NSP];                     /* superpage_t.inflight */
 byte remote[NS];                        /* the slab's remote bitmap word */
 bit sheap[NS];                          /* slab_t.heap: 1 = the owner, 0 = NULL (FREE slab) */
@@ -278,11 +284,13 @@ proctype freer(byte s; byte b)
         printf("%c: F1 inflight[sp%d]++ -> %d\n", 63 + _pid, sp, inflight[sp])
     }
 
-    /* F2: old = atomic_fetch_or(&remote[idx >> 6], bit) */
+    /* F2: old = atomic_fetch_add(&remote[idx >> 6], bit). For a clear bit
+     * the add is an or; a set bit is a double free, reported at once, and
+     * the carry the add made is never used (the process aborts). */
     d_step {
         old = remote[s]; remote[s] = old | (1 << b);
         if :: DF && s == FB_S && b == FB_B -> dup_frees++ :: else -> skip fi;
-        printf("%c: F2 remote[slab%d] |= bin%d\n", 63 + _pid, s, b)
+        printf("%c: F2 remote[slab%d] += bin%d\n", 63 + _pid, s, b)
     }
     if
     :: old & (1 << b) && MUT != 9 ->    /* "double free (freed twice by other threads)" */
@@ -292,14 +300,34 @@ proctype freer(byte s; byte b)
     fi;
 
 #if MUT == 3
-    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F4 inflight[sp%d]--\n", 63 + _pid, sp) }
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", 63 + _pid, sp) }
 #endif
-    /* F3: was = atomic_fetch_or(&sp->remote_slabs, 1u << s->index) */
+#if MUT != 10
+    /* F3: atomic_fetch_or(&sp->remote_slabs, 1u << s->index) (seq_cst, result unused) */
     d_step {
         assert(detected || !released[sp]);
-        was = remote_slabs[sp]; remote_slabs[sp] = was | SLBIT(s);
-        printf("%c: F3 remote_slabs[sp%d] was %d\n", 63 + _pid, sp, was)
+        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
+        printf("%c: F3 remote_slabs[sp%d] |= slab%d\n", 63 + _pid, sp, s)
     }
+#endif
+    /* F4: if (load(&sp->queued) == 0 && exchange(&sp->queued, 1) == 0) push */
+    d_step { assert(detected || !released[sp]); was = queued[sp] }
+    if
+    :: was == 0 ->
+        d_step {
+            assert(detected || !released[sp]);
+            was = queued[sp]; queued[sp] = 1;
+            printf("%c: F4 queued[sp%d] exchange -> was %d\n", 63 + _pid, sp, was)
+        }
+    :: else -> REACH(9)
+    fi;
+#if MUT == 10
+    d_step {
+        assert(detected || !released[sp]);
+        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
+        printf("%c: F3 (late) remote_slabs[sp%d] |= slab%d\n", 63 + _pid, sp, s)
+    }
+#endif
     if
     :: was == 0 || MUT == 6 ->
         /* queue_push(sp->heap, &sp->qnode): n->next = NULL (relaxed) */
@@ -320,12 +348,12 @@ proctype freer(byte s; byte b)
             qnext[prv] = NODE(sp);
             printf("%c: push sp%d: link node %d -> node %d\n", 63 + _pid, sp, prv, NODE(sp))
         }
-    :: else -> REACH(9)
+    :: else -> skip
     fi;
 
 #if MUT != 3
-    /* F4: atomic_fetch_sub(&sp->inflight, 1) (release) */
-    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F4 inflight[sp%d]--\n", 63 + _pid, sp) }
+    /* F5: atomic_fetch_sub(&sp->inflight, 1) (release) */
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", 63 + _pid, sp) }
 #endif
 done:
     nfin++
@@ -340,7 +368,7 @@ done:
     assert((n) != STUB); \
     assert(detected || in_queue[SPOF(n)] == 1); \
     in_queue[SPOF(n)]--;                                       /* ghost: it left the queue */ \
-    assert(detected || remote_slabs[SPOF(n)] != 0);            /* queued => remote_slabs != 0 */ \
+    assert(detected || queued[SPOF(n)] == 1);                  /* in the queue => queued */ \
     printf("O: pop -> sp%d\n", SPOF(n)); \
     p_res = n
 
@@ -374,7 +402,8 @@ inline queue_pop()
         p_head = q_head;                                      /* head = h->q_head (acquire) */
         if
         :: p_tail != p_head && MUT != 5 ->                    /* a producer between exchange and link */
-            printf("O: pop -> nothing (a push is half-way)\n"); REACH(1); p_st = 9   /* return NULL */
+            printf("O: pop -> nothing (a push is half-way)\n"); REACH(1);
+            p_stall = 1; p_st = 9                             /* *stalled = true; return NULL */
         :: else -> p_st = 3
         fi
        }
@@ -387,7 +416,7 @@ inline queue_pop()
         p_next = qnext[p_tail];                               /* next = tail->next (acquire) */
         if
         :: p_next != NIL -> q_tail = p_next; POPPED(p_tail)   /* h->q_tail = next; return tail */
-        :: else -> skip                                       /* return NULL */
+        :: else -> p_stall = 1                                /* *stalled = true; return NULL */
         fi;
         p_st = 9
        }
@@ -405,7 +434,8 @@ inline superpage_try_release()
         if
         :: tr_v != 0 -> printf("O: sp%d empty, release deferred (inflight)\n", tr_sp); REACH(2)
         :: else ->
-            tr_v = (MUT == 2 -> 0 : remote_slabs[tr_sp]);     /* load remote_slabs (relaxed) */
+            tr_v = (MUT == 2 -> 0 : queued[tr_sp]);           /* load queued (relaxed) */
+            if :: tr_v == 0 -> tr_v = (MUT == 2 -> 0 : remote_slabs[tr_sp]) :: else -> skip fi;  /* load remote_slabs */
             if
             :: tr_v != 0 -> printf("O: sp%d empty, release deferred (queued)\n", tr_sp); REACH(3)
             :: else ->
@@ -541,44 +571,16 @@ inline superpage_merge()
     od
 }
 
-/* heap_drain_remote(h) */
-inline heap_drain_remote()
-{
-    do
-    :: queue_pop();                                           /* D1 */
-        if
-        :: p_res == NIL -> break
-        :: else ->
-            d_sp = SPOF(p_res);
-#if MUT == 7
-            d_mask = remote_slabs[d_sp];
-            m_sp = d_sp; m_mask = d_mask; superpage_merge();
-            remote_slabs[d_sp] = 0;
-#else
-            /* D2: mask = exchange(&sp->remote_slabs, 0) (acq_rel) */
-            d_step {
-                assert(detected || owned[d_sp]);
-                d_mask = remote_slabs[d_sp]; remote_slabs[d_sp] = 0;
-                printf("O: D2 sp%d mask %d\n", d_sp, d_mask)
-            }
-            m_sp = d_sp; m_mask = d_mask; superpage_merge();  /* D3 */
-#endif
-            tr_sp = d_sp; tr_ret = RETAIN; superpage_try_release()  /* D4 */
-        fi
-    od;
-    p_done = 0                          /* (a landing point: spin forbids a break into a d_step) */
-}
-
-/* heap_collect(h, c_full) after its heap_drain_remote (the owner's loop
- * drains first). The superpage list order is the heap's business
- * (superpages with free slabs first): the model walks it from either end. */
-inline heap_collect_rest()
+/* heap_scan_remote(h): every owned superpage with a notification is merged;
+ * remote_slabs is only read (queued still says whether sp is in the queue).
+ * The superpage list order is the heap's business (superpages with free
+ * slabs first): the model walks it from either end. */
+inline scan_remote()
 {
     if
     :: c_start = 0
     :: NSP > 1 -> c_start = NSP - 1
     fi;
-    /* each superpage: mask = load(&sp->remote_slabs) (acquire); merge, no clear */
     c_i = 0;
     do
     :: c_i == NSP -> break
@@ -586,10 +588,9 @@ inline heap_collect_rest()
         c_sp = (c_start + c_i) % NSP;
         if
         :: owned[c_sp] ->
-            d_step {
+            d_step {                                          /* mask = load(&sp->remote_slabs) (acquire) */
                 c_m = remote_slabs[c_sp];
-                if :: MUT == 4 -> remote_slabs[c_sp] = 0 :: else -> skip fi;
-                printf("O: collect scan sp%d mask %d\n", c_sp, c_m)
+                printf("O: scan sp%d mask %d\n", c_sp, c_m)
             }
             if
             :: c_m != 0 -> REACH(5); m_sp = c_sp; m_mask = c_m; superpage_merge()
@@ -599,6 +600,56 @@ inline heap_collect_rest()
         fi;
         c_i++
     od;
+    c_i = 0                             /* (landing point) */
+}
+
+/* heap_drain_remote(h) */
+inline heap_drain_remote()
+{
+    do
+    :: queue_pop();                                           /* pop */
+        if
+        :: p_res == NIL -> break
+        :: else ->
+            d_sp = SPOF(p_res);
+#if MUT == 7
+            d_mask = remote_slabs[d_sp];
+            m_sp = d_sp; m_mask = d_mask; superpage_merge();
+            m_k = 0;                                          /* (landing point) */
+            d_step { remote_slabs[d_sp] = 0; queued[d_sp] = 0 }
+#else
+#if MUT != 4
+            /* D1: atomic_store(&sp->queued, 0) (seq_cst) */
+            d_step { assert(detected || owned[d_sp]); queued[d_sp] = 0; printf("O: D1 sp%d queued = 0\n", d_sp) }
+#endif
+            /* D2: mask = exchange(&sp->remote_slabs, 0) (seq_cst) */
+            d_step {
+                assert(detected || owned[d_sp]);
+                d_mask = remote_slabs[d_sp]; remote_slabs[d_sp] = 0;
+                printf("O: D2 sp%d mask %d\n", d_sp, d_mask)
+            }
+#if MUT == 4
+            d_step { queued[d_sp] = 0; printf("O: D1 (late) sp%d queued = 0\n", d_sp) }
+#endif
+            m_sp = d_sp; m_mask = d_mask; superpage_merge();  /* merge */
+#endif
+            tr_sp = d_sp; tr_ret = RETAIN; superpage_try_release()  /* release */
+        fi
+    od;
+    /* a producer stopped half-way hides what was queued after it: scan */
+    if
+    :: p_stall -> scan_remote()
+    :: else -> skip
+    fi;
+    p_done = 0                          /* (a landing point: spin forbids a break into a d_step) */
+}
+
+/* heap_collect(h, c_full) after its heap_drain_remote (the owner's loop
+ * drains first). The superpage list order is the heap's business
+ * (superpages with free slabs first): the model walks it from either end. */
+inline heap_collect_rest()
+{
+    scan_remote();
     /* full: slab_unload_word for the active slab; back to FREE if empty */
     if
     :: c_full && actv != NONE ->
@@ -741,7 +792,7 @@ inline local_free()
 /* Temporaries are dead between owner operations: zero them, so that stale
  * values do not split otherwise equal states. */
 #define RESET_TEMPS() \
-    p_tail = 0; p_next = 0; p_head = 0; p_prev = 0; p_res = 0; p_st = 0; p_done = 0; \
+    p_tail = 0; p_next = 0; p_head = 0; p_prev = 0; p_res = 0; p_st = 0; p_done = 0; p_stall = 0; \
     d_sp = 0; d_mask = 0; m_sp = 0; m_mask = 0; m_k = 0; m_s = 0; m_bits = 0; m_before = 0; \
     saf_s = 0; saf_u = 0; saf_wf = 0; saf_mr = 0; rs_s = 0; rs_sp = 0; ck_s = 0; k_bits = 0; \
     tr_sp = 0; tr_ret = 0; tr_v = 0; t_i = 0; c_i = 0; c_sp = 0; c_m = 0; c_start = 0; c_full = 0; \
@@ -776,7 +827,7 @@ proctype owner()
     byte allocs;
     /* temporaries of the inlined functions */
     byte p_tail, p_next, p_head, p_prev, p_res, p_st;
-    bit p_done;
+    bit p_done, p_stall;
     byte d_sp, d_mask;
     byte m_sp, m_mask, m_k, m_s, m_bits, m_before;
     byte saf_s, saf_u;
@@ -833,7 +884,7 @@ proctype owner()
                 for (t_i : 0 .. NSP - 1) {
                     if
                     :: owned[t_i] && free_mask[t_i] == FULLMASK && n_empty > RETAIN &&
-                       in_queue[t_i] == 0 && remote_slabs[t_i] == 0 -> REACH(10)
+                       in_queue[t_i] == 0 && queued[t_i] == 0 && remote_slabs[t_i] == 0 -> REACH(10)
                     :: else -> skip
                     fi
                 }
@@ -879,7 +930,7 @@ proctype owner()
         assert(q_head == STUB && q_tail == STUB && qnext[STUB] == NIL);
         assert(cbits == 0 && cslab == NONE);
         for (t_i : 0 .. NSP - 1) {
-            assert(inflight[t_i] == 0 && remote_slabs[t_i] == 0 && in_queue[t_i] == 0);
+            assert(inflight[t_i] == 0 && remote_slabs[t_i] == 0 && queued[t_i] == 0 && in_queue[t_i] == 0);
             /* a full collect hands on every empty superpage */
             assert(!owned[t_i] || free_mask[t_i] != FULLMASK);
             assert(owned[t_i] != released[t_i])
