@@ -29,6 +29,13 @@ heap_t bitslab_empty_heap = {.is_static = 1};
 
 _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))) = &bitslab_empty_heap;
 
+/* Set when this thread may not keep a heap: its heap destructor has run (a
+ * later pthread key destructor is allocating, perhaps in the last round,
+ * after which no destructor would give the heap back), or the key could not
+ * be set. Such a thread borrows a heap from the pool for each allocation
+ * (heap_lend) and never holds one. */
+static _Thread_local uint8_t tls_heapless __attribute__((tls_model("initial-exec")));
+
 /* ---- heap table: id -> heap ----------------------------------------------- */
 
 #define HEAPS_PER_CHUNK 64
@@ -75,9 +82,20 @@ static heap_t *heap_new(void)
     return h;
 }
 
-/* ---- abandoned heaps: a Treiber stack of ids with a 32-bit version -------- */
+/* ---- abandoned heaps: a Treiber stack of ids with a 44-bit version -------- */
 
-static _Atomic uint64_t abandoned_head; /* (version << 32) | id, id 0 = empty */
+/* Heap ids need 18 bits (MAX_HEAP_CHUNKS * HEAPS_PER_CHUNK = 2^18); the head
+ * word keeps 20 for the id and 44 for a version bumped by every push and pop,
+ * as wide as it can be (the orphanage's head has 38): an ABA needs a thread
+ * stalled between its read and its CAS while a multiple of 2^44 other pushes
+ * and pops pass (2^44 is two days of back-to-back pool operations at 10^8 a
+ * second; real pool traffic is thread starts and exits). */
+#define POOL_ID_BITS 20
+#define POOL_ID_MASK (((uint64_t)1 << POOL_ID_BITS) - 1)
+_Static_assert((uint64_t)MAX_HEAP_CHUNKS * HEAPS_PER_CHUNK <= POOL_ID_MASK, "heap ids fit the pool word");
+static _Atomic uint64_t abandoned_head; /* (version << 20) | id, id 0 = empty */
+
+static uint64_t pool_word(uint64_t old, uint64_t id) { return (((old >> POOL_ID_BITS) + 1) << POOL_ID_BITS) | id; }
 
 static void heap_pool_push(heap_t *h)
 {
@@ -85,8 +103,8 @@ static void heap_pool_push(heap_t *h)
     uint64_t old = atomic_load_explicit(&abandoned_head, memory_order_relaxed);
     for (;;) {
         /* Relaxed: published by the release CAS below. */
-        atomic_store_explicit(&h->pool_next, old & 0xFFFFFFFFu, memory_order_relaxed);
-        uint64_t next = ((old >> 32) + 1) << 32 | h->id;
+        atomic_store_explicit(&h->pool_next, old & POOL_ID_MASK, memory_order_relaxed);
+        uint64_t next = pool_word(old, h->id);
         DEBUG_PARK(PARK_POOL_PUSH_CAS);
         /* Release: everything the exiting thread did to the heap happens
          * before the adopter's acquire pop. */
@@ -105,14 +123,14 @@ static heap_t *heap_pool_pop(void)
     /* Acquire: pairs with the pusher's release CAS. */
     uint64_t old = atomic_load_explicit(&abandoned_head, memory_order_acquire);
     for (;;) {
-        uint32_t id = (uint32_t)old;
+        uint32_t id = (uint32_t)(old & POOL_ID_MASK);
         if (!id) return NULL;
         heap_t *h = heap_by_id(id);
         if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
         /* Relaxed: may be stale if h was popped meanwhile; the version in the
          * CAS rejects it. Heaps are never unmapped, so the read is safe. */
         uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed); /* relaxed: validated by the CAS */
-        uint64_t word = ((old >> 32) + 1) << 32 | next;
+        uint64_t word = pool_word(old, next);
         DEBUG_PARK(PARK_POOL_POP_CAS);
         /* Acquire: we take over the heap's memory (see push). */
         if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, word, memory_order_acquire,
@@ -135,6 +153,7 @@ static void heap_thread_exit(void *arg)
     if (!h || h != bitslab_tls_heap) return;
     heap_collect(h, true);
     bitslab_tls_heap = &bitslab_empty_heap;
+    tls_heapless = 1; /* from now on, allocations borrow a heap (heap_lend) */
     DEBUG_PARK(PARK_EXIT_COLLECTED);
 #if BITSLAB_DEBUG
     /* Relaxed: a debug flag read by remote freers for counting only. */
@@ -174,14 +193,9 @@ __attribute__((destructor)) static void heap_key_unload(void)
     if (st) pthread_key_delete((pthread_key_t)(st - 1));
 }
 
-/* Give the calling thread a heap: an abandoned one if any, else a new one. */
-heap_t *heap_acquire(void)
+/* An abandoned heap, or a new one. */
+static heap_t *heap_pop_or_new(void)
 {
-    pthread_key_t key;
-    if (!heap_key(&key)) {
-        errno = ENOMEM;
-        return NULL;
-    }
     heap_t *h = heap_pool_pop();
     if (h) {
 #if BITSLAB_DEBUG
@@ -191,15 +205,59 @@ heap_t *heap_acquire(void)
         if (atomic_load_explicit(&h->q_head, memory_order_acquire) != &h->q_stub || h->q_tail != &h->q_stub)
             DEBUG_COUNT(WIN_ADOPT_WITH_PENDING_REMOTE);
 #endif
-    } else {
-        h = heap_new();
-        if (!h) return NULL;
+        return h;
     }
+    return heap_new();
+}
+
+/* Give the calling thread a heap of its own: an abandoned one if any, else a
+ * new one. NULL with errno ENOMEM, or NULL with tls_heapless set if the
+ * thread may not keep one (then the caller borrows: heap_lend). */
+static heap_t *heap_acquire(void)
+{
+    pthread_key_t key;
+    if (!heap_key(&key)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    heap_t *h = heap_pop_or_new();
+    if (!h) return NULL;
     /* Set TLS first: if pthread_setspecific allocates (through an override),
      * that allocation finds this heap instead of recursing here. */
     bitslab_tls_heap = h;
-    pthread_setspecific(key, h);
+    if (unlikely(pthread_setspecific(key, h) != 0)) {
+        /* No destructor would give the heap back at exit: do not keep it. */
+        bitslab_tls_heap = &bitslab_empty_heap;
+        tls_heapless = 1;
+        heap_pool_push(h);
+        return NULL;
+    }
     return h;
+}
+
+/* The heap for an allocation by a thread whose TLS names the empty heap:
+ * its own (acquired now), or, for a heapless thread, one borrowed from the
+ * pool (*lent set; give it back with heap_unlend). NULL: out of memory. */
+static heap_t *heap_for_alloc(bool *lent)
+{
+    *lent = false;
+    if (likely(!tls_heapless)) {
+        heap_t *h = heap_acquire();
+        if (h || !tls_heapless) return h;
+    }
+    heap_t *h = heap_pop_or_new();
+    if (!h) return NULL;
+    bitslab_tls_heap = h; /* for the allocation only: nothing else runs meanwhile */
+    *lent = true;
+    return h;
+}
+
+/* Back to the pool: the blocks just allocated stay in it, and frees of them
+ * are remote frees into a pooled heap, like frees into an exited thread's. */
+static void heap_unlend(heap_t *h)
+{
+    bitslab_tls_heap = &bitslab_empty_heap;
+    heap_pool_push(h);
 }
 
 #if BITSLAB_DEBUG
@@ -344,8 +402,14 @@ static inline void *cache_pop(word_cache_t *c, bool *fresh)
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 {
     if (h->is_static) {
-        h = heap_acquire();
+        bool lent;
+        h = heap_for_alloc(&lent);
         if (!h) return NULL;
+        if (unlikely(lent)) {
+            void *p = heap_alloc_slow(h, cls, fresh);
+            heap_unlend(h);
+            return p;
+        }
     }
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
@@ -384,8 +448,14 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 {
     if (h->is_static) {
-        h = heap_acquire();
+        bool lent;
+        h = heap_for_alloc(&lent);
         if (!h) return NULL;
+        if (unlikely(lent)) {
+            void *p = wide_alloc(h, size, align, zero);
+            heap_unlend(h);
+            return p;
+        }
     }
     heap_drain_remote(h);
     unsigned n = (unsigned)((size + SLAB_SIZE - 1) / SLAB_SIZE);

@@ -359,7 +359,6 @@ extern _Atomic size_t bitslab_superpages_total;
 extern _Atomic size_t bitslab_superpages_orphaned;
 
 /* heap.c */
-heap_t *heap_acquire(void);
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh);
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after);
 void heap_free_slow(void *p);

@@ -320,6 +320,101 @@ static void sc_usable_size_foreign(void)
     (void)n;
 }
 
+/* realloc and usable_size validate exactly as free does (one lookup):
+ * a freed block given to them aborts instead of being handed back as live. */
+static void sc_realloc_freed(void)
+{
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_malloc(64);
+    bitslab_free(p); /* into the word cache */
+    about_to_misuse(p);
+    void *q = bitslab_realloc(p, 64); /* would stay put: the block handed back */
+    (void)q;
+}
+
+static void sc_realloc_freed_partial(void)
+{
+    void *a0 = bitslab_malloc(SMALL_MAX), *a1 = bitslab_malloc(SMALL_MAX);
+    void *a2 = bitslab_malloc(SMALL_MAX);
+    (void)a1;
+    (void)a2;
+    bitslab_free(a0); /* into the local map of a slab that is not cached */
+    about_to_misuse(a0);
+    void *q = bitslab_realloc(a0, 100);
+    (void)q;
+}
+
+static void sc_realloc_freed_remote(void)
+{
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_malloc(64);
+    free_in_thread(p); /* a remote bit the owner has not merged */
+    about_to_misuse(p);
+    void *q = bitslab_realloc(p, 32);
+    (void)q;
+}
+
+static void sc_realloc_freed_huge(void)
+{
+    void *p = bitslab_malloc(4 * MiB);
+    bitslab_free(p); /* kept in the huge cache */
+    about_to_misuse(p);
+    void *q = bitslab_realloc(p, 5 * MiB);
+    (void)q;
+}
+
+static void *realloc_one(void *p) { return bitslab_realloc(p, 48); }
+
+static void sc_realloc_in_thread_freed_remote(void)
+{
+    /* A thread that does not own the slab sees its remote map: a block
+     * another thread freed is caught there. */
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_malloc(64);
+    free_in_thread(p);
+    about_to_misuse(p);
+    join(spawn(realloc_one, p));
+}
+
+static void *usable_size_one(void *p)
+{
+    size_t n = bitslab_usable_size(p);
+    (void)n;
+    return NULL;
+}
+
+static void sc_usable_size_freed(void)
+{
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_malloc(64);
+    bitslab_free(p);
+    about_to_misuse(p);
+    size_t n = bitslab_usable_size(p);
+    (void)n;
+}
+
+static void sc_usable_size_freed_remote_other_thread(void)
+{
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_malloc(64);
+    free_in_thread(p);
+    about_to_misuse(p);
+    join(spawn(usable_size_one, p));
+}
+
+static void sc_usable_size_interior(void)
+{
+    char *p = bitslab_malloc(300);
+    about_to_misuse(p + 16);
+    size_t n = bitslab_usable_size(p + 16);
+    (void)n;
+}
+
 typedef struct scenario {
     const char *name;
     void (*run)(void);
@@ -343,7 +438,7 @@ static const scenario_t scenarios[] = {
     {"foreign_glibc_small", sc_foreign_glibc_small, "never returned"},
     {"foreign_glibc_large", sc_foreign_glibc_large, "never returned"},
     {"foreign_static", sc_foreign_static, "never returned"},
-    {"interior_small", sc_interior_small, "not the start of a live block"},
+    {"interior_small", sc_interior_small, "free: not the start of a live block"},
     {"interior_small_odd", sc_interior_small_odd, "not the start of a live block"},
     {"interior_huge", sc_interior_huge, "not the start of a live block"},
     {"interior_huge_far", sc_interior_huge_far, ""},
@@ -353,9 +448,18 @@ static const scenario_t scenarios[] = {
     {"metadata_slab", sc_metadata_slab, "not the start of a live block"},
     {"free_slab", sc_free_slab, "not the start of a live block"},
     {"free_sized_interior", sc_free_sized_interior, "not the start of a live block"},
-    {"realloc_foreign", sc_realloc_foreign, "never returned"},
-    {"realloc_interior", sc_realloc_interior, "not the start of a live block"},
-    {"usable_size_foreign", sc_usable_size_foreign, "never returned"},
+    {"realloc_foreign", sc_realloc_foreign, "realloc: pointer bitslab never returned"},
+    {"realloc_interior", sc_realloc_interior, "realloc: not the start of a live block"},
+    {"usable_size_foreign", sc_usable_size_foreign, "malloc_usable_size: pointer bitslab never returned"},
+    {"realloc_freed", sc_realloc_freed, "realloc: double free"},
+    {"realloc_freed_partial", sc_realloc_freed_partial, "realloc: double free"},
+    {"realloc_freed_remote", sc_realloc_freed_remote, "realloc: double free"},
+    {"realloc_freed_huge", sc_realloc_freed_huge, "realloc: double free"},
+    {"realloc_in_thread_freed_remote", sc_realloc_in_thread_freed_remote, "realloc: double free"},
+    {"usable_size_freed", sc_usable_size_freed, "malloc_usable_size: double free"},
+    {"usable_size_freed_remote_other_thread", sc_usable_size_freed_remote_other_thread,
+     "malloc_usable_size: double free"},
+    {"usable_size_interior", sc_usable_size_interior, "malloc_usable_size: not the start of a live block"},
 };
 enum { NSCENARIOS = sizeof scenarios / sizeof *scenarios };
 

@@ -5,6 +5,8 @@
  */
 #include <sched.h>
 
+#include <limits.h> /* PTHREAD_DESTRUCTOR_ITERATIONS */
+
 #include "common.h"
 
 DEFINE_THREAD_FAILURES;
@@ -472,6 +474,68 @@ START_TEST(test_churn_100_threads_bounded)
 }
 END_TEST
 
+/* ---- allocations in the last round of key destructors -------------------------------------
+ * glibc runs pthread key destructors in up to PTHREAD_DESTRUCTOR_ITERATIONS
+ * rounds. A destructor that allocates after bitslab's own ran, in the last
+ * round, must not leave a heap (and its superpage) behind for good: the
+ * thread borrows a heap for each such allocation instead. */
+
+enum { LATE_THREADS = 3000, LATE_KEEP = 64 };
+static pthread_key_t late_key;
+static void *late_kept[LATE_KEEP];
+static _Atomic unsigned late_allocs;
+
+static void late_destructor(void *arg)
+{
+    uintptr_t round = (uintptr_t)arg;
+    if (round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+        pthread_setspecific(late_key, (void *)(round + 1)); /* again in the next round */
+        return;
+    }
+    /* The last round: bitslab's destructor ran in round 1. */
+    void *p = bitslab_malloc(48), *w = bitslab_malloc(100 * KiB);
+    unsigned n = atomic_fetch_add(&late_allocs, 1);
+    TCHECK(p && w, "late malloc failed");
+    if (p) memset(p, 0x5a, 48);
+    if (w) memset(w, 0x5a, 100 * KiB);
+    bitslab_free(w);
+    if (n < LATE_KEEP) late_kept[n] = p; /* freed later by the main thread */
+    else bitslab_free(p);
+}
+
+static void *late_main(void *arg)
+{
+    (void)arg;
+    void *p = bitslab_malloc(64); /* a heap of its own (bitslab's key is set) */
+    bitslab_free(p);
+    pthread_setspecific(late_key, (void *)(uintptr_t)1);
+    return NULL;
+}
+
+START_TEST(test_alloc_in_last_destructor_round_bounded)
+{
+    /* bitslab's key first: keys run in creation order within a round, so the
+     * user's destructor runs after bitslab's in the last round as well. */
+    bitslab_free(bitslab_malloc(8));
+    ck_assert_int_eq(pthread_key_create(&late_key, late_destructor), 0);
+    for (int i = 0; i < LATE_THREADS; i++) join(spawn(late_main, NULL));
+    ASSERT_NO_THREAD_FAILURES();
+    ck_assert_uint_eq(atomic_load(&late_allocs), LATE_THREADS);
+    for (int i = 0; i < LATE_KEEP; i++) {
+        ck_assert_uint_eq(check_bytes(late_kept[i], 48, 0x5a), 48);
+        bitslab_free(late_kept[i]);
+    }
+    bitslab_collect();
+    bitslab_stats_t st = stats();
+    /* One thread at a time: a handful of heaps and superpages, not one each. */
+    ck_assert_msg(st.heaps_total <= 4, "%zu heaps for %d sequential threads", st.heaps_total, LATE_THREADS);
+    ck_assert_msg(st.superpages_total <= 4, "%zu superpages mapped", st.superpages_total);
+    ck_assert_msg(st.heaps_abandoned + 1 == st.heaps_total, "%zu of %zu heaps back in the pool (one is ours)",
+                  st.heaps_abandoned, st.heaps_total);
+    ck_assert_uint_eq(st.in_use, 0);
+}
+END_TEST
+
 /* ---- simultaneous first allocations --------------------------------------------------- */
 
 enum { FIRST_THREADS = 32 };
@@ -636,6 +700,7 @@ int main(void)
     tcase_add_test(tc, test_churn_100_threads_bounded);
     tcase_add_test(tc, test_simultaneous_first_alloc);
     tcase_add_test(tc, test_producer_consumer);
+    tcase_add_test(tc, test_alloc_in_last_destructor_round_bounded);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
