@@ -162,6 +162,44 @@ static void job_parker_alloc_many(void *arg)
     fill(&parker_blocks, NBLOCKS, 2);
 }
 
+/* Retention bound: while a thread is parked, the owner allocates a batch
+ * (2 MiB in 2000-byte blocks) and another thread frees all of it, round
+ * after round. The owner must reuse the freed memory, not grow: even a
+ * producer stopped half-way through a queue push must not hide the frees
+ * (the owner's drain then scans its superpages). */
+enum { CYCLE_N = 1024, CYCLE_SIZE = 2000, CYCLE_ROUNDS = 12 };
+static void *cycle_p[CYCLE_N];
+static size_t owner_superpages;
+
+static void job_owner_cycle(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < CYCLE_N; i++) {
+        cycle_p[i] = bitslab_malloc(CYCLE_SIZE);
+        if (!cycle_p[i]) FAIL("malloc");
+        memset(cycle_p[i], 0xc5, CYCLE_SIZE);
+    }
+    bitslab_heap_info_t hi;
+    bitslab_heap_info(&hi);
+    owner_superpages = hi.superpages;
+}
+
+static size_t owner_cycles(worker_t *owner)
+{
+    size_t first = 0;
+    for (int r = 0; r < CYCLE_ROUNDS; r++) {
+        worker_post(owner, job_owner_cycle, NULL);
+        worker_wait(owner);
+        if (r == 0) first = owner_superpages;
+        for (int i = 0; i < CYCLE_N; i++) {
+            unsigned char *c = cycle_p[i];
+            if (c[0] != 0xc5 || c[CYCLE_SIZE - 1] != 0xc5) FAIL("cycle block %d corrupted", i);
+            bitslab_free(c); /* a remote free into the owner's heap */
+        }
+    }
+    return owner_superpages - first;
+}
+
 /* Busy work for the free threads while someone is parked: allocate, free,
  * free remotely into the owner's and the parker's memory, churn threads. */
 static void *churn_thread(void *arg)
@@ -309,6 +347,10 @@ static void run_point(int point)
             bitslab_free(owner_blocks.p[i]);
             owner_blocks.p[i] = NULL;
         }
+    size_t grew = owner_cycles(&owner);
+    if (grew > 1)
+        FAIL("%s: the owner grew by %zu superpages in %d rounds of reallocating what others freed",
+             bitslab_debug_park_name(point), grew, CYCLE_ROUNDS);
     int which = 0;
     worker_post(&busy, job_busy, &which);
     worker_wait(&busy);
@@ -348,7 +390,8 @@ static void run_point(int point)
     bitslab_collect(); /* also collects the heaps of the exited workers */
     size_t left = stats_in_use();
     if (left) FAIL("%s: %zu bytes still in use after everything was freed", bitslab_debug_park_name(point), left);
-    printf("park: %-18s parked; others progressed; resumed; nothing lost\n", bitslab_debug_park_name(point));
+    printf("park: %-18s parked; others progressed (owner grew by %zu superpages); resumed; nothing lost\n",
+           bitslab_debug_park_name(point), grew);
 }
 
 int main(int argc, char **argv)

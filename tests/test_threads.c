@@ -474,6 +474,35 @@ START_TEST(test_churn_100_threads_bounded)
 }
 END_TEST
 
+/* ---- releases deferred by freers in flight ---------------------------------------------
+ * An empty superpage with a remote freer still inside it (inflight != 0)
+ * cannot go to the orphanage yet; the owner retries at its next slow path.
+ * Every such superpage must be retried, not only the last one deferred. */
+
+START_TEST(test_every_deferred_release_retried)
+{
+    enum { PER_SP = 62, NSP_PINNED = 3, N = PER_SP * NSP_PINNED + 10 }; /* 32 KiB bins: 2 per slab, 31 slabs */
+    static void *p[N];
+    for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(p[i] = bitslab_malloc(SMALL_MAX));
+    superpage_t *pinned[NSP_PINNED];
+    for (int k = 0; k < NSP_PINNED; k++) {
+        pinned[k] = sp_of(p[k * PER_SP]);
+        for (int i = k * PER_SP; i < (k + 1) * PER_SP; i++) ck_assert_ptr_eq(sp_of(p[i]), pinned[k]);
+        /* A freer between F1 and F5, as far as the owner can tell. */
+        atomic_fetch_add(&pinned[k]->inflight, 1);
+    }
+    for (int i = 0; i < PER_SP * NSP_PINNED; i++) bitslab_free(p[i]); /* three superpages empty out */
+    ck_assert_uint_eq(stats().superpages_orphaned, 0);                  /* all deferred */
+    for (int k = 0; k < NSP_PINNED; k++) atomic_fetch_sub(&pinned[k]->inflight, 1);
+    void *q = bitslab_malloc(100); /* a slow path: retries the deferred releases */
+    /* The heap keeps HEAP_RETAIN_EMPTY (1 + superpages / 8) empty ones. */
+    ck_assert_uint_eq(stats().superpages_orphaned, NSP_PINNED - 1);
+    bitslab_free(q);
+    for (int i = PER_SP * NSP_PINNED; i < N; i++) bitslab_free(p[i]);
+    debug_check();
+}
+END_TEST
+
 /* ---- allocations in the last round of key destructors -------------------------------------
  * glibc runs pthread key destructors in up to PTHREAD_DESTRUCTOR_ITERATIONS
  * rounds. A destructor that allocates after bitslab's own ran, in the last
@@ -701,6 +730,7 @@ int main(void)
     tcase_add_test(tc, test_simultaneous_first_alloc);
     tcase_add_test(tc, test_producer_consumer);
     tcase_add_test(tc, test_alloc_in_last_destructor_round_bounded);
+    tcase_add_test(tc, test_every_deferred_release_retried);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
