@@ -154,13 +154,14 @@ typedef struct superpage {
     uint32_t on_deferred;           /* on the heap's deferred-release list, owner-only */
     struct superpage *all_next;     /* global registry, immutable once published */
     _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
-    struct superpage *deferred_next; /* the heap's deferred-release list, owner-only */
 
     /* Remote line: written by remote freers, never by the owner fast path. */
     alignas(64) _Atomic uint32_t remote_slabs; /* slabs with remote bits not yet taken by a drain */
     _Atomic uint32_t inflight;                 /* remote frees between their first and last touch */
     qnode_t qnode;                             /* link in the owner heap's queue */
     _Atomic uint32_t queued;                   /* 1 from a freer's claim until the drain after the pop */
+    struct superpage *deferred_next; /* the heap's deferred-release list: owner-only, written only on a
+                                        slow path that found a freer in flight (line 0 is full) */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
 

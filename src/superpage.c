@@ -45,7 +45,7 @@ static void slabs_in_use_add(ptrdiff_t delta)
 }
 
 /* How many FREE-but-committed slabs the whole process keeps, at most, before
- * heaps purge theirs early: 2 MiB plus 1/8 of the slabs in use. Past twice
+ * heaps purge theirs early: 2 MiB plus 1/4 of the slabs in use. Past twice
  * that, the heap that returns a slab purges its own down to it. A program
  * that frees everything thus keeps little, and one in a steady state keeps
  * the slack its fragmentation needs. */
