@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
-# programs) and the benchmark smoke test; in a debug build (invariant checks,
+# programs) and the benchmark smoke test; in a clang release build the unit
+# tests (with the wait-free disassembly check); in a debug build (invariant checks,
 # race-window counters) the unit and stress tests; in a clang ThreadSanitizer
 # build the stress suite. Build directories live under build/ci-*. Ends with
 # "N passed, N failed, N skipped".
@@ -15,9 +16,14 @@ trap 'rm -f "$LOG"' EXIT
 # meson test, with its summary kept for the closing count.
 mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
-rm -rf build/ci-release build/ci-debug build/ci-tsan
+rm -rf build/ci-release build/ci-clang build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
 mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
+
+# clang release: the unit tests again, including the wait-free disassembly
+# check of what clang makes of the remote-free path.
+run env CC=clang meson setup build/ci-clang -Dbuildtype=release -Dwerror=true
+mtest -C build/ci-clang --print-errorlogs --suite unit
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress
