@@ -413,10 +413,18 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     }
     word_cache_t *c = &h->cache[cls];
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
+    slab_t *s = h->active[cls];
+    /* The common slow path: the next word of the active slab. The heap's
+     * housekeeping (merge remote frees, retry deferred releases, the purge
+     * clock) runs on every 8th refill, and whenever the active slab has run
+     * out: it costs more than the refill itself. */
+    if (likely(s && s->summary && (++h->refills & 7))) {
+        slab_load_word(s, c);
+        return cache_pop(c, fresh);
+    }
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
-    slab_t *s = h->active[cls];
     if (s) {
         if (s->summary) {
             slab_load_word(s, c);

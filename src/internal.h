@@ -212,6 +212,7 @@ typedef struct heap {
     uint32_t dirty_free;          /* FREE slabs in owned superpages whose pages are committed */
     uint32_t slabs_used;          /* configured slabs (small or wide) in owned superpages */
     uint32_t slow_calls;          /* slow-path visits: the purge clock is read every 16th */
+    uint32_t refills;             /* word-cache refills: every 8th does the housekeeping */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
@@ -301,18 +302,18 @@ static inline _Atomic uint64_t *remote_row_of_local(uint64_t *local)
 
 #define NOT_A_BIN UINT32_MAX
 
-/* The bin of s that starts at address a, or NOT_A_BIN: one multiply by
- * ceil(2^32 / size) gives the index, a second one checks it is exact. A slab
- * that is not SMALL or WIDE has nbins == 0, so every address fails. The
- * caller holds (or claims to hold) a live block of s, whose hand-off orders
- * the slab's configuration before these reads. */
+/* The bin of s that starts at address a, or NOT_A_BIN, with one multiply:
+ * off * ceil(2^32 / size) has the bin index in its high half, and its low
+ * half is below the reciprocal exactly when off is a multiple of size (for
+ * every class and off < 64 KiB; tests/test_slab.c checks all of them). A
+ * slab that is not SMALL or WIDE has recip == nbins == 0, so every address
+ * fails. The caller holds (or claims to hold) a live block of s, whose
+ * hand-off orders the slab's configuration before these reads. */
 static inline uint32_t slab_bin_of(const slab_t *s, uintptr_t a)
 {
-    uint32_t off = (uint32_t)(a & (SLAB_SIZE - 1));
-    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    /* Relaxed: see above (atomic only for the statistics walker). */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: see above */
-    return likely(idx < s->nbins && idx * size == off) ? idx : NOT_A_BIN;
+    uint64_t prod = (uint64_t)(a & (SLAB_SIZE - 1)) * s->recip;
+    uint32_t idx = (uint32_t)(prod >> 32);
+    return likely((uint32_t)prod < s->recip && idx < s->nbins) ? idx : NOT_A_BIN;
 }
 
 /* ---- internal functions (one file per concept) ---------------------------- */

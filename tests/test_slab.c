@@ -101,6 +101,29 @@ START_TEST(test_lookup_every_bin)
 END_TEST
 
 /* Multi-slab blocks: head slab WIDE with the run length, tails WIDE_TAIL. */
+/* The free path's bin lookup (slab_bin_of: one multiply gives the index and
+ * whether the offset is exact) agrees with division for every offset of a
+ * slab, for every class and every wide run length. */
+START_TEST(test_bin_of_every_offset)
+{
+    for (unsigned k = 0; k < NUM_CLASSES + WIDE_MAX_SLABS; k++) {
+        uint32_t size = k < NUM_CLASSES ? bitslab_class_size[k] : (k - NUM_CLASSES + 1) * (uint32_t)SLAB_SIZE;
+        slab_t s;
+        memset(&s, 0, sizeof s);
+        s.recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* as slab_configure_small and wide_alloc set it */
+        s.nbins = k < NUM_CLASSES ? (uint32_t)(SLAB_SIZE / size) : 1;
+        for (uint32_t off = 0; off < SLAB_SIZE; off++) {
+            uint32_t want = off % size == 0 && off / size < s.nbins ? off / size : NOT_A_BIN;
+            uint32_t got = slab_bin_of(&s, (uintptr_t)0x7f0000000000 + 5 * SLAB_SIZE + off);
+            if (got != want) ck_abort_msg("size %u offset %u: bin %u, want %u", size, off, got, want);
+        }
+    }
+    slab_t free_slab;
+    memset(&free_slab, 0, sizeof free_slab); /* FREE: recip == nbins == 0 */
+    for (uint32_t off = 0; off < SLAB_SIZE; off += 16) ck_assert_uint_eq(slab_bin_of(&free_slab, off), NOT_A_BIN);
+}
+END_TEST
+
 START_TEST(test_lookup_wide)
 {
     for (unsigned n = 1; n <= WIDE_MAX_SLABS; n++) {
@@ -456,6 +479,7 @@ int main(void)
     TCase *tc = tcase("lookup");
     tcase_add_test(tc, test_lookup_every_bin);
     tcase_add_test(tc, test_lookup_wide);
+    tcase_add_test(tc, test_bin_of_every_offset);
     suite_add_tcase(s, tc);
     tc = tcase("bitmap");
     tcase_add_test(tc, test_lowest_free_bin);
