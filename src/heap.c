@@ -99,6 +99,9 @@ static uint64_t pool_word(uint64_t old, uint64_t id) { return (((old >> POOL_ID_
 
 static void heap_pool_push(heap_t *h)
 {
+    /* Relaxed: published by the release CAS below; read by the fork child
+     * handler (single-threaded) and by debug counters. */
+    atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed); /* published by the push CAS */
     /* Relaxed: re-validated by the CAS. */
     uint64_t old = atomic_load_explicit(&abandoned_head, memory_order_relaxed);
     for (;;) {
@@ -137,6 +140,8 @@ static heap_t *heap_pool_pop(void)
                                                   memory_order_acquire)) {
             /* Relaxed: statistics only. */
             atomic_fetch_sub_explicit(&bitslab_heaps_abandoned, 1, memory_order_relaxed);
+            /* Relaxed: the heap is ours now; see heap_pool_push. */
+            atomic_store_explicit(&h->abandoned, 0, memory_order_relaxed); /* ours after the acquire CAS */
             return h;
         }
         DEBUG_COUNT(WIN_HEAP_POOL_CAS_RETRY);
@@ -147,6 +152,29 @@ static heap_t *heap_pool_pop(void)
 
 static _Atomic uint32_t heap_key_state; /* 0: none, else key + 1 */
 
+/* In the child of a fork only the forking thread exists: the heaps of the
+ * parent's other threads would never be given back (their key destructors
+ * will not run here), so blocks freed into them could never be reused.
+ * They become abandoned heaps, which bitslab_collect() collects and new
+ * threads adopt, exactly like the heaps of exited threads. The child is
+ * single-threaded while this runs, and fork() ordered every write of the
+ * parent's threads before it. A heap whose thread was inside a slow path at
+ * the fork may be half-way through a change of its lists: it is left alone
+ * (its memory is lost to the child, never corrupted). A thread stopped in a
+ * fast path leaves at most one bin or one `used` count behind. */
+static void heap_atfork_child(void)
+{
+    /* Relaxed: single-threaded here (see above). */
+    uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* single-threaded */
+    for (uint32_t id = 1; id <= n; id++) {
+        heap_t *h = heap_by_id(id);
+        /* Relaxed: single-threaded here. */
+        if (!h || h == bitslab_tls_heap || h->in_slow || atomic_load_explicit(&h->abandoned, memory_order_relaxed))
+            continue;
+        heap_pool_push(h);
+    }
+}
+
 static void heap_thread_exit(void *arg)
 {
     heap_t *h = arg;
@@ -155,10 +183,6 @@ static void heap_thread_exit(void *arg)
     bitslab_tls_heap = &bitslab_empty_heap;
     tls_heapless = 1; /* from now on, allocations borrow a heap (heap_lend) */
     DEBUG_PARK(PARK_EXIT_COLLECTED);
-#if BITSLAB_DEBUG
-    /* Relaxed: a debug flag read by remote freers for counting only. */
-    atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed);
-#endif
     heap_pool_push(h);
 }
 
@@ -169,6 +193,10 @@ static bool heap_key(pthread_key_t *out)
     if (!st) {
         pthread_key_t k;
         if (pthread_key_create(&k, heap_thread_exit) != 0) return false;
+        static _Atomic int atfork_done;
+        /* Relaxed exchange: only makes the registration happen once. */
+        if (!atomic_exchange_explicit(&atfork_done, 1, memory_order_relaxed)) /* once */
+            pthread_atfork(NULL, NULL, heap_atfork_child);
         uint32_t expected = 0;
         /* Acq_rel: publish our key, or learn the winner's (then drop ours). */
         if (atomic_compare_exchange_strong_explicit(&heap_key_state, &expected, (uint32_t)k + 1,
@@ -199,8 +227,6 @@ static heap_t *heap_pop_or_new(void)
     heap_t *h = heap_pool_pop();
     if (h) {
 #if BITSLAB_DEBUG
-        /* Relaxed: debug flag, see heap_thread_exit. */
-        atomic_store_explicit(&h->abandoned, 0, memory_order_relaxed);
         /* Acquire: pairs with the producers' exchange; only a debug count. */
         if (atomic_load_explicit(&h->q_head, memory_order_acquire) != &h->q_stub || h->q_tail != &h->q_stub)
             DEBUG_COUNT(WIN_ADOPT_WITH_PENDING_REMOTE);
@@ -316,6 +342,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
 /* Fast-path free found used == 0 or used == nbins - 1. */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
+    h->in_slow++;
     if (used_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
         /* Memory is short of the cap: an empty active slab goes back too
          * (nothing of it is cached: used counts cached bins). */
@@ -328,6 +355,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
         heap_trim_if_idle(h);
         heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     }
+    h->in_slow--;
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. */
@@ -399,29 +427,9 @@ static inline void *cache_pop(word_cache_t *c, bool *fresh)
     return c->base + (size_t)b * c->size;
 }
 
-void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
+/* The slow path proper: housekeeping, then the next slab for the class. */
+static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *s, bool *fresh)
 {
-    if (h->is_static) {
-        bool lent;
-        h = heap_for_alloc(&lent);
-        if (!h) return NULL;
-        if (unlikely(lent)) {
-            void *p = heap_alloc_slow(h, cls, fresh);
-            heap_unlend(h);
-            return p;
-        }
-    }
-    word_cache_t *c = &h->cache[cls];
-    if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
-    slab_t *s = h->active[cls];
-    /* The common slow path: the next word of the active slab. The heap's
-     * housekeeping (merge remote frees, retry deferred releases, the purge
-     * clock) runs on every 8th refill, and whenever the active slab has run
-     * out: it costs more than the refill itself. */
-    if (likely(s && s->summary && (++h->refills & 7))) {
-        slab_load_word(s, c);
-        return cache_pop(c, fresh);
-    }
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
@@ -451,20 +459,40 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
     return cache_pop(c, fresh);
 }
 
-/* ---- wide allocations ----------------------------------------------------- */
 
-void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
+void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 {
     if (h->is_static) {
         bool lent;
         h = heap_for_alloc(&lent);
         if (!h) return NULL;
         if (unlikely(lent)) {
-            void *p = wide_alloc(h, size, align, zero);
+            void *p = heap_alloc_slow(h, cls, fresh);
             heap_unlend(h);
             return p;
         }
     }
+    word_cache_t *c = &h->cache[cls];
+    if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
+    slab_t *s = h->active[cls];
+    /* The common slow path: the next word of the active slab. The heap's
+     * housekeeping (merge remote frees, retry deferred releases, the purge
+     * clock) runs on every 8th refill, and whenever the active slab has run
+     * out: it costs more than the refill itself. */
+    if (likely(s && s->summary && (++h->refills & 7))) {
+        slab_load_word(s, c);
+        return cache_pop(c, fresh);
+    }
+    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    void *p = alloc_from_slabs(h, cls, c, s, fresh);
+    h->in_slow--;
+    return p;
+}
+
+/* ---- wide allocations ----------------------------------------------------- */
+
+static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
+{
     heap_drain_remote(h);
     unsigned n = (unsigned)((size + SLAB_SIZE - 1) / SLAB_SIZE);
     if (n == 0) n = 1;
@@ -509,6 +537,24 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
     return s->data;
 }
 
+void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
+{
+    if (h->is_static) {
+        bool lent;
+        h = heap_for_alloc(&lent);
+        if (!h) return NULL;
+        if (unlikely(lent)) {
+            void *p = wide_alloc(h, size, align, zero);
+            heap_unlend(h);
+            return p;
+        }
+    }
+    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    void *p = wide_alloc_owned(h, size, align, zero);
+    h->in_slow--;
+    return p;
+}
+
 /* ---- collection ----------------------------------------------------------- */
 
 /* Merge every pending remote free, return empty slabs (the active ones too if
@@ -516,6 +562,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 void heap_collect(heap_t *h, bool full)
 {
     if (h->is_static) return;
+    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
     heap_drain_remote(h);
     /* A producer stopped before its push hides nothing from the queue, but
      * one stopped between F3 and F4 leaves a mask that no drain will take
@@ -543,6 +590,7 @@ void heap_collect(heap_t *h, bool full)
         sp = next;
     }
     heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED, SIZE_MAX);
+    h->in_slow--;
 }
 
 /* Collect heaps whose threads exited: popping one from the pool makes us its

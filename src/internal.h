@@ -215,7 +215,8 @@ typedef struct heap {
     uint32_t refills;             /* word-cache refills: every 8th does the housekeeping */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
-    _Atomic uint32_t abandoned;   /* debug builds: its thread exited (counting only) */
+    _Atomic uint32_t abandoned;   /* in the pool of abandoned heaps (read by the fork child handler) */
+    uint32_t in_slow;             /* owner-only: inside a slow path (a fork child leaves such a heap alone) */
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */

@@ -6,6 +6,7 @@
 #include <sched.h>
 
 #include <limits.h> /* PTHREAD_DESTRUCTOR_ITERATIONS */
+#include <sys/wait.h>
 
 #include "common.h"
 
@@ -503,6 +504,83 @@ START_TEST(test_every_deferred_release_retried)
 }
 END_TEST
 
+/* ---- fork: the parent's other threads' heaps are abandoned in the child -----------------
+ * In the child only the forking thread exists. Blocks the parent's other
+ * threads allocated, freed in the child, must become reusable there: their
+ * heaps are abandoned heaps in the child (collected like exited threads'). */
+
+enum { FORK_THREADS = 2, FORK_BLOCKS = 4096, FORK_SIZE = 2000 };
+static void *fork_blocks[FORK_THREADS][FORK_BLOCKS];
+static pthread_barrier_t fork_barrier;
+
+static void *fork_helper(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int i = 0; i < FORK_BLOCKS; i++) {
+        fork_blocks[id][i] = bitslab_malloc(FORK_SIZE);
+        TCHECK(fork_blocks[id][i] != NULL, "malloc");
+        if (fork_blocks[id][i]) memset(fork_blocks[id][i], id + 1, FORK_SIZE);
+    }
+    pthread_barrier_wait(&fork_barrier); /* allocated */
+    pthread_barrier_wait(&fork_barrier); /* the parent has forked and checked the child */
+    for (int i = 0; i < FORK_BLOCKS; i++) bitslab_free(fork_blocks[id][i]);
+    return NULL;
+}
+
+static size_t rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %zu kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib;
+}
+
+START_TEST(test_fork_child_reuses_other_threads_memory)
+{
+    pthread_barrier_init(&fork_barrier, NULL, FORK_THREADS + 1);
+    pthread_t t[FORK_THREADS];
+    for (int i = 0; i < FORK_THREADS; i++) t[i] = spawn(fork_helper, (void *)(intptr_t)i);
+    pthread_barrier_wait(&fork_barrier);
+    ASSERT_NO_THREAD_FAILURES();
+    size_t parent_rss = rss_kib();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* The child frees what the parent's other threads allocated, then
+         * allocates as much again. */
+        size_t mapped_before = stats().mapped;
+        for (int k = 0; k < FORK_THREADS; k++)
+            for (int i = 0; i < FORK_BLOCKS; i++) {
+                if (check_bytes(fork_blocks[k][i], FORK_SIZE, (unsigned char)(k + 1)) != FORK_SIZE) _exit(10);
+                bitslab_free(fork_blocks[k][i]);
+            }
+        bitslab_collect();
+        for (int k = 0; k < FORK_THREADS; k++)
+            for (int i = 0; i < FORK_BLOCKS; i++) {
+                fork_blocks[k][i] = bitslab_malloc(FORK_SIZE);
+                if (!fork_blocks[k][i]) _exit(11);
+                memset(fork_blocks[k][i], 0x77, FORK_SIZE);
+            }
+        size_t grew = stats().mapped - mapped_before, child_rss = rss_kib();
+        fprintf(stderr, "fork child: mapped grew by %zu KiB; RSS %zu KiB, parent's %zu KiB (%.2fx)\n", grew >> 10,
+                child_rss, parent_rss, (double)child_rss / (double)parent_rss);
+        if (grew > 4 * MiB) _exit(12);                    /* a new superpage or two, not 16 MiB */
+        if (child_rss * 4 > parent_rss * 5) _exit(13);   /* within 1.25x of the parent */
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    pthread_barrier_wait(&fork_barrier);
+    for (int i = 0; i < FORK_THREADS; i++) join(t[i]);
+    pthread_barrier_destroy(&fork_barrier);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child status %#x (10: contents, 11: malloc, 12: mapped grew, 13: RSS over 1.25x)", status);
+}
+END_TEST
+
 /* ---- allocations in the last round of key destructors -------------------------------------
  * glibc runs pthread key destructors in up to PTHREAD_DESTRUCTOR_ITERATIONS
  * rounds. A destructor that allocates after bitslab's own ran, in the last
@@ -731,6 +809,7 @@ int main(void)
     tcase_add_test(tc, test_producer_consumer);
     tcase_add_test(tc, test_alloc_in_last_destructor_round_bounded);
     tcase_add_test(tc, test_every_deferred_release_retried);
+    tcase_add_test(tc, test_fork_child_reuses_other_threads_memory);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
