@@ -21,6 +21,8 @@ extern "C" {
 #define BITSLAB_VERSION_MINOR 1
 #define BITSLAB_VERSION_PATCH 0
 #define BITSLAB_VERSION_STRING "0.1.0"
+/** The version as one number, as bitslab_version_number() returns it. */
+#define BITSLAB_VERSION_NUMBER (BITSLAB_VERSION_MAJOR * 10000 + BITSLAB_VERSION_MINOR * 100 + BITSLAB_VERSION_PATCH)
 
 /** Number of small size classes (16 B ... 32 KiB). */
 #define BITSLAB_NUM_CLASSES 40
@@ -64,6 +66,21 @@ BITSLAB_API size_t bitslab_usable_size(const void *ptr);
  * reuse. Never blocks.
  */
 BITSLAB_API void bitslab_collect(void);
+
+/* ---- version ---------------------------------------------------------- */
+
+/**
+ * The library's version, "MAJOR.MINOR.PATCH" (the library that is running,
+ * which may differ from BITSLAB_VERSION_STRING, the header's). A static
+ * string; never fails; any thread.
+ */
+BITSLAB_API const char *bitslab_version(void);
+
+/**
+ * The running library's version as MAJOR * 10000 + MINOR * 100 + PATCH
+ * (0.1.0 is 100): compare with BITSLAB_VERSION_NUMBER. Never fails; any thread.
+ */
+BITSLAB_API int bitslab_version_number(void);
 
 /* ---- statistics ------------------------------------------------------- */
 
