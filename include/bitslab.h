@@ -67,7 +67,7 @@ BITSLAB_API size_t bitslab_usable_size(const void *ptr);
  */
 BITSLAB_API void bitslab_collect(void);
 
-/* ---- version ---------------------------------------------------------- */
+/* ---- version and runtime options --------------------------------------- */
 
 /**
  * The library's version, "MAJOR.MINOR.PATCH" (the library that is running,
@@ -81,6 +81,28 @@ BITSLAB_API const char *bitslab_version(void);
  * (0.1.0 is 100): compare with BITSLAB_VERSION_NUMBER. Never fails; any thread.
  */
 BITSLAB_API int bitslab_version_number(void);
+
+/**
+ * Runtime options, read once at start-up from the environment: a list
+ * BITSLAB_OPTIONS="key=value,key=value", then one variable per option,
+ * BITSLAB_<NAME> (upper case), which wins over the list. Values are decimal
+ * integers. A bad item (unknown key, no '=', not an integer, out of range,
+ * trailing characters) prints one "bitslab: warning: ..." line on stderr and
+ * is ignored. Details: docs/options.md.
+ *
+ *   option              default  range          effect
+ *   verbose             0        0..1           1: a one-line banner with the version and options on stderr at start-up
+ *   show_stats          0        0..1           1: a statistics summary on stderr at exit
+ *   purge_delay_ms      250      -1..3600000    ms an empty slab keeps its memory before it goes back to the OS; -1 never
+ *   retain_superpages   -1       -1..65536      empty superpages a heap keeps; -1: 1 + 1/8 of the heap's superpages
+ *
+ * bitslab_option_get stores the effective value of option `name` (as in the
+ * first column, e.g. "purge_delay_ms") in *value and returns 0; an unknown
+ * name, or NULL: returns -1 with errno EINVAL, *value untouched. If the
+ * environment has not been read yet (a call from another library's
+ * constructor), reads it first. Any thread; never allocates.
+ */
+BITSLAB_API int bitslab_option_get(const char *name, long *value);
 
 /* ---- statistics ------------------------------------------------------- */
 

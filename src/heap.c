@@ -177,6 +177,7 @@ __attribute__((destructor)) static void heap_key_unload(void)
 /* Give the calling thread a heap: an abandoned one if any, else a new one. */
 heap_t *heap_acquire(void)
 {
+    options_init_once(); /* a malloc before the constructors ran: read the options now */
     pthread_key_t key;
     if (!heap_key(&key)) {
         errno = ENOMEM;
