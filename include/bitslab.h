@@ -7,6 +7,11 @@
  *
  * Thread safety: every function may be called from any thread at any time.
  * No function takes a lock or waits for another thread.
+ *
+ * Signal safety: like glibc's malloc, jemalloc, mimalloc and tcmalloc, bitslab
+ * is not async-signal-safe: do not call any of these functions (or malloc and
+ * free when bitslab replaces them) from a signal handler that may interrupt
+ * the allocator in the same thread.
  */
 #ifndef BITSLAB_H
 #define BITSLAB_H
