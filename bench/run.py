@@ -89,8 +89,9 @@ def build(args):
         if not os.path.exists(os.path.join(bdir, "build.ninja")):
             log(f"== meson setup {args.build_dir} (release)")
             sh(["meson", "setup", bdir, "-Dbuildtype=release"], cwd=ROOT, stdout=subprocess.DEVNULL)
-        log(f"== ninja -C {args.build_dir} libbitslab.so")
-        sh(["ninja", "-C", bdir, "libbitslab.so"], stdout=subprocess.DEVNULL)
+        log(f"== meson compile -C {args.build_dir} bitslab:shared_library")
+        # The target is libbitslab.so.<version>; libbitslab.so is its symlink.
+        sh(["meson", "compile", "-C", bdir, "bitslab:shared_library"], stdout=subprocess.DEVNULL)
         so = os.path.join(bdir, "libbitslab.so")
         try:
             with open(os.path.join(bdir, "meson-info", "intro-buildoptions.json")) as f:

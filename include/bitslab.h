@@ -7,6 +7,11 @@
  *
  * Thread safety: every function may be called from any thread at any time.
  * No function takes a lock or waits for another thread.
+ *
+ * Signal safety: like glibc's malloc, jemalloc, mimalloc and tcmalloc, bitslab
+ * is not async-signal-safe: do not call any of these functions (or malloc and
+ * free when bitslab replaces them) from a signal handler that may interrupt
+ * the allocator in the same thread.
  */
 #ifndef BITSLAB_H
 #define BITSLAB_H
@@ -21,6 +26,8 @@ extern "C" {
 #define BITSLAB_VERSION_MINOR 1
 #define BITSLAB_VERSION_PATCH 0
 #define BITSLAB_VERSION_STRING "0.1.0"
+/** The version as one number, as bitslab_version_number() returns it. */
+#define BITSLAB_VERSION_NUMBER (BITSLAB_VERSION_MAJOR * 10000 + BITSLAB_VERSION_MINOR * 100 + BITSLAB_VERSION_PATCH)
 
 /** Number of small size classes (16 B ... 32 KiB). */
 #define BITSLAB_NUM_CLASSES 40
@@ -64,6 +71,43 @@ BITSLAB_API size_t bitslab_usable_size(const void *ptr);
  * reuse. Never blocks.
  */
 BITSLAB_API void bitslab_collect(void);
+
+/* ---- version and runtime options --------------------------------------- */
+
+/**
+ * The library's version, "MAJOR.MINOR.PATCH" (the library that is running,
+ * which may differ from BITSLAB_VERSION_STRING, the header's). A static
+ * string; never fails; any thread.
+ */
+BITSLAB_API const char *bitslab_version(void);
+
+/**
+ * The running library's version as MAJOR * 10000 + MINOR * 100 + PATCH
+ * (0.1.0 is 100): compare with BITSLAB_VERSION_NUMBER. Never fails; any thread.
+ */
+BITSLAB_API int bitslab_version_number(void);
+
+/**
+ * Runtime options, read once at start-up from the environment: a list
+ * BITSLAB_OPTIONS="key=value,key=value", then one variable per option,
+ * BITSLAB_<NAME> (upper case), which wins over the list. Values are decimal
+ * integers. A bad item (unknown key, no '=', not an integer, out of range,
+ * trailing characters) prints one "bitslab: warning: ..." line on stderr and
+ * is ignored. Details: docs/options.md.
+ *
+ *   option              default  range          effect
+ *   verbose             0        0..1           1: a one-line banner with the version and options on stderr at start-up
+ *   show_stats          0        0..1           1: a statistics summary on stderr at exit
+ *   purge_delay_ms      250      -1..3600000    ms an empty slab keeps its memory before it goes back to the OS; -1 never
+ *   retain_superpages   -1       -1..65536      empty superpages a heap keeps; -1: 1 + 1/8 of the heap's superpages
+ *
+ * bitslab_option_get stores the effective value of option `name` (as in the
+ * first column, e.g. "purge_delay_ms") in *value and returns 0; an unknown
+ * name, or NULL: returns -1 with errno EINVAL, *value untouched. If the
+ * environment has not been read yet (a call from another library's
+ * constructor), reads it first. Any thread; never allocates.
+ */
+BITSLAB_API int bitslab_option_get(const char *name, long *value);
 
 /* ---- statistics ------------------------------------------------------- */
 

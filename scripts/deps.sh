@@ -2,7 +2,7 @@
 # Install what bitslab needs to build and test on Debian 12 (as root, or via sudo).
 # Installs only what is missing, so it is cheap to call again.
 set -euo pipefail
-pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev check liburcu-dev spin valgrind
+pkgs=(meson ninja-build pkg-config cmake gcc clang libclang-rt-14-dev check liburcu-dev spin valgrind
       python3 sqlite3 git redis-server memcached)
 pkgs+=("$@")
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
-# programs) and the benchmark smoke test; in a clang release build the unit
-# tests (with the wait-free disassembly check); in a debug build (invariant checks,
+# programs), the packaging tests (subproject, pkg-config, CMake) and the
+# benchmark smoke test; in a clang release build the unit tests (with the
+# wait-free disassembly check); in a debug build (invariant checks,
 # race-window counters) the unit and stress tests; in a clang ThreadSanitizer
 # build the stress suite. Build directories live under build/ci-*. Ends with
 # "N passed, N failed, N skipped".
@@ -18,7 +19,7 @@ mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; 
 
 rm -rf build/ci-release build/ci-clang build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
+mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite packaging --suite bench
 
 # clang release: the unit tests again, including the wait-free disassembly
 # check of what clang makes of the remote-free path.

@@ -241,6 +241,7 @@ static heap_t *heap_pop_or_new(void)
  * thread may not keep one (then the caller borrows: heap_lend). */
 static heap_t *heap_acquire(void)
 {
+    options_init_once(); /* a malloc before the constructors ran: read the options now */
     pthread_key_t key;
     if (!heap_key(&key)) {
         errno = ENOMEM;

@@ -58,8 +58,9 @@
 #define HUGE_HEADER OS_PAGE     /* a huge block starts at least this far into its mapping */
 
 /* A heap keeps 1 + 1/8 of its superpages when they are empty, before giving
- * more to the orphanage (their pages are purged like any FREE slab's). */
-#define HEAP_RETAIN_EMPTY(h) (1 + (h)->nsuperpages / 8)
+ * more to the orphanage (their pages are purged like any FREE slab's), or
+ * exactly the option retain_superpages if it is >= 0 (options.c). */
+#define HEAP_RETAIN_EMPTY(h) heap_retain_empty((h)->nsuperpages)
 /* FREE slabs whose pages are still committed, per heap: past twice this many
  * (4 MiB plus 1/8 of the heap's data slabs) the heap purges the ones past the
  * delay, then others down to this many. */
@@ -326,14 +327,29 @@ void os_unmap(void *p, size_t len);
 void os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
-/* Runtime options (environment), read once. */
-/* BITSLAB_PURGE_DELAY_MS (default 250): a FREE slab's memory is decommitted
- * this long after it emptied, by its heap's next slow path; -1: never. */
-extern _Atomic int32_t bitslab_purge_delay_ms;
 bool region_register(uintptr_t region, unsigned kind);
 void region_unregister(uintptr_t region);
 extern _Atomic size_t bitslab_mapped_bytes;
 extern _Atomic size_t bitslab_committed_bytes;
+
+/* options.c: the runtime options (docs/options.md), one relaxed atomic each,
+ * read from the environment once (constructor, or the first heap_acquire). */
+void options_init_once(void);
+extern _Atomic int32_t bitslab_verbose;    /* 1: banner at start-up */
+extern _Atomic int32_t bitslab_show_stats; /* 1: statistics at exit */
+/* A FREE slab's memory is decommitted this long (ms) after it emptied, by its
+ * heap's next slow path; -1: never. */
+extern _Atomic int32_t bitslab_purge_delay_ms;
+extern _Atomic int32_t bitslab_retain_superpages; /* -1: 1 + 1/8 of the heap's */
+/* Printed at exit when show_stats=1: weak, a strong definition replaces it. */
+void bitslab_options_show_stats_hook(void);
+
+static inline size_t heap_retain_empty(size_t nsuperpages)
+{
+    /* Relaxed: pairs with the relaxed store in options.c; a setting, any value is valid. */
+    int32_t r = atomic_load_explicit(&bitslab_retain_superpages, memory_order_relaxed);
+    return r < 0 ? 1 + nsuperpages / 8 : (size_t)r;
+}
 
 /* error.c */
 COLD _Noreturn void bitslab_fatal(const char *what, const void *p);

@@ -111,20 +111,3 @@ uint32_t os_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
-
-/* ---- runtime options ------------------------------------------------------ */
-
-_Atomic int32_t bitslab_purge_delay_ms = 250;
-
-/* Read the environment once, at load time (getenv does not allocate).
- * Allocations made before this runs use the defaults. */
-__attribute__((constructor)) static void options_init(void)
-{
-    const char *v = getenv("BITSLAB_PURGE_DELAY_MS");
-    if (v && *v) {
-        long ms = strtol(v, NULL, 10);
-        /* Relaxed: a setting read by slow paths; any value is valid at any time. */
-        atomic_store_explicit(&bitslab_purge_delay_ms, ms < 0 ? -1 : (ms > 3600000 ? 3600000 : (int32_t)ms),
-                              memory_order_relaxed);
-    }
-}

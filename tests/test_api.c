@@ -826,6 +826,11 @@ START_TEST(test_version)
     char buf[32];
     snprintf(buf, sizeof buf, "%d.%d.%d", BITSLAB_VERSION_MAJOR, BITSLAB_VERSION_MINOR, BITSLAB_VERSION_PATCH);
     ck_assert_str_eq(buf, BITSLAB_VERSION_STRING);
+    /* The library's version (meson.build's) matches the header's. */
+    ck_assert_str_eq(bitslab_version(), BITSLAB_VERSION_STRING);
+    ck_assert_int_eq(BITSLAB_VERSION_NUMBER,
+                     BITSLAB_VERSION_MAJOR * 10000 + BITSLAB_VERSION_MINOR * 100 + BITSLAB_VERSION_PATCH);
+    ck_assert_int_eq(bitslab_version_number(), BITSLAB_VERSION_NUMBER);
 }
 END_TEST
 
