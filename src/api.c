@@ -193,6 +193,18 @@ NOINLINE void heap_free_slow(void *p)
     else remote_free(b.sp, b.s, b.idx, p); /* the fast path took every block of ours */
 }
 
+/* free's fast path for a bin of the word the heap has in its word cache: the
+ * bin goes back to the cache, so the next malloc of the class reuses it; a
+ * bin already there (or in either map) is free. `used` counts cached bins as
+ * taken, so it does not change. Out of line: it keeps the common path short. */
+static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t taken, uint64_t bit, void *p)
+{
+    word_cache_t *c = &h->cache[s->cls];
+    if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    c->bits |= bit;
+    c->fresh &= ~bit;
+}
+
 void bitslab_free(void *p)
 {
     uintptr_t a = (uintptr_t)p;
@@ -202,13 +214,13 @@ void bitslab_free(void *p)
         heap_free_slow(p);
         return;
     }
-    /* The slab's metadata and bitmap rows, straight from the address bits. */
+    /* The slab's metadata, straight from the address bits. */
     slab_t *s = slab_of_addr(region, a);
-    uint64_t *local = local_row_of_addr(region, a);
+    heap_t *h = bitslab_tls_heap;
     /* Relaxed: the owner of a slab holding a live block cannot change. A slab
      * that is FREE, a wide tail or metadata has no owner and goes slow, and
      * so does another thread's slab (a remote free). */
-    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != bitslab_tls_heap)) { /* relaxed: see above */
+    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) { /* relaxed: see above */
         heap_free_slow(p);
         return;
     }
@@ -216,28 +228,23 @@ void bitslab_free(void *p)
     if (unlikely(idx == NOT_A_BIN)) bitslab_fatal_in("free", MSG_NOT_START, p);
     uint32_t w = idx >> 6;
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t word = local[w];
+    uint64_t *local = local_row_of_addr(region, a) + w;
+    uint64_t word = *local;
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    uint64_t taken = word | atomic_load_explicit(&remote_row_of_local(local)[w], memory_order_relaxed); /* a peek */
-    if (s->cached == w) {
-        /* The word is in the heap's cache: the bin goes back there, so the
-         * next malloc of the class reuses it; a bin already there is free. */
-        word_cache_t *c = &bitslab_tls_heap->cache[s->cls];
-        if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
-        c->bits |= bit;
-        c->fresh &= ~bit;
-        return; /* `used` counts cached bins as taken: it does not change */
-    } else {
-        if (unlikely(taken & bit)) bitslab_fatal_in("free", MSG_FREED, p);
-        local[w] = word | bit;
-        s->summary |= (uint64_t)1 << w;
+    uint64_t taken = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed); /* a peek */
+    if (unlikely(s->cached == w)) {
+        free_to_cache(h, s, taken, bit, p);
+        return;
     }
+    if (unlikely(taken & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    *local = word | bit;
+    s->summary |= (uint64_t)1 << w;
     uint32_t used = slab_used(s) - 1;
     slab_set_used(s, used);
     /* One unsigned compare catches both used == 0 (empty) and
      * used == nbins - 1 (was full): the slab may change lists. */
-    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(bitslab_tls_heap, s, used);
+    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(h, s, used);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)
