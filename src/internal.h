@@ -116,7 +116,7 @@ typedef struct slab {
     _Atomic uint8_t kind;        /* enum slab_kind */
     uint8_t cls;                 /* size class, SMALL only */
     uint8_t state;               /* enum slab_state, owner-only */
-    uint8_t nwords;              /* bitmap words in use */
+    uint8_t nwords;              /* bitmap words in use (FREE: those of the last configuration) */
     uint8_t index;               /* slab index in its superpage (0..31) */
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */

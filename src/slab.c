@@ -52,15 +52,17 @@ static void bitmap_fill(uint64_t *map, uint32_t nbins)
 
 /* A slab about to become FREE, or to be configured, must have no remote bit
  * left: every legitimate remote free counts in `used`, so a bit here when
- * used == 0 is a free of a bin that was already free. */
+ * used == 0 is a free of a bin that was already free. Only the words of the
+ * slab's last configuration (nwords, kept across slab_reset) can hold one: a
+ * wide block's check is one word, not 64. */
 void slab_check_no_remote(slab_t *s)
 {
     _Atomic uint64_t *remote = slab_remote(s);
-    for (unsigned w = 0; w < BITMAP_WORDS; w++) {
+    for (unsigned w = 0; w < s->nwords; w++) {
         /* Relaxed peek, then acquire exchange: as in slab_merge_remote. */
-        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
-        /* Acquire: pairs with the freer's release fetch_or (we only report). */
-        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
+        /* Acquire: pairs with the freer's release fetch_add (we only report). */
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
         if (bits) {
             uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
             bitslab_fatal("double free (a bin freed by its owner was freed again by another thread)",

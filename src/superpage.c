@@ -170,7 +170,8 @@ static void slab_reset(slab_t *s)
     s->state = STATE_NONE;
     s->nbins = 0;
     s->recip = 0;
-    s->nwords = 1;
+    /* nwords stays: the bitmap words the last configuration used, which
+     * slab_check_no_remote looks at (a late remote bit can only be there). */
     s->summary = 0;
     s->cached = NO_WORD;
     slab_set_used(s, 0);
@@ -231,6 +232,23 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
     }
 }
 
+/* Decommit up to `limit` FREE slabs of h whose pages are still committed
+ * and that have been FREE for at least min_age ms. */
+static void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
+{
+    for (superpage_t *sp = h->superpages; sp && sp->free_mask && limit; sp = sp->next) {
+        uint32_t m = 0;
+        for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
+            slab_t *s = &sp->slabs[ctz64(t)];
+            if (s->dirty && !s->decommitted && now - s->freed_at >= min_age) {
+                m |= 1u << s->index;
+                limit--;
+            }
+        }
+        if (m) decommit_slabs(h, sp, m);
+    }
+}
+
 /* Decommit the FREE slabs of h whose pages are still committed: those empty
  * for the purge delay (PURGE_PERIODIC: at most every delay / 2, 10 ms at
  * least, and only every 16th call; PURGE_EXPIRED: now), or all of them
@@ -246,16 +264,34 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
         if ((int32_t)(now - h->next_purge) < 0) return;
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
-    for (superpage_t *sp = h->superpages; sp && sp->free_mask && limit; sp = sp->next) {
-        uint32_t m = 0;
-        for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
-            slab_t *s = &sp->slabs[ctz64(t)];
-            if (s->dirty && !s->decommitted && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay)) {
-                m |= 1u << s->index;
-                limit--;
-            }
-        }
-        if (m) decommit_slabs(h, sp, m);
+    purge_aged(h, mode == PURGE_ALL ? 0 : (uint32_t)delay, limit, now);
+}
+
+/* FREE-but-committed slabs h must give up to be within both caps. */
+static size_t dirty_excess(heap_t *h, size_t heap_cap, size_t cap)
+{
+    size_t total = dirty_process_total();
+    size_t over_heap = h->dirty_free > heap_cap ? h->dirty_free - heap_cap : 0;
+    size_t over_process = total > cap ? total - cap : 0;
+    return over_heap > over_process ? over_heap : over_process;
+}
+
+/* Over a cap: decommit the slabs unused the longest first (those past the
+ * delay, then past half of it, a quarter, ... down to 16 ms), and only then
+ * any (the caps are hard). Slabs freed a moment ago are the likeliest to be
+ * reused at once: purging them first meant a madvise and a refault per reuse
+ * on programs that churn large blocks. */
+static void purge_down_to_caps(heap_t *h, size_t heap_cap, size_t cap)
+{
+    /* Relaxed: a setting; any value read is valid. */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    uint32_t now = os_now_ms(), age = delay > 0 ? (uint32_t)delay : 0;
+    for (;;) {
+        size_t over = dirty_excess(h, heap_cap, cap);
+        if (!over) return;
+        purge_aged(h, age, over, now);
+        if (age == 0) return;
+        age = age > 16 ? age / 2 : 0;
     }
 }
 
@@ -446,14 +482,12 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
         if (s[i].dirty) dirty_add(h, 1);
     }
     /* Bound what waits out the purge delay, per heap and for the process: a
-     * heap past a limit purges its own slabs, the expired ones first, then
-     * others down to the cap (hysteresis: not on every return). */
+     * heap past twice a limit purges its own slabs down to it, the longest
+     * unused first (hysteresis: not on every return). */
     size_t heap_cap = HEAP_DIRTY_FREE_MAX(h), cap = dirty_process_cap();
     if (h->dirty_free > 2 * heap_cap || dirty_process_total() > 2 * cap) {
         heap_purge(h, PURGE_EXPIRED, SIZE_MAX);
-        if (h->dirty_free > heap_cap) heap_purge(h, PURGE_ALL, h->dirty_free - heap_cap);
-        size_t total = dirty_process_total();
-        if (total > cap) heap_purge(h, PURGE_ALL, total - cap);
+        purge_down_to_caps(h, heap_cap, cap);
     }
     heap_trim_if_idle(h);
     bool was_full = sp->free_mask == 0;
