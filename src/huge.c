@@ -76,7 +76,8 @@ static huge_header_t *huge_cache_take(size_t len)
     return NULL;
 }
 
-/* bitslab_collect(): unmap every cached mapping. */
+/* bitslab_collect(): unmap every cached mapping. One the kernel refuses to
+ * unmap is still a good cached mapping: it goes back to its slot. */
 void huge_cache_flush(void)
 {
     for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
@@ -85,9 +86,15 @@ void huge_cache_flush(void)
         if (!w) continue;
         huge_header_t *hh = slot_header(w);
         size_t len = hh->map_len;
-        os_recommit(len - OS_PAGE); /* it was decommitted; os_unmap counts all of it out */
         region_unregister((uintptr_t)hh);
-        os_unmap(hh, len);
+        if (os_unmap_counted(hh, len, OS_PAGE)) continue; /* all of it was decommitted but the header */
+        region_register((uintptr_t)hh, REGION_HUGE); /* still ours: nobody else can map there */
+        uint64_t empty = 0;
+        /* Release: as in huge_cache_put (pairs with huge_cache_take's acquire
+         * CAS). If a put filled the slot meanwhile, the mapping stays mapped,
+         * counted, and unused. */
+        atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, w, memory_order_release,
+                                                memory_order_relaxed);
     }
 }
 
@@ -148,9 +155,7 @@ void *huge_alloc(size_t size, size_t align)
         if (!raw) return NULL;
         uintptr_t p = ((uintptr_t)raw + SUPERPAGE_SIZE + align - 1) & ~(uintptr_t)(align - 1);
         h = (char *)(p - SUPERPAGE_SIZE);
-        size_t head = (size_t)(h - raw), tail = over - head - len;
-        if (head) os_unmap(raw, head);
-        if (tail) os_unmap(h + len, tail);
+        if (!os_trim(raw, over, h, len)) return NULL;
     }
     if (!region_register((uintptr_t)h, REGION_HUGE)) {
         os_unmap(h, len);
@@ -175,7 +180,7 @@ void huge_free(huge_header_t *hh)
     /* Unregister before unmapping: once unmapped the region may be mapped
      * again by another thread, whose registration must come after ours. */
     region_unregister((uintptr_t)hh);
-    os_unmap(hh, len);
+    os_unmap(hh, len); /* if the kernel refuses, the mapping stays, counted as mapped */
 }
 
 size_t huge_usable(huge_header_t *hh) { return hh->map_len - hh->offset; }
@@ -193,8 +198,9 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     size_t old_len = hh->map_len;
     size_t len = hh->offset + round_page(size ? size : 1);
     if (len <= old_len) {
-        /* Shrink: give back whole pages past the new end. */
-        if (len < old_len) os_unmap((char *)hh + len, old_len - len);
+        /* Shrink: give back whole pages past the new end. If the kernel
+         * refuses (a split past vm.max_map_count), the block keeps them. */
+        if (len < old_len && !os_unmap((char *)hh + len, old_len - len)) len = old_len;
         hh->map_len = len;
         huge_account(0, (ptrdiff_t)len - (ptrdiff_t)old_len);
         return huge_user(hh);

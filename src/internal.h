@@ -274,7 +274,9 @@ static inline unsigned region_kind_of(uintptr_t region)
 /* os.c */
 void *os_map(size_t len);
 void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base);
-void os_unmap(void *p, size_t len);
+bool os_trim(char *raw, size_t over, char *keep, size_t len);
+bool os_unmap(void *p, size_t len);
+bool os_unmap_counted(void *p, size_t len, size_t committed);
 void os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
