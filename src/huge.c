@@ -15,7 +15,9 @@
  * madvise on free instead of a munmap, and no mmap/munmap on allocation.
  * The cache is a fixed array of slots, each one 64-bit word holding the
  * mapping's address (>> 21) and length in pages, claimed and filled by CAS:
- * nobody ever reads a cached mapping's memory before owning it.
+ * nobody ever reads a cached mapping's memory before owning it. A cached
+ * mapping is always decommitted (it reads as zero: calloc needs no memset);
+ * one whose madvise fails is unmapped instead (docs/decisions.md).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -109,7 +111,12 @@ static bool huge_cache_put(huge_header_t *hh)
     while (i < HUGE_CACHE_SLOTS && atomic_load_explicit(&huge_cache[i], memory_order_relaxed)) i++;
     if (i == HUGE_CACHE_SLOTS) return false;
     hh->hdr.kind = 0; /* a second free of this block is now an invalid free */
-    os_decommit((char *)hh + OS_PAGE, hh->map_len - OS_PAGE);
+    if (!os_decommit((char *)hh + OS_PAGE, hh->map_len - OS_PAGE)) {
+        /* The pages kept their data (mlockall, ...): cached, they would be
+         * handed to calloc as zero. The caller unmaps the mapping instead. */
+        hh->hdr.kind = REGION_HUGE;
+        return false;
+    }
     uint64_t word = slot_word(hh);
     for (; i < HUGE_CACHE_SLOTS; i++) {
         uint64_t empty = 0;

@@ -120,6 +120,8 @@ typedef struct slab {
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
     uint8_t decommitted;         /* data returned to the OS (MADV_DONTNEED), not counted as committed */
+    uint8_t decommit_failed;     /* FREE, dirty, and its last decommit failed: not in dirty_free, not
+                                    purged again until it is used (or its superpage is released) */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -150,7 +152,9 @@ typedef struct superpage {
     _Atomic(struct heap *) heap;    /* owner; NULL while orphaned */
     struct superpage *prev, *next;  /* heap's superpage list, owner-only */
     uint32_t free_mask;             /* FREE data slabs, owner-only */
-    uint32_t pad0;
+    uint32_t orphan_clean;          /* set on release, read on reuse (the orphanage orders them):
+                                       bit i > 0: data slab i decommitted; bit 0: metadata pages
+                                       1..15 decommitted (the slab_t flags live there) */
     struct superpage *all_next;     /* global registry, immutable once published */
     _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
 
@@ -277,7 +281,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 bool os_trim(char *raw, size_t over, char *keep, size_t len);
 bool os_unmap(void *p, size_t len);
 bool os_unmap_counted(void *p, size_t len, size_t committed);
-void os_decommit(void *p, size_t len);
+bool os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
 /* Runtime options (environment), read once. */

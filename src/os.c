@@ -5,9 +5,10 @@
  *   over-mapping len + align and trimming both ends (os_trim).
  * - os_decommit: MADV_DONTNEED, so the pages stop counting in RSS and read
  *   back as zero; the address range stays reserved.
- * - a failed munmap leaves the statistics saying what the kernel has: the
- *   range stays mapped and counted. It does not change errno: the caller
- *   handles the failure, its own caller never sees it.
+ * - a failed call leaves the statistics saying what the kernel has: memory
+ *   whose decommit failed stays committed (and its caller keeps treating it
+ *   as dirty), a range whose munmap failed stays mapped. Neither changes
+ *   errno: the caller handles the failure, its own caller never sees it.
  * - the region registry: one byte per 2 MiB of the 47-bit user address space
  *   (a 64 MiB zero-initialised array, touched sparsely), so that
  *   free() can tell a bitslab pointer from a foreign one without reading
@@ -101,12 +102,24 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
     return start;
 }
 
-void os_decommit(void *p, size_t len)
+/* Return [p, p + len) to the OS. True if it is decommitted (and no longer
+ * counted as committed). False if madvise failed (EINVAL on memory locked by
+ * mlockall or mlock, EAGAIN, ...): the pages keep their contents, so the
+ * caller must go on treating them as committed and dirty. A failure can come
+ * half-way through the range; treating all of it as still committed errs on
+ * the safe side (calloc zeroes what may not be zero, the count is an upper
+ * bound of what is resident). */
+bool os_decommit(void *p, size_t len)
 {
-    if (len == 0) return;
-    if (madvise(p, len, MADV_DONTNEED) == 0)
-        /* Relaxed: statistics only. */
-        atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    if (len == 0) return true;
+    int saved = errno;
+    if (madvise(p, len, MADV_DONTNEED) != 0) {
+        errno = saved;
+        return false;
+    }
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    return true;
 }
 
 /* Count a decommitted range as committed again when it is put back to use. */
