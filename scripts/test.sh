@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
-# programs) and the benchmark smoke test; in a debug build (invariant checks,
-# race-window counters) the unit and stress tests; in a clang ThreadSanitizer
+# programs), the benchmark smoke test and the fault suite (injected syscall
+# failures, mlockall); in a debug build (invariant checks,
+# race-window counters) the unit, stress and fault tests; in a clang ThreadSanitizer
 # build the stress suite. Build directories live under build/ci-*. Ends with
 # "N passed, N failed, N skipped".
 set -euo pipefail
@@ -17,10 +18,10 @@ mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; 
 
 rm -rf build/ci-release build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
+mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench --suite fault
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
-mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress
+mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress --suite fault
 
 run env CC=clang meson setup build/ci-tsan -Db_sanitize=thread -Db_lundef=false -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 mtest -C build/ci-tsan --print-errorlogs --suite stress

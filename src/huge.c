@@ -100,6 +100,21 @@ void huge_cache_flush(void)
     }
 }
 
+/* For tests: the cached mappings (address, length), at most max of them. */
+unsigned huge_cache_contents(uintptr_t *addr, size_t *len, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS && n < max; i++) {
+        /* Relaxed: a snapshot for a quiescent test; no memory is read through it. */
+        uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
+        if (!w) continue;
+        addr[n] = (uintptr_t)slot_header(w);
+        len[n] = (size_t)(w >> SLOT_ADDR_BITS) * OS_PAGE;
+        n++;
+    }
+    return n;
+}
+
 /* Keep a freed plain huge mapping for reuse, its pages decommitted first
  * (once it is in a slot, another thread may take it at once). False if it
  * does not qualify or every slot is taken. */

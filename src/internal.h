@@ -340,6 +340,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero);
 void *huge_alloc(size_t size, size_t align);
 void huge_free(huge_header_t *hh);
 void huge_cache_flush(void);
+unsigned huge_cache_contents(uintptr_t *addr, size_t *len, unsigned max);
 void *huge_realloc(huge_header_t *hh, size_t size);
 size_t huge_usable(huge_header_t *hh);
 bool huge_owns(huge_header_t *hh, const void *p);
