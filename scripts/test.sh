@@ -2,7 +2,7 @@
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
 # programs), the benchmark smoke test and the fault suite (injected syscall
-# failures, mlockall); in a debug build (invariant checks,
+# failures, mlockall, the fuzzer); in a debug build (invariant checks,
 # race-window counters) the unit, stress and fault tests; in a clang ThreadSanitizer
 # build the stress suite. Build directories live under build/ci-*. Ends with
 # "N passed, N failed, N skipped".
