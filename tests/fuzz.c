@@ -17,8 +17,8 @@
  *
  * A failure prints the seed and the line that replays it. With one thread
  * (BITSLAB_FUZZ_THREADS=1) and BITSLAB_FUZZ_OPS a replay makes the same
- * operations in the same order; with more threads each thread makes the same
- * operations, but their interleaving differs from run to run.
+ * operations in the same order; with more threads each thread draws the same
+ * random numbers, but what it finds in the slots depends on the interleaving.
  */
 #include <time.h>
 #include <unistd.h>
