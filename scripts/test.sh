@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
-# programs), the packaging tests (subproject, pkg-config, CMake) and the
-# benchmark smoke test; in a clang release build the unit tests (with the
+# programs), the packaging tests (subproject, pkg-config, CMake), the
+# benchmark smoke test and the fault suite (injected syscall failures,
+# mlockall, the fuzzer); in a clang release build the unit tests (with the
 # wait-free disassembly check); in a debug build (invariant checks,
-# race-window counters) the unit and stress tests; in a clang ThreadSanitizer
+# race-window counters) the unit, stress and fault tests; in a clang ThreadSanitizer
 # build the stress suite. Build directories live under build/ci-*. Ends with
 # "N passed, N failed, N skipped".
 set -euo pipefail
@@ -19,7 +20,7 @@ mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; 
 
 rm -rf build/ci-release build/ci-clang build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite packaging --suite bench
+mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite packaging --suite bench --suite fault
 
 # clang release: the unit tests again, including the wait-free disassembly
 # check of what clang makes of the remote-free path.
@@ -27,7 +28,7 @@ run env CC=clang meson setup build/ci-clang -Dbuildtype=release -Dwerror=true
 mtest -C build/ci-clang --print-errorlogs --suite unit
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
-mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress
+mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress --suite fault
 
 run env CC=clang meson setup build/ci-tsan -Db_sanitize=thread -Db_lundef=false -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 mtest -C build/ci-tsan --print-errorlogs --suite stress

@@ -52,32 +52,47 @@ heap_t *heap_by_id(uint32_t id)
     return chunk ? &chunk[(id - 1) % HEAPS_PER_CHUNK] : NULL;
 }
 
-static heap_t *heap_new(void)
+/* The chunk of heaps c, mapped if it is not yet; NULL (errno ENOMEM) if the
+ * kernel refuses. */
+static heap_t *heap_chunk(uint32_t c)
 {
-    /* Relaxed: ids only need to be unique; the chunk CAS below publishes memory. */
-    uint32_t id = atomic_fetch_add_explicit(&bitslab_heaps_total, 1, memory_order_relaxed) + 1;
-    uint32_t c = (id - 1) / HEAPS_PER_CHUNK;
-    if (c >= MAX_HEAP_CHUNKS) {
-        errno = ENOMEM;
-        return NULL;
-    }
     /* Acquire: pairs with the release CAS below (another thread's). */
     heap_t *chunk = atomic_load_explicit(&heap_chunks[c], memory_order_acquire);
-    if (!chunk) {
-        heap_t *mine = os_map(HEAPS_PER_CHUNK * sizeof(heap_t));
-        if (!mine) return NULL;
-        heap_t *expected = NULL;
-        /* Release: publishes the zeroed chunk; acquire on failure: we use the winner's. */
-        if (atomic_compare_exchange_strong_explicit(&heap_chunks[c], &expected, mine, memory_order_release,
-                                                    memory_order_acquire))
-            chunk = mine;
-        else {
-            os_unmap(mine, HEAPS_PER_CHUNK * sizeof(heap_t));
-            chunk = expected;
+    if (chunk) return chunk;
+    heap_t *mine = os_map(HEAPS_PER_CHUNK * sizeof(heap_t));
+    if (!mine) return NULL;
+    heap_t *expected = NULL;
+    /* Release: publishes the zeroed chunk; acquire on failure: we use the winner's. */
+    if (atomic_compare_exchange_strong_explicit(&heap_chunks[c], &expected, mine, memory_order_release,
+                                                memory_order_acquire))
+        return mine;
+    os_unmap(mine, HEAPS_PER_CHUNK * sizeof(heap_t));
+    return expected;
+}
+
+/* A new heap. Its id is taken only once its chunk is mapped, so a failed
+ * mapping leaves no hole in the ids and heaps_total counts heaps that exist. */
+static heap_t *heap_new(void)
+{
+    /* Relaxed: the CAS below re-validates it. */
+    uint32_t total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
+    heap_t *chunk;
+    for (;;) {
+        uint32_t c = total / HEAPS_PER_CHUNK; /* the chunk of id total + 1 */
+        if (c >= MAX_HEAP_CHUNKS) {
+            errno = ENOMEM;
+            return NULL;
         }
+        chunk = heap_chunk(c);
+        if (!chunk) return NULL;
+        /* Relaxed: ids only need to be unique (pairs with no other access:
+         * heap_chunk's CAS publishes the chunk's memory). */
+        if (atomic_compare_exchange_weak_explicit(&bitslab_heaps_total, &total, total + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            break;
     }
-    heap_t *h = &chunk[(id - 1) % HEAPS_PER_CHUNK];
-    h->id = id;
+    heap_t *h = &chunk[total % HEAPS_PER_CHUNK];
+    h->id = total + 1;
     remote_queue_init(h);
     return h;
 }

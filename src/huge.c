@@ -15,7 +15,9 @@
  * madvise on free instead of a munmap, and no mmap/munmap on allocation.
  * The cache is a fixed array of slots, each one 64-bit word holding the
  * mapping's address (>> 21) and length in pages, claimed and filled by CAS:
- * nobody ever reads a cached mapping's memory before owning it.
+ * nobody ever reads a cached mapping's memory before owning it. A cached
+ * mapping is always decommitted (it reads as zero: calloc needs no memset);
+ * one whose madvise fails is unmapped instead (docs/decisions.md).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -76,7 +78,8 @@ static huge_header_t *huge_cache_take(size_t len)
     return NULL;
 }
 
-/* bitslab_collect(): unmap every cached mapping. */
+/* bitslab_collect(): unmap every cached mapping. One the kernel refuses to
+ * unmap is still a good cached mapping: it goes back to its slot. */
 void huge_cache_flush(void)
 {
     for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
@@ -85,10 +88,31 @@ void huge_cache_flush(void)
         if (!w) continue;
         huge_header_t *hh = slot_header(w);
         size_t len = hh->map_len;
-        os_recommit(len - OS_PAGE); /* it was decommitted; os_unmap counts all of it out */
         region_unregister((uintptr_t)hh);
-        os_unmap(hh, len);
+        if (os_unmap_counted(hh, len, OS_PAGE)) continue; /* all of it was decommitted but the header */
+        region_register((uintptr_t)hh, REGION_HUGE); /* still ours: nobody else can map there */
+        uint64_t empty = 0;
+        /* Release: as in huge_cache_put (pairs with huge_cache_take's acquire
+         * CAS). If a put filled the slot meanwhile, the mapping stays mapped,
+         * counted, and unused. */
+        atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, w, memory_order_release,
+                                                memory_order_relaxed);
     }
+}
+
+/* For tests: the cached mappings (address, length), at most max of them. */
+unsigned huge_cache_contents(uintptr_t *addr, size_t *len, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS && n < max; i++) {
+        /* Relaxed: a snapshot for a quiescent test; no memory is read through it. */
+        uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
+        if (!w) continue;
+        addr[n] = (uintptr_t)slot_header(w);
+        len[n] = (size_t)(w >> SLOT_ADDR_BITS) * OS_PAGE;
+        n++;
+    }
+    return n;
 }
 
 /* Keep a freed plain huge mapping for reuse, its pages decommitted first
@@ -102,7 +126,12 @@ static bool huge_cache_put(huge_header_t *hh)
     while (i < HUGE_CACHE_SLOTS && atomic_load_explicit(&huge_cache[i], memory_order_relaxed)) i++;
     if (i == HUGE_CACHE_SLOTS) return false;
     hh->hdr.kind = 0; /* a second free of this block is now an invalid free */
-    os_decommit((char *)hh + OS_PAGE, hh->map_len - OS_PAGE);
+    if (!os_decommit((char *)hh + OS_PAGE, hh->map_len - OS_PAGE)) {
+        /* The pages kept their data (mlockall, ...): cached, they would be
+         * handed to calloc as zero. The caller unmaps the mapping instead. */
+        hh->hdr.kind = REGION_HUGE;
+        return false;
+    }
     uint64_t word = slot_word(hh);
     for (; i < HUGE_CACHE_SLOTS; i++) {
         uint64_t empty = 0;
@@ -148,9 +177,7 @@ void *huge_alloc(size_t size, size_t align)
         if (!raw) return NULL;
         uintptr_t p = ((uintptr_t)raw + SUPERPAGE_SIZE + align - 1) & ~(uintptr_t)(align - 1);
         h = (char *)(p - SUPERPAGE_SIZE);
-        size_t head = (size_t)(h - raw), tail = over - head - len;
-        if (head) os_unmap(raw, head);
-        if (tail) os_unmap(h + len, tail);
+        if (!os_trim(raw, over, h, len)) return NULL;
     }
     if (!region_register((uintptr_t)h, REGION_HUGE)) {
         os_unmap(h, len);
@@ -175,7 +202,7 @@ void huge_free(huge_header_t *hh)
     /* Unregister before unmapping: once unmapped the region may be mapped
      * again by another thread, whose registration must come after ours. */
     region_unregister((uintptr_t)hh);
-    os_unmap(hh, len);
+    os_unmap(hh, len); /* if the kernel refuses, the mapping stays, counted as mapped */
 }
 
 size_t huge_usable(huge_header_t *hh) { return hh->map_len - hh->offset; }
@@ -193,8 +220,9 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     size_t old_len = hh->map_len;
     size_t len = hh->offset + round_page(size ? size : 1);
     if (len <= old_len) {
-        /* Shrink: give back whole pages past the new end. */
-        if (len < old_len) os_unmap((char *)hh + len, old_len - len);
+        /* Shrink: give back whole pages past the new end. If the kernel
+         * refuses (a split past vm.max_map_count), the block keeps them. */
+        if (len < old_len && !os_unmap((char *)hh + len, old_len - len)) len = old_len;
         hh->map_len = len;
         huge_account(0, (ptrdiff_t)len - (ptrdiff_t)old_len);
         return huge_user(hh);

@@ -121,6 +121,8 @@ typedef struct slab {
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
     uint8_t decommitted;         /* data returned to the OS (MADV_DONTNEED), not counted as committed */
+    uint8_t decommit_failed;     /* FREE, dirty, and its last decommit failed: not in dirty_free, not
+                                    purged again until it is used (or its superpage is released) */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -152,7 +154,9 @@ typedef struct superpage {
     _Atomic(struct heap *) heap;    /* owner; NULL while orphaned */
     struct superpage *prev, *next;  /* heap's superpage list, owner-only */
     uint32_t free_mask;             /* FREE data slabs, owner-only */
-    uint32_t on_deferred;           /* on the heap's deferred-release list, owner-only */
+    uint32_t orphan_clean;          /* set on release, read on reuse (the orphanage orders them):
+                                       bit i > 0: data slab i decommitted; bit 0: metadata pages
+                                       1..15 decommitted (the slab_t flags live there) */
     struct superpage *all_next;     /* global registry, immutable once published */
     _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
 
@@ -161,8 +165,9 @@ typedef struct superpage {
     _Atomic uint32_t inflight;                 /* remote frees between their first and last touch */
     qnode_t qnode;                             /* link in the owner heap's queue */
     _Atomic uint32_t queued;                   /* 1 from a freer's claim until the drain after the pop */
-    struct superpage *deferred_next; /* the heap's deferred-release list: owner-only, written only on a
-                                        slow path that found a freer in flight (line 0 is full) */
+    uint32_t on_deferred;            /* on the heap's deferred-release list: owner-only, like the */
+    struct superpage *deferred_next; /* list link; written only on a slow path that found a freer in
+                                        flight (line 0 is full) */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
 
@@ -323,8 +328,10 @@ static inline uint32_t slab_bin_of(const slab_t *s, uintptr_t a)
 /* os.c */
 void *os_map(size_t len);
 void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base);
-void os_unmap(void *p, size_t len);
-void os_decommit(void *p, size_t len);
+bool os_trim(char *raw, size_t over, char *keep, size_t len);
+bool os_unmap(void *p, size_t len);
+bool os_unmap_counted(void *p, size_t len, size_t committed);
+bool os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
 bool region_register(uintptr_t region, unsigned kind);
@@ -400,6 +407,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero);
 void *huge_alloc(size_t size, size_t align);
 void huge_free(huge_header_t *hh);
 void huge_cache_flush(void);
+unsigned huge_cache_contents(uintptr_t *addr, size_t *len, unsigned max);
 void *huge_realloc(huge_header_t *hh, size_t size);
 size_t huge_usable(huge_header_t *hh);
 bool huge_owns(huge_header_t *hh, const void *p);

@@ -2,9 +2,13 @@
  * os.c: the only file that talks to the kernel about memory.
  *
  * - os_map_aligned: map `len` bytes at an address aligned to `align` by
- *   over-mapping len + align and trimming both ends.
+ *   over-mapping len + align and trimming both ends (os_trim).
  * - os_decommit: MADV_DONTNEED, so the pages stop counting in RSS and read
  *   back as zero; the address range stays reserved.
+ * - a failed call leaves the statistics saying what the kernel has: memory
+ *   whose decommit failed stays committed (and its caller keeps treating it
+ *   as dirty), a range whose munmap failed stays mapped. Neither changes
+ *   errno: the caller handles the failure, its own caller never sees it.
  * - the region registry: one byte per 2 MiB of the 47-bit user address space
  *   (a 64 MiB zero-initialised array, touched sparsely), so that
  *   free() can tell a bitslab pointer from a foreign one without reading
@@ -43,13 +47,43 @@ void *os_map(size_t len)
     return p;
 }
 
-void os_unmap(void *p, size_t len)
+/* Unmap [p, p + len), of which `committed` bytes count as committed. False
+ * if the kernel refused (munmap that splits a mapping fails with ENOMEM past
+ * vm.max_map_count): the range is still mapped and still counted. */
+bool os_unmap_counted(void *p, size_t len, size_t committed)
 {
-    munmap(p, len);
+    int saved = errno;
+    if (munmap(p, len) != 0) {
+        errno = saved;
+        return false;
+    }
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
     /* Relaxed: statistics only. */
-    atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&bitslab_committed_bytes, committed, memory_order_relaxed);
+    return true;
+}
+
+bool os_unmap(void *p, size_t len) { return os_unmap_counted(p, len, len); }
+
+/* Of the mapping [raw, raw + over), keep [keep, keep + len) and unmap the
+ * rest. If the kernel refuses to split the mapping, unmap all that is left
+ * of it and fail (errno ENOMEM): the caller never gets a block whose
+ * neighbours are mapped and counted as unmapped. */
+bool os_trim(char *raw, size_t over, char *keep, size_t len)
+{
+    size_t head = (size_t)(keep - raw), tail = over - head - len;
+    if (head && !os_unmap(raw, head)) {
+        os_unmap(raw, over); /* if this fails too, the range stays mapped and counted */
+        errno = ENOMEM;
+        return false;
+    }
+    if (tail && !os_unmap(keep + len, tail)) {
+        os_unmap(keep, len + tail);
+        errno = ENOMEM;
+        return false;
+    }
+    return true;
 }
 
 void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
@@ -61,22 +95,31 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
     size_t over = len + align;
     char *raw = os_map(over);
     if (!raw) return NULL;
-    uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = start - (uintptr_t)raw;
-    size_t tail = over - head - len;
-    if (head) os_unmap(raw, head);
-    if (tail) os_unmap((char *)start + len, tail);
+    char *start = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+    if (!os_trim(raw, over, start, len)) return NULL;
     *map_len = len;
-    *map_base = (char *)start;
-    return (void *)start;
+    *map_base = start;
+    return start;
 }
 
-void os_decommit(void *p, size_t len)
+/* Return [p, p + len) to the OS. True if it is decommitted (and no longer
+ * counted as committed). False if madvise failed (EINVAL on memory locked by
+ * mlockall or mlock, EAGAIN, ...): the pages keep their contents, so the
+ * caller must go on treating them as committed and dirty. A failure can come
+ * half-way through the range; treating all of it as still committed errs on
+ * the safe side (calloc zeroes what may not be zero, the count is an upper
+ * bound of what is resident). */
+bool os_decommit(void *p, size_t len)
 {
-    if (len == 0) return;
-    if (madvise(p, len, MADV_DONTNEED) == 0)
-        /* Relaxed: statistics only. */
-        atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    if (len == 0) return true;
+    int saved = errno;
+    if (madvise(p, len, MADV_DONTNEED) != 0) {
+        errno = saved;
+        return false;
+    }
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    return true;
 }
 
 /* Count a decommitted range as committed again when it is put back to use. */

@@ -182,24 +182,34 @@ static void slab_reset(slab_t *s)
     atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed); /* walker */
 }
 
-/* Every slab FREE and clean. `data_decommitted`: the data slabs' pages were
- * returned to the OS (an orphan being reused), so putting one to use counts
- * it as committed again. */
-static void superpage_reset(superpage_t *sp, bool data_decommitted)
+/* Every slab FREE. Data slabs in `decommitted` have their pages returned to
+ * the OS (putting one to use counts it as committed again); those in `dirty`
+ * may hold old data (calloc zeroes them); the others are committed zero
+ * pages (a fresh mapping). */
+static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirty)
 {
     sp->free_mask = DATA_SLABS_MASK;
     for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-        s->dirty = 0;
-        s->decommitted = i != 0 && data_decommitted;
+        s->dirty = (dirty >> i) & 1;
+        s->decommitted = (decommitted >> i) & 1;
+        s->decommit_failed = 0;
         slab_reset(s);
     }
 }
 
+/* A FREE slab counts in dirty_free while its pages may hold data and a
+ * decommit may still return them. */
+static bool slab_counts_dirty(const slab_t *s) { return s->dirty && !s->decommit_failed; }
+
 /* Return the data pages of the slabs in `mask` to the OS, one madvise per run
- * of adjacent slabs; skips slabs already decommitted. */
+ * of adjacent slabs; skips slabs already decommitted. A run whose madvise
+ * fails keeps its pages: its slabs stay committed and dirty (calloc zeroes
+ * them), marked decommit_failed so that purges do not retry them on every
+ * slow path (under mlockall every madvise fails); they leave dirty_free
+ * either way. */
 static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
 {
     uint32_t m = 0;
@@ -210,11 +220,17 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
     while (m) {
         unsigned first = ctz64(m);
         unsigned len = ctz64(~(uint64_t)(m >> first)); /* length of the run of set bits */
-        os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
+        bool ok = os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
         for (unsigned i = first; i < first + len; i++) {
-            if (sp->slabs[i].dirty) dirty_add(h, -1); /* only FREE slabs are decommitted */
-            sp->slabs[i].dirty = 0;
-            sp->slabs[i].decommitted = 1;
+            slab_t *s = &sp->slabs[i];
+            if (slab_counts_dirty(s)) dirty_add(h, -1); /* only FREE slabs are decommitted */
+            if (ok) {
+                s->dirty = 0;
+                s->decommitted = 1;
+                s->decommit_failed = 0;
+            } else if (s->dirty) {
+                s->decommit_failed = 1;
+            }
         }
         m &= ~(uint32_t)((((uint64_t)1 << len) - 1) << first);
     }
@@ -225,7 +241,8 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
 {
     slabs_in_use_add(1);
     h->slabs_used++;
-    if (s->dirty) dirty_add(h, -1);
+    if (slab_counts_dirty(s)) dirty_add(h, -1);
+    s->decommit_failed = 0;
     if (s->decommitted) {
         os_recommit(SLAB_SIZE);
         s->decommitted = 0;
@@ -240,7 +257,7 @@ static void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
         uint32_t m = 0;
         for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
-            if (s->dirty && !s->decommitted && now - s->freed_at >= min_age) {
+            if (slab_counts_dirty(s) && !s->decommitted && now - s->freed_at >= min_age) {
                 m |= 1u << s->index;
                 limit--;
             }
@@ -307,7 +324,7 @@ static superpage_t *superpage_map(void)
     }
     sp->hdr.magic = REGION_MAGIC ^ (uintptr_t)sp;
     sp->hdr.kind = REGION_SUPERPAGE;
-    superpage_reset(sp, false);
+    superpage_reset(sp, 0, 0); /* fresh pages: committed and zero */
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
     superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed); /* the CAS re-validates */
@@ -326,8 +343,15 @@ superpage_t *superpage_acquire(heap_t *h)
 {
     superpage_t *sp = orphanage_pop();
     if (sp) {
-        superpage_reset(sp, true);
-        os_recommit(SLAB_SIZE - OS_PAGE); /* the metadata slab; data slabs as they are used */
+        /* What the releaser managed to decommit (orphan_clean): the metadata
+         * counts as committed again now, clean data slabs as they are used;
+         * the others kept their pages and old data. */
+        uint32_t clean = sp->orphan_clean;
+        if (clean & 1) os_recommit(SLAB_SIZE - OS_PAGE);
+        superpage_reset(sp, clean & DATA_SLABS_MASK, ~clean & DATA_SLABS_MASK);
+        uint32_t now = os_now_ms();
+        for (uint32_t t = ~clean & DATA_SLABS_MASK; t; t &= t - 1) sp->slabs[ctz64(t)].freed_at = now;
+        dirty_add(h, (int)popcount64(~clean & DATA_SLABS_MASK));
     } else {
         sp = superpage_map();
         if (!sp) return NULL;
@@ -339,6 +363,20 @@ superpage_t *superpage_acquire(heap_t *h)
     h->nsuperpages++;
     h->nempty++;
     return sp;
+}
+
+/* Decommit an empty superpage on its way to the orphanage: its data slabs,
+ * then all of slab 0 but the first page (header, links). Records in
+ * orphan_clean, which lies in that first page, what was decommitted: the
+ * slab_t flags that tell it now are themselves in the pages that follow. */
+static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
+{
+    decommit_slabs(h, sp, DATA_SLABS_MASK);
+    uint32_t clean = 0;
+    for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++)
+        if (sp->slabs[i].decommitted) clean |= 1u << i;
+    if (os_decommit((char *)sp + OS_PAGE, SLAB_SIZE - OS_PAGE)) clean |= 1;
+    sp->orphan_clean = clean; /* published by the orphanage push's release CAS */
 }
 
 /* Give an EMPTY superpage to the orphanage, unless the heap wants to keep it
@@ -381,11 +419,8 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     h->nempty--;
     /* Relaxed: nobody holds a block in sp; the push below releases it. */
     atomic_store_explicit(&sp->heap, NULL, memory_order_relaxed);
-    /* Keep the first page (header, links); return the rest to the OS: data
-     * slabs first, since the flags they are tracked by (slab_t 31) lie in the
-     * metadata pages that follow. */
-    decommit_slabs(h, sp, DATA_SLABS_MASK);
-    os_decommit((char *)sp + OS_PAGE, SLAB_SIZE - OS_PAGE);
+    /* Keep the first page (header, links); return the rest to the OS. */
+    superpage_decommit_for_orphanage(h, sp);
     orphanage_push(sp);
 }
 
