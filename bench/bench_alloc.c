@@ -2,21 +2,28 @@
  * bench_alloc.c: allocator workloads against plain malloc/free/realloc.
  *
  *   bitslab-bench WORKLOAD [-t THREADS] [-s SCALE] [--seed N] [--delay SECONDS] [--expect-lib NAME]
+ *                 [--alarm SECONDS]
  *   bitslab-bench --smoke [--expect-lib NAME]     every workload, tiny, threads 1, 2 and 8
- *   bitslab-bench --list
+ *   bitslab-bench --list                          "NAME single|threaded|producers" per line
  *
  * Run it as is for glibc, or with an allocator's shared library in LD_PRELOAD.
- * Each run prints one line:
+ * Each run prints one line (and appends it to $BENCH_RESULT_FILE if set: the
+ * driver times the program with hyperfine, which discards its output):
  *
  *   RESULT workload=mixed threads=1 ops=... seconds=... cpu_seconds=... ns_per_op=... base_rss_kb=...
- *          peak_rss_kb=... rss_end_kb=... malloc_lib=libbitslab.so seed=42 scale=1
+ *          peak_rss_kb=... rss_end_kb=... maxrss_kb=... minflt=... majflt=... malloc_lib=libbitslab.so
+ *          seed=42 scale=1
  *
  * (the memory workload adds rss_after_kb, rss_tick_kb, rss_exit_kb and the
- * same as % of the growth; falseshare adds threads_sharing_a_line). seconds is
+ * same as % of the growth; falseshare adds threads_sharing_a_line; larson*
+ * free_fn; prodcons-many consumers=1; realloc-grow* grow_to_kb). seconds is
  * the wall time of the workload only (not start-up, not the memory workload's
- * wait); cpu_seconds the CPU time of all the process's threads meanwhile.
- * Work is fixed per run and split between the threads, so on a machine with
- * fewer cores than threads more threads cannot make it faster.
+ * wait); cpu_seconds the CPU time of all the process's threads meanwhile;
+ * maxrss_kb, minflt and majflt come from getrusage(RUSAGE_SELF) at the end
+ * (the whole process). Work is fixed per run and split between the threads,
+ * so on a machine with fewer cores than threads more threads cannot make it
+ * faster. --alarm: the process is killed by SIGALRM after that many seconds
+ * (a hang shows up as a failure instead of stalling the driver).
  *
  * Workloads (sizes 16..1024 B are skewed small, see rng_small_size):
  *   mixed       1 thread: 8192 live blocks, each op frees a random one and mallocs a new random size
@@ -36,6 +43,17 @@
  *               free all of it; RSS is sampled at once (rss_end), after --delay seconds (rss_after,
  *               default 2 s), after each thread has made a few small allocations (rss_tick), all
  *               with the threads alive and idle, and after they have exited (rss_exit).
+ *   ring        1 thread: 4096 live blocks of 16..256 B; a step frees a random slot and mallocs a
+ *               new block into it, writing its first byte. The steps run in ring_steps(), which the
+ *               driver measures with callgrind --toggle-collect=ring_steps*.
+ *   larson      THREADS threads, each replacing random blocks (16 B..1 KiB) of a 2048-block array;
+ *               16 rounds, after each of which every array moves on to the next thread, so frees
+ *               hit blocks that other threads allocated
+ *   larson-sized  the same, freeing with C23 free_sized() when dlsym finds it (free otherwise)
+ *   prodcons-many THREADS producers and one consumer that frees everything (a bounded ring each)
+ *   huge-loop   1 thread: malloc 5..25 MiB, write one byte in every page, free; 100 times
+ *   realloc-grow     1 thread: realloc one buffer from 16 B to 64 MiB in x1.25 steps, 6 times
+ *   realloc-grow-4k  1 thread: the same in +4 KiB steps (16,384 reallocs), once
  *
  * Every block carries an id that is checked before it is freed (bench_util.h):
  * an allocator that hands out overlapping memory makes the program abort.
@@ -74,6 +92,8 @@ typedef struct result {
     long base_kb, peak_kb, end_kb;
     long after_kb, tick_kb, exit_kb; /* memory workload only; -1 otherwise */
     int shared;                      /* falseshare only; -1 otherwise */
+    const char *free_fn;             /* larson*: the free function that ran; NULL otherwise */
+    size_t grow_cap;                 /* realloc-grow*: the size grown to; 0 otherwise */
 } result_t;
 
 static uint64_t scaled(const params_t *p, double base, uint64_t min)
@@ -542,31 +562,309 @@ static void w_memory(const params_t *p, result_t *res)
     res->ops = atomic_load(&x.ops);
 }
 
+/* ---- ring: steady state of 4096 small blocks (also the callgrind ring figure) ------------- */
+
+#define RING_SLOTS 4096
+
+/* One step: free a random slot's block, malloc a new one of 16..256 B into
+ * it and touch its first byte (which the next free of that slot checks). */
+static inline __attribute__((always_inline)) void ring_step(unsigned char **slots, rng_t *r)
+{
+    uint32_t i = rng_below(r, RING_SLOTS);
+    unsigned char *b = slots[i];
+    if (b[0] != (unsigned char)i) bench_die("ring: block %p of slot %u was overwritten", (void *)b, i);
+    free(b);
+    size_t size = 16 + rng_below(r, 241);
+    b = malloc(size);
+    if (!b) bench_die("malloc(%zu) returned NULL", size);
+    b[0] = (unsigned char)i;
+    slots[i] = b;
+}
+
+/* The measured steps, in a function of their own: the driver counts the
+ * instructions of the allocator under callgrind with --toggle-collect=ring_steps*
+ * (collection on inside this function only) and subtracts this function's own
+ * instructions (the loop, the random numbers, the touch). Not inlined, so that
+ * the symbol exists; the warm-up in w_ring() inlines the step (a second function
+ * with the same code could be folded into this one by the linker or compiler). */
+__attribute__((noinline)) void ring_steps(unsigned char **slots, rng_t *r, uint64_t n);
+__attribute__((noinline)) void ring_steps(unsigned char **slots, rng_t *r, uint64_t n)
+{
+    for (uint64_t k = 0; k < n; k++) ring_step(slots, r);
+}
+
+static void w_ring(const params_t *p, result_t *res)
+{
+    rng_t r = rng_make(p->seed, 0);
+    unsigned char **slots = bench_xmalloc(RING_SLOTS * sizeof *slots);
+    uint64_t ops = scaled(p, 1e7, 1000);
+    double c0 = cpu_s(), t0 = now_s();
+    for (uint32_t i = 0; i < RING_SLOTS; i++) {
+        size_t size = 16 + rng_below(&r, 241);
+        slots[i] = bench_xmalloc(size);
+        slots[i][0] = (unsigned char)i;
+    }
+    for (uint32_t k = 0; k < RING_SLOTS; k++) ring_step(slots, &r); /* warm-up: every slot replaced ~once */
+    ring_steps(slots, &r, ops);
+    for (uint32_t i = 0; i < RING_SLOTS; i++) free(slots[i]);
+    res->seconds = now_s() - t0;
+    res->cpu_seconds = cpu_s() - c0;
+    res->ops = ops;
+    free(slots);
+}
+
+/* ---- larson: a server whose connections move between threads ---------------------------- */
+
+#define LARSON_BLOCKS 2048 /* blocks per array (one array per thread) */
+#define LARSON_ROUNDS 16   /* after each round, every array moves on to the next thread */
+
+typedef void (*free_sized_fn)(void *, size_t);
+
+typedef struct larson_ctx {
+    const params_t *p;
+    uint64_t total_steps;
+    slot_t *arrays; /* threads x LARSON_BLOCKS */
+    pthread_barrier_t round;
+    free_sized_fn free_sized; /* NULL: plain free */
+    _Atomic uint64_t ops;
+} larson_ctx_t;
+
+static void larson_free(larson_ctx_t *x, slot_t *s)
+{
+    block_check(s->p, s->size, s->id);
+    if (x->free_sized) x->free_sized(s->p, s->size);
+    else free(s->p);
+    s->p = NULL;
+}
+
+static void larson_worker(int id, int n, void *c)
+{
+    larson_ctx_t *x = c;
+    rng_t r = rng_make(x->p->seed, (uint64_t)id);
+    uint64_t next_id = ((uint64_t)id << 40) + 1;
+    slot_t *own = &x->arrays[(size_t)id * LARSON_BLOCKS];
+    for (int i = 0; i < LARSON_BLOCKS; i++) slot_alloc(&own[i], 16 + rng_below(&r, 1009), next_id++);
+    uint64_t steps = share(x->total_steps, id, n), done = LARSON_BLOCKS;
+    for (int round = 0; round < LARSON_ROUNDS; round++) {
+        pthread_barrier_wait(&x->round); /* the arrays of the previous round are let go */
+        /* round r: thread id holds the array thread id - r started with */
+        slot_t *a = &x->arrays[(size_t)((id + n - round % n) % n) * LARSON_BLOCKS];
+        uint64_t k = share(steps, round, LARSON_ROUNDS);
+        for (uint64_t i = 0; i < k; i++) {
+            slot_t *s = &a[rng_below(&r, LARSON_BLOCKS)];
+            larson_free(x, s);
+            slot_alloc(s, 16 + rng_below(&r, 1009), next_id++);
+        }
+        done += k;
+    }
+    pthread_barrier_wait(&x->round);
+    slot_t *last = &x->arrays[(size_t)((id + n - LARSON_ROUNDS % n) % n) * LARSON_BLOCKS];
+    for (int i = 0; i < LARSON_BLOCKS; i++) larson_free(x, &last[i]);
+    atomic_fetch_add(&x->ops, done);
+}
+
+static void run_larson(const params_t *p, result_t *res, bool sized)
+{
+    larson_ctx_t x = {.p = p, .total_steps = scaled(p, 4e6, 1000)};
+    if (sized) {
+        /* C23 free_sized: glibc 2.36 lacks it; the allocator in LD_PRELOAD may have it. */
+        x.free_sized = (free_sized_fn)dlsym(RTLD_DEFAULT, "free_sized");
+    }
+    res->free_fn = x.free_sized ? "free_sized" : "free";
+    x.arrays = bench_xmalloc(sizeof(slot_t) * LARSON_BLOCKS * (size_t)p->threads);
+    pthread_barrier_init(&x.round, NULL, (unsigned)p->threads);
+    res->seconds = team_run(p->threads, larson_worker, &x);
+    res->ops = atomic_load(&x.ops);
+    pthread_barrier_destroy(&x.round);
+    free(x.arrays);
+}
+
+static void w_larson(const params_t *p, result_t *res) { run_larson(p, res, false); }
+static void w_larson_sized(const params_t *p, result_t *res) { run_larson(p, res, true); }
+
+/* ---- prodcons-many: several producers, one consumer -------------------------------------- */
+
+typedef struct pcm_ctx {
+    const params_t *p;
+    int producers;
+    uint64_t total;
+    ring_t *rings; /* one bounded ring per producer, all drained by the consumer */
+} pcm_ctx_t;
+
+static void pcm_worker(int id, int n, void *c)
+{
+    (void)n;
+    pcm_ctx_t *x = c;
+    if (id < x->producers) { /* producer: the same code as prodcons */
+        ring_t *q = &x->rings[id];
+        uint64_t items = share(x->total, id, x->producers);
+        rng_t r = rng_make(x->p->seed, (uint64_t)id);
+        uint64_t head = 0, tail = 0;
+        for (uint64_t i = 0; i < items; i++) {
+            size_t size = rng_small_size(&r);
+            void *b = malloc(size);
+            if (!b) bench_die("malloc(%zu) returned NULL", size);
+            block_fill(b, size, ((uint64_t)id << 40) | i);
+            while (head - tail >= RING) {
+                atomic_store_explicit(&q->head, head, memory_order_release);
+                tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+                if (head - tail >= RING) sched_yield();
+            }
+            q->slot[head % RING] = b;
+            head++;
+            if (head % PUBLISH == 0) atomic_store_explicit(&q->head, head, memory_order_release);
+        }
+        atomic_store_explicit(&q->head, head, memory_order_release);
+        return;
+    }
+    /* the consumer: takes what each ring holds in turn and frees it */
+    uint64_t left = x->total;
+    uint64_t tails[MAX_THREADS] = {0};
+    while (left > 0) {
+        bool got = false;
+        for (int k = 0; k < x->producers; k++) {
+            ring_t *q = &x->rings[k];
+            uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire), tail = tails[k];
+            if (head == tail) continue;
+            got = true;
+            for (; tail < head; tail++) {
+                void *b = q->slot[tail % RING];
+                block_check_self(b);
+                free(b);
+            }
+            left -= tail - tails[k];
+            tails[k] = tail;
+            atomic_store_explicit(&q->tail, tail, memory_order_release);
+        }
+        if (!got) sched_yield();
+    }
+}
+
+static void w_prodcons_many(const params_t *p, result_t *res)
+{
+    pcm_ctx_t x = {.p = p, .producers = p->threads, .total = scaled(p, 3e6, 1000)};
+    x.rings = aligned_alloc(CACHE_LINE, sizeof(ring_t) * (size_t)x.producers);
+    if (!x.rings) bench_die("aligned_alloc for the rings failed");
+    memset(x.rings, 0, sizeof(ring_t) * (size_t)x.producers);
+    res->seconds = team_run(x.producers + 1, pcm_worker, &x);
+    res->ops = x.total;
+    free(x.rings);
+}
+
+/* ---- huge-loop: big buffers allocated, used and freed over and over ----------------------- */
+
+#define PAGE 4096
+
+static void w_huge_loop(const params_t *p, result_t *res)
+{
+    rng_t r = rng_make(p->seed, 0);
+    uint64_t iters = scaled(p, 100, 3);
+    double c0 = cpu_s(), t0 = now_s();
+    for (uint64_t i = 0; i < iters; i++) {
+        size_t size = rng_range(&r, 5u << 20, 25u << 20);
+        volatile unsigned char *b = malloc(size);
+        if (!b) bench_die("malloc(%zu) returned NULL", size);
+        /* Used as a buffer is: one byte written in every page, so a page the
+         * allocator gave back to the OS costs a page fault here. */
+        for (size_t off = 0; off < size; off += PAGE) b[off] = (unsigned char)i;
+        b[size - 1] = (unsigned char)i;
+        if (b[0] != (unsigned char)i) bench_die("huge-loop: block %p overwritten", (void *)b);
+        free((void *)b);
+    }
+    res->seconds = now_s() - t0;
+    res->cpu_seconds = cpu_s() - c0;
+    res->ops = iters;
+}
+
+/* ---- realloc-grow: one buffer grown from 16 B to 64 MiB --------------------------------- */
+
+static unsigned char grow_tag(size_t size) { return (unsigned char)(size * 131 + 17); }
+
+/* Grows a buffer from 16 B to `cap` by realloc, each step to max(size * 5/4,
+ * size + 16) (`factor`) or size + 4 KiB (!factor), writing one byte in every
+ * new page and the new last byte, and checking the old last byte survived the
+ * move. Returns the number of reallocs. */
+static uint64_t grow_once(size_t cap, bool factor)
+{
+    size_t size = 16;
+    unsigned char *b = malloc(size);
+    if (!b) bench_die("malloc(16) returned NULL");
+    b[0] = 0xA5;
+    b[size - 1] = grow_tag(size);
+    uint64_t n = 0;
+    while (size < cap) {
+        size_t next = factor ? size + (size / 4 > 16 ? size / 4 : 16) : size + 4096;
+        if (next > cap) next = cap;
+        unsigned char *q = realloc(b, next);
+        if (!q) bench_die("realloc(%zu -> %zu) returned NULL", size, next);
+        if (q[0] != 0xA5 || q[size - 1] != grow_tag(size))
+            bench_die("realloc(%zu -> %zu) = %p lost the contents", size, next, (void *)q);
+        for (size_t off = (size + PAGE - 1) & ~(size_t)(PAGE - 1); off < next; off += PAGE) q[off] = 1;
+        q[next - 1] = grow_tag(next);
+        b = q;
+        size = next;
+        n++;
+    }
+    free(b);
+    return n;
+}
+
+static void run_grow(const params_t *p, result_t *res, bool factor, double base_cycles)
+{
+    /* 64 MiB, repeated; below scale 1 the target shrinks instead (at least 1 MiB). */
+    size_t cap = (size_t)64 << 20;
+    if (p->scale < 1) {
+        cap = (size_t)((double)cap * p->scale);
+        if (cap < ((size_t)1 << 20)) cap = (size_t)1 << 20;
+    }
+    uint64_t cycles = p->scale < 1 ? 1 : scaled(p, base_cycles, 1);
+    uint64_t ops = 0;
+    double c0 = cpu_s(), t0 = now_s();
+    for (uint64_t i = 0; i < cycles; i++) ops += grow_once(cap, factor);
+    res->seconds = now_s() - t0;
+    res->cpu_seconds = cpu_s() - c0;
+    res->ops = ops;
+    res->grow_cap = cap;
+}
+
+static void w_realloc_grow(const params_t *p, result_t *res) { run_grow(p, res, true, 6); }
+static void w_realloc_grow_4k(const params_t *p, result_t *res) { run_grow(p, res, false, 1); }
+
 /* ---- the table of workloads ----------------------------------------------------------------- */
+
+typedef enum { SINGLE, THREADED, PRODUCERS } kind_t;
+static const char *const kind_names[] = {"single", "threaded", "producers"};
 
 typedef struct workload {
     const char *name;
     void (*fn)(const params_t *p, result_t *res);
-    bool threaded;
+    kind_t kind; /* SINGLE ignores -t; THREADED: -t threads; PRODUCERS: -t producers + 1 consumer */
 } workload_t;
 
 static const workload_t workloads[] = {
-    {"mixed", w_mixed, false},
-    {"realloc", w_realloc, false},
-    {"prodcons", w_prodcons, true},
-    {"parallel", w_parallel, true},
-    {"falseshare", w_falseshare, true},
-    {"churn", w_churn, true},
-    {"sizes-small", w_sizes_small, false},
-    {"sizes-wide", w_sizes_wide, false},
-    {"sizes-huge", w_sizes_huge, false},
-    {"memory", w_memory, true},
+    {"mixed", w_mixed, SINGLE},
+    {"realloc", w_realloc, SINGLE},
+    {"prodcons", w_prodcons, THREADED},
+    {"parallel", w_parallel, THREADED},
+    {"falseshare", w_falseshare, THREADED},
+    {"churn", w_churn, THREADED},
+    {"sizes-small", w_sizes_small, SINGLE},
+    {"sizes-wide", w_sizes_wide, SINGLE},
+    {"sizes-huge", w_sizes_huge, SINGLE},
+    {"memory", w_memory, THREADED},
+    {"ring", w_ring, SINGLE},
+    {"larson", w_larson, THREADED},
+    {"larson-sized", w_larson_sized, THREADED},
+    {"prodcons-many", w_prodcons_many, PRODUCERS},
+    {"huge-loop", w_huge_loop, SINGLE},
+    {"realloc-grow", w_realloc_grow, SINGLE},
+    {"realloc-grow-4k", w_realloc_grow_4k, SINGLE},
 };
 #define NUM_WORKLOADS (sizeof workloads / sizeof workloads[0])
 
-static long pct_of_growth(long kb, long base, long peak)
+static double pct_of_growth(long kb, long base, long peak)
 {
-    return peak > base ? (kb - base) * 1000 / (peak - base) : 0; /* tenths of a percent */
+    return peak > base ? (double)(kb - base) * 100.0 / (double)(peak - base) : 0.0;
 }
 
 static void run_one(const workload_t *w, const params_t *p)
@@ -578,24 +876,26 @@ static void run_one(const workload_t *w, const params_t *p)
     if (res.cpu_seconds == 0) res.cpu_seconds = team_cpu;
     res.peak_kb = peak_rss_kb();
     if (!res.end_kb) res.end_kb = rss_kb();
-    printf("RESULT workload=%s threads=%d ops=%llu seconds=%.6f cpu_seconds=%.6f ns_per_op=%.2f base_rss_kb=%ld "
-           "peak_rss_kb=%ld rss_end_kb=%ld",
-           w->name, w->threaded ? p->threads : 1, (unsigned long long)res.ops, res.seconds, res.cpu_seconds,
-           res.ops ? res.seconds * 1e9 / (double)res.ops : 0.0, res.base_kb, res.peak_kb, res.end_kb);
-    if (res.after_kb >= 0) {
-        long e = pct_of_growth(res.end_kb, res.base_kb, res.peak_kb);
-        long a = pct_of_growth(res.after_kb, res.base_kb, res.peak_kb);
-        long t = pct_of_growth(res.tick_kb, res.base_kb, res.peak_kb);
-        long x = pct_of_growth(res.exit_kb, res.base_kb, res.peak_kb);
-        printf(" rss_after_kb=%ld rss_tick_kb=%ld rss_exit_kb=%ld delay_s=%g rss_end_pct=%s%ld.%ld "
-               "rss_after_pct=%s%ld.%ld rss_tick_pct=%s%ld.%ld rss_exit_pct=%s%ld.%ld",
-               res.after_kb, res.tick_kb, res.exit_kb, p->delay, e < 0 ? "-" : "", labs(e / 10), labs(e % 10),
-               a < 0 ? "-" : "", labs(a / 10), labs(a % 10), t < 0 ? "-" : "", labs(t / 10), labs(t % 10),
-               x < 0 ? "-" : "", labs(x / 10), labs(x % 10));
-    }
-    if (res.shared >= 0) printf(" threads_sharing_a_line=%d", res.shared);
-    printf(" malloc_lib=%s seed=%llu scale=%g\n", malloc_lib(), (unsigned long long)p->seed, p->scale);
-    fflush(stdout);
+    bench_usage_t u = bench_usage(); /* the whole process: start-up and every thread included */
+    result_add("RESULT workload=%s threads=%d ops=%llu seconds=%.6f cpu_seconds=%.6f ns_per_op=%.2f base_rss_kb=%ld "
+               "peak_rss_kb=%ld rss_end_kb=%ld maxrss_kb=%ld minflt=%ld majflt=%ld",
+               w->name, w->kind == SINGLE ? 1 : p->threads, (unsigned long long)res.ops, res.seconds,
+               res.cpu_seconds, res.ops ? res.seconds * 1e9 / (double)res.ops : 0.0, res.base_kb, res.peak_kb,
+               res.end_kb, u.maxrss_kb, u.minflt, u.majflt);
+    if (w->kind == PRODUCERS) result_add(" consumers=1");
+    if (res.after_kb >= 0)
+        result_add(" rss_after_kb=%ld rss_tick_kb=%ld rss_exit_kb=%ld delay_s=%g rss_end_pct=%.1f "
+                   "rss_after_pct=%.1f rss_tick_pct=%.1f rss_exit_pct=%.1f",
+                   res.after_kb, res.tick_kb, res.exit_kb, p->delay,
+                   pct_of_growth(res.end_kb, res.base_kb, res.peak_kb),
+                   pct_of_growth(res.after_kb, res.base_kb, res.peak_kb),
+                   pct_of_growth(res.tick_kb, res.base_kb, res.peak_kb),
+                   pct_of_growth(res.exit_kb, res.base_kb, res.peak_kb));
+    if (res.shared >= 0) result_add(" threads_sharing_a_line=%d", res.shared);
+    if (res.free_fn) result_add(" free_fn=%s", res.free_fn);
+    if (res.grow_cap) result_add(" grow_to_kb=%zu", res.grow_cap >> 10);
+    result_add(" malloc_lib=%s seed=%llu scale=%g", malloc_lib(), (unsigned long long)p->seed, p->scale);
+    result_emit();
 }
 
 static const workload_t *find_workload(const char *name)
@@ -608,17 +908,21 @@ static const workload_t *find_workload(const char *name)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bitslab-bench WORKLOAD [-t THREADS] [-s SCALE] [--seed N] [--delay SECONDS] [--expect-lib NAME]\n"
+               "                     [--alarm SECONDS]\n"
                "       bitslab-bench --smoke [--expect-lib NAME]\n"
                "       bitslab-bench --list\n"
                "workloads:");
-    for (size_t i = 0; i < NUM_WORKLOADS; i++) fprintf(f, " %s%s", workloads[i].name, workloads[i].threaded ? "*" : "");
-    fprintf(f, "\n(* takes -t; the others run on one thread)\n");
+    for (size_t i = 0; i < NUM_WORKLOADS; i++)
+        fprintf(f, " %s%s", workloads[i].name,
+                workloads[i].kind == THREADED ? "*" : workloads[i].kind == PRODUCERS ? "+" : "");
+    fprintf(f, "\n(* -t threads; + -t producers and one consumer; the others run on one thread)\n");
 }
 
 int main(int argc, char **argv)
 {
     params_t p = {.threads = 1, .scale = 1.0, .seed = 42, .delay = 2.0};
     const char *expect = NULL;
+    double alarm_s = 0;
     bool smoke = false, list = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -633,6 +937,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--seed") && has_val) p.seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(a, "--delay") && has_val) p.delay = atof(argv[++i]);
         else if (!strcmp(a, "--expect-lib") && has_val) expect = argv[++i];
+        else if (!strcmp(a, "--alarm") && has_val) alarm_s = atof(argv[++i]);
         else if (a[0] != '-' && !p.workload) p.workload = a;
         else {
             usage(stderr);
@@ -640,7 +945,7 @@ int main(int argc, char **argv)
         }
     }
     if (list) {
-        for (size_t i = 0; i < NUM_WORKLOADS; i++) printf("%s %s\n", workloads[i].name, workloads[i].threaded ? "threaded" : "single");
+        for (size_t i = 0; i < NUM_WORKLOADS; i++) printf("%s %s\n", workloads[i].name, kind_names[workloads[i].kind]);
         return 0;
     }
     if (p.threads < 1 || p.threads > MAX_THREADS / 2 || !(p.scale > 0) || p.delay < 0) {
@@ -648,6 +953,7 @@ int main(int argc, char **argv)
         return 2;
     }
     check_malloc_lib(expect);
+    bench_alarm(alarm_s);
 
     if (smoke) { /* CI: every workload, tiny, at 1, 2 and 8 threads. No timing is judged. */
         static const int counts[] = {1, 2, 8};
@@ -655,7 +961,7 @@ int main(int argc, char **argv)
         p.scale = 0.002;
         p.delay = 0.01;
         for (size_t i = 0; i < NUM_WORKLOADS; i++)
-            for (size_t c = 0; c < (workloads[i].threaded ? 3u : 1u); c++) {
+            for (size_t c = 0; c < (workloads[i].kind == SINGLE ? 1u : 3u); c++) {
                 p.threads = counts[c];
                 run_one(&workloads[i], &p);
                 lines++;

@@ -14,11 +14,14 @@
 #define BENCH_UTIL_H
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -191,6 +194,92 @@ static BENCH_UNUSED long peak_rss_kb(void)
         }
     fclose(f);
     return kb;
+}
+
+/* A field of /proc/self/status in KiB ("VmRSS", "VmSize", "VmHWM"); -1 if absent. */
+static BENCH_UNUSED long proc_status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    size_t n = strlen(key);
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* Peak RSS (ru_maxrss, KiB) and minor / major page faults of the whole
+ * process (every thread, live or joined) since it started. */
+typedef struct bench_usage {
+    long maxrss_kb, minflt, majflt;
+} bench_usage_t;
+
+static BENCH_UNUSED bench_usage_t bench_usage(void)
+{
+    struct rusage ru;
+    bench_usage_t u = {-1, -1, -1};
+    if (getrusage(RUSAGE_SELF, &ru) == 0) u = (bench_usage_t){ru.ru_maxrss, ru.ru_minflt, ru.ru_majflt};
+    return u;
+}
+
+/* ---- the RESULT line ---------------------------------------------------------- */
+
+/* A RESULT line is built in a static buffer (no allocation: a scenario may
+ * print it while malloc fails), then written to stdout and, when the
+ * environment names one in BENCH_RESULT_FILE, appended to that file: the
+ * driver times the programs with hyperfine, which discards their output. */
+static char bench_line[4096];
+static size_t bench_line_len;
+
+static BENCH_UNUSED __attribute__((format(printf, 1, 2))) void result_add(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (bench_line_len < sizeof bench_line) {
+        int n = vsnprintf(bench_line + bench_line_len, sizeof bench_line - bench_line_len, fmt, ap);
+        if (n > 0) bench_line_len += (size_t)n;
+    }
+    va_end(ap);
+}
+
+static BENCH_UNUSED void write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Ends the line started by result_add("RESULT ...") and emits it. */
+static BENCH_UNUSED void result_emit(void)
+{
+    if (bench_line_len >= sizeof bench_line - 1) bench_line_len = sizeof bench_line - 2;
+    bench_line[bench_line_len++] = '\n';
+    fflush(stdout);
+    write_all(1, bench_line, bench_line_len);
+    const char *path = getenv("BENCH_RESULT_FILE");
+    if (path && *path) {
+        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            write_all(fd, bench_line, bench_line_len); /* one write: O_APPEND keeps lines whole */
+            close(fd);
+        }
+    }
+    bench_line_len = 0;
+}
+
+/* A run that has not finished after `seconds` is killed by SIGALRM (the
+ * driver sees the signal and reruns it under gdb). 0: no limit. */
+static BENCH_UNUSED void bench_alarm(double seconds)
+{
+    if (seconds > 0) alarm((unsigned)(seconds + 0.999));
 }
 
 /* The shared object that `malloc` resolves to in this process: "libc.so.6"
