@@ -20,7 +20,7 @@ mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; 
 
 rm -rf build/ci-release build/ci-clang build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
-mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite packaging --suite bench --suite fault
+mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite packaging --suite bench --suite fault --suite memory
 
 # clang release: the unit tests again, including the wait-free disassembly
 # check of what clang makes of the remote-free path.

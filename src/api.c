@@ -196,13 +196,18 @@ NOINLINE void heap_free_slow(void *p)
 /* free's fast path for a bin of the word the heap has in its word cache: the
  * bin goes back to the cache, so the next malloc of the class reuses it; a
  * bin already there (or in either map) is free. `used` counts cached bins as
- * taken, so it does not change. Out of line: it keeps the common path short. */
+ * taken, so it does not change. Out of line: it keeps the common path short,
+ * and it carries the heap's heartbeat. */
 static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t taken, uint64_t bit, void *p)
 {
     word_cache_t *c = &h->cache[s->cls];
     if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
     c->bits |= bit;
     c->fresh &= ~bit;
+    /* A heartbeat: a thread that only ever cycles blocks through its cache
+     * never takes a slow path, so every HEAP_TICK-th such free does the
+     * heap's housekeeping (merge, purge) instead. */
+    if (unlikely(++h->cache_frees % HEAP_TICK == 0)) heap_tick(h);
 }
 
 void bitslab_free(void *p)

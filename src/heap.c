@@ -374,8 +374,12 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
     h->in_slow--;
 }
 
-/* Merge remote frees into every slab of sp named in `mask`. */
-static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
+/* Merge remote frees into every slab of sp named in `mask`. A slab the merge
+ * empties counts as FREE since `as_of` (when the superpage was queued) if
+ * that is earlier: the purge delay then runs from the frees, not from when
+ * the owner got round to merging them (an owner back from a long sleep
+ * purges what others freed meanwhile at once). */
+static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t as_of)
 {
     while (mask) {
         slab_t *s = &sp->slabs[ctz64(mask)];
@@ -391,6 +395,10 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
         uint32_t n = slab_merge_remote(s);
         /* No release while we still walk sp's slabs: the caller retries it. */
         if (n) slab_after_free(h, s, before == s->nbins, before - n, false);
+        /* Relaxed: the owner reads its own field. */
+        if (atomic_load_explicit(&s->kind, memory_order_relaxed) == SLAB_FREE && /* relaxed: own field */
+            (int32_t)(s->freed_at - as_of) > 0)
+            s->freed_at = as_of;
     }
 }
 
@@ -399,12 +407,13 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask)
  * queue, and the drain that pops it finds little or nothing left to do. */
 static void heap_scan_remote(heap_t *h)
 {
+    uint32_t now = os_now_ms();
     superpage_t *sp = h->superpages;
     while (sp) {
         superpage_t *next = sp->next; /* the merge may move sp in the list */
         /* Acquire: pairs with freers' seq_cst F3 (makes their F2 visible). */
         uint32_t mask = atomic_load_explicit(&sp->remote_slabs, memory_order_acquire); /* pairs with F3 */
-        if (mask) superpage_merge(h, sp, mask);
+        if (mask) superpage_merge(h, sp, mask, now); /* no date: as of now */
         sp = next;
     }
 }
@@ -415,6 +424,9 @@ void heap_drain_remote(heap_t *h)
     bool stalled = false;
     while ((sp = remote_queue_pop(h, &stalled))) {
         DEBUG_PARK(PARK_DRAIN_AFTER_POP);
+        /* Relaxed: written by the pusher before its release push, which our
+         * pop's acquire load read; rewritten only after D1. */
+        uint32_t as_of = atomic_load_explicit(&sp->queued_at, memory_order_relaxed); /* after the pop's acquire */
         /* D1. Seq_cst store: with F3/F4 a Dekker pair (remote.c): a freer
          * whose F3 comes after D2 sees queued == 0 and queues sp again.
          * Release: our reads of sp->qnode happen before that push. */
@@ -422,7 +434,7 @@ void heap_drain_remote(heap_t *h)
         /* D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
          * visible); the order with D1 is the Dekker pair above. */
         uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst); /* D2: pairs with F3 */
-        superpage_merge(h, sp, mask);
+        superpage_merge(h, sp, mask, as_of);
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }
     /* A producer stopped half-way through a push hides the superpages queued
@@ -430,6 +442,19 @@ void heap_drain_remote(heap_t *h)
      * of growing (they stay queued, and are released after the producer
      * resumes and the drain pops them). */
     if (unlikely(stalled)) heap_scan_remote(h);
+}
+
+/* The heap's housekeeping from a fast path that would otherwise never leave
+ * it (free_to_cache calls it every HEAP_TICK frees): an owner that only
+ * cycles blocks through its word cache still merges what others freed into
+ * its memory and purges what has been free for the delay. */
+void heap_tick(heap_t *h)
+{
+    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    heap_drain_remote(h);
+    if (h->deferred) superpage_retry_deferred(h);
+    heap_purge(h, PURGE_TICK, SIZE_MAX);
+    h->in_slow--;
 }
 
 /* ---- allocation slow path ------------------------------------------------- */

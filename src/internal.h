@@ -66,6 +66,9 @@
  * delay, then others down to this many. */
 #define HEAP_DIRTY_FREE_MAX(h) (64 + (h)->nsuperpages * 31 / 8)
 
+/* Frees into the word cache between two heap_tick calls. */
+#define HEAP_TICK 256
+
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))
@@ -165,6 +168,7 @@ typedef struct superpage {
     _Atomic uint32_t inflight;                 /* remote frees between their first and last touch */
     qnode_t qnode;                             /* link in the owner heap's queue */
     _Atomic uint32_t queued;                   /* 1 from a freer's claim until the drain after the pop */
+    _Atomic uint32_t queued_at;                /* bitslab_clock_ms when the pusher queued sp: dates its frees */
     uint32_t on_deferred;            /* on the heap's deferred-release list: owner-only, like the */
     struct superpage *deferred_next; /* list link; written only on a slow path that found a freer in
                                         flight (line 0 is full) */
@@ -219,6 +223,7 @@ typedef struct heap {
     uint32_t slabs_used;          /* configured slabs (small or wide) in owned superpages */
     uint32_t slow_calls;          /* slow-path visits: the purge clock is read every 16th */
     uint32_t refills;             /* word-cache refills: every 8th does the housekeeping */
+    uint32_t cache_frees;         /* frees into the word cache: every HEAP_TICK-th runs heap_tick */
     uint32_t id;                  /* index in the heap table, >= 1 */
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* in the pool of abandoned heaps (read by the fork child handler) */
@@ -334,6 +339,9 @@ bool os_unmap_counted(void *p, size_t len, size_t committed);
 bool os_decommit(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
+/* The last os_now_ms() any thread read (relaxed): a clock that costs one
+ * load, behind real time by up to the gap between two slow paths. */
+extern _Atomic uint32_t bitslab_clock_ms;
 bool region_register(uintptr_t region, unsigned kind);
 void region_unregister(uintptr_t region);
 extern _Atomic size_t bitslab_mapped_bytes;
@@ -389,9 +397,10 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh);
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after);
 void heap_free_slow(void *p);
 void heap_drain_remote(heap_t *h);
+void heap_tick(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
-enum purge_mode { PURGE_PERIODIC, PURGE_EXPIRED, PURGE_ALL };
+enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit);
 heap_t *heap_by_id(uint32_t id);
 extern _Atomic uint32_t bitslab_heaps_total;

@@ -148,9 +148,14 @@ void region_unregister(uintptr_t region)
 
 /* A millisecond clock for the purge delay: CLOCK_MONOTONIC_COARSE is read in
  * the vDSO, without a syscall, and is only read on slow paths. */
+_Atomic uint32_t bitslab_clock_ms;
+
 uint32_t os_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+    uint32_t now = (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+    /* Relaxed: a hint for remote freers' timestamps (any recent value does). */
+    atomic_store_explicit(&bitslab_clock_ms, now, memory_order_relaxed); /* read relaxed by remote_free */
+    return now;
 }

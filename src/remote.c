@@ -143,6 +143,11 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 #if BITSLAB_DEBUG
         if (owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
+        /* Relaxed (load and store): a date for the owner's purge delay, no
+         * ordering of its own; the push below publishes it (release), and
+         * nobody else writes it while queued == 1. */
+        uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed); /* a hint, see above */
+        atomic_store_explicit(&sp->queued_at, now, memory_order_relaxed); /* published by the push */
         DEBUG_PARK(PARK_REMOTE_BEFORE_PUSH);
         queue_push(owner, &sp->qnode);
     }

@@ -268,7 +268,8 @@ static void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
 
 /* Decommit the FREE slabs of h whose pages are still committed: those empty
  * for the purge delay (PURGE_PERIODIC: at most every delay / 2, 10 ms at
- * least, and only every 16th call; PURGE_EXPIRED: now), or all of them
+ * least, and only every 16th call; PURGE_TICK: the same without the call
+ * count, for heap_tick; PURGE_EXPIRED: now), or all of them
  * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
 {
@@ -277,7 +278,7 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
     if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;
     if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
     uint32_t now = os_now_ms();
-    if (mode == PURGE_PERIODIC) {
+    if (mode == PURGE_PERIODIC || mode == PURGE_TICK) {
         if ((int32_t)(now - h->next_purge) < 0) return;
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
