@@ -11,7 +11,7 @@ static void *blocks[N];
 
 static void print_stats(const char *when)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     printf("%-34s mapped %7.1f MiB  committed %7.1f MiB  in use %7.1f MiB  superpages %zu (orphaned %zu)"
            "  huge %zu  remote pending %zu\n",
@@ -39,7 +39,7 @@ int main(void)
     void *huge = bitslab_calloc(1, 8u << 20);
     print_stats("after 20000 small + wide + huge");
 
-    bitslab_heap_info_t hi;
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
     bitslab_heap_info(&hi);
     printf("main heap: %zu superpages, %zu small slabs, %zu wide slabs, %zu free slabs, %.1f KiB in use\n",
            hi.superpages, hi.slabs_small, hi.slabs_wide, hi.slabs_free, hi.bytes_in_use / 1024.0);

@@ -119,7 +119,8 @@ typedef struct slab {
     uint8_t index;               /* slab index in its superpage (0..31) */
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
-    uint8_t decommitted;         /* data returned to the OS (MADV_DONTNEED), not counted as committed */
+    _Atomic uint8_t decommitted; /* data returned to the OS (MADV_DONTNEED), not counted as committed;
+                                    owner-written, atomic for the heap map (slab_decommitted) */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -130,6 +131,8 @@ typedef struct slab {
     uint64_t summary;            /* bit w set: local[w] may have a free bin */
     uint32_t freed_at;           /* FREE: when it became free (ms), for the purge delay */
     uint32_t cached;             /* the word now in the owner heap's word cache, or NO_WORD */
+    _Atomic uint32_t cached_bins; /* free bins of that word when it was loaded (0 when none is):
+                                     published for the stats walker, see slab_load_word */
 } slab_t;
 
 #define NO_WORD 0xFFFFFFFFu
@@ -212,6 +215,7 @@ typedef struct heap {
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* an empty superpage whose release waited for a freer in flight */
+    _Atomic size_t remote_merged; /* remote frees merged by this heap (statistics; written by its user) */
 
     /* Consumer side of the remote queue: owner-only. */
     qnode_t *q_tail;
@@ -286,6 +290,23 @@ bool region_register(uintptr_t region, unsigned kind);
 void region_unregister(uintptr_t region);
 extern _Atomic size_t bitslab_mapped_bytes;
 extern _Atomic size_t bitslab_committed_bytes;
+
+/* stats.c (and stats_print.c) */
+void stats_note_purge(size_t len); /* os_decommit: one madvise of len bytes */
+/* One slab as the statistics walker sees it, read race-free (stats.c). */
+typedef struct slab_snapshot {
+    uint8_t kind;         /* enum slab_kind; a slab caught mid-(re)configuration reads FREE */
+    bool decommitted;     /* its data pages were returned to the OS */
+    unsigned cls;         /* SMALL: size class */
+    uint32_t bin_size;    /* SMALL: bin size; WIDE: bytes of the whole run */
+    uint32_t bins;        /* SMALL: bins in the slab; WIDE: 1 */
+    uint32_t live, cached, pending, free; /* live + cached + pending + free == bins */
+    heap_t *owner;        /* SMALL, WIDE: the owning heap (compare only) */
+} slab_snapshot_t;
+heap_t *stats_self_heap(void); /* the calling thread's heap, NULL if it has none */
+void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, slab_snapshot_t *out);
+size_t stats_superpage_resident(superpage_t *sp, uint16_t *pages);
+uint32_t stats_heap_id(const heap_t *h);
 
 /* error.c */
 COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
@@ -429,6 +450,18 @@ static inline void slab_set_used(slab_t *s, uint32_t v)
 {
     /* Relaxed store by the owner; pairs with the walker's relaxed load (a snapshot). */
     atomic_store_explicit(&s->used, v, memory_order_relaxed);
+}
+
+static inline bool slab_decommitted(const slab_t *s)
+{
+    /* Relaxed: only the owner writes it (slab_set_decommitted); the atomic is for the heap map. */
+    return atomic_load_explicit(&s->decommitted, memory_order_relaxed) != 0;
+}
+
+static inline void slab_set_decommitted(slab_t *s, bool v)
+{
+    /* Relaxed store by the owner; pairs with the heap map's relaxed load (a snapshot). */
+    atomic_store_explicit(&s->decommitted, v, memory_order_relaxed);
 }
 
 #pragma GCC visibility pop

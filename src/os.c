@@ -74,6 +74,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 void os_decommit(void *p, size_t len)
 {
     if (len == 0) return;
+    stats_note_purge(len); /* purged bytes and madvise calls (statistics) */
     if (madvise(p, len, MADV_DONTNEED) == 0)
         /* Relaxed: statistics only. */
         atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);

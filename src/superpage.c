@@ -192,7 +192,7 @@ static void superpage_reset(superpage_t *sp, bool data_decommitted)
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
         s->dirty = 0;
-        s->decommitted = i != 0 && data_decommitted;
+        slab_set_decommitted(s, i != 0 && data_decommitted);
         slab_reset(s);
     }
 }
@@ -204,7 +204,7 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
     uint32_t m = 0;
     for (uint32_t t = mask; t; t &= t - 1) {
         unsigned i = ctz64(t);
-        if (!sp->slabs[i].decommitted) m |= 1u << i;
+        if (!slab_decommitted(&sp->slabs[i])) m |= 1u << i;
     }
     while (m) {
         unsigned first = ctz64(m);
@@ -213,7 +213,7 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
         for (unsigned i = first; i < first + len; i++) {
             if (sp->slabs[i].dirty) dirty_add(h, -1); /* only FREE slabs are decommitted */
             sp->slabs[i].dirty = 0;
-            sp->slabs[i].decommitted = 1;
+            slab_set_decommitted(&sp->slabs[i], true);
         }
         m &= ~(uint32_t)((((uint64_t)1 << len) - 1) << first);
     }
@@ -225,9 +225,9 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
     slabs_in_use_add(1);
     h->slabs_used++;
     if (s->dirty) dirty_add(h, -1);
-    if (s->decommitted) {
+    if (slab_decommitted(s)) {
         os_recommit(SLAB_SIZE);
-        s->decommitted = 0;
+        slab_set_decommitted(s, false);
     }
 }
 
@@ -250,7 +250,7 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
         uint32_t m = 0;
         for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
-            if (s->dirty && !s->decommitted && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay)) {
+            if (s->dirty && !slab_decommitted(s) && (mode == PURGE_ALL || now - s->freed_at >= (uint32_t)delay)) {
                 m |= 1u << s->index;
                 limit--;
             }
