@@ -162,6 +162,37 @@ BITSLAB_API void bitslab_heap_info(bitslab_heap_info_t *out);
  */
 BITSLAB_API void bitslab_stats(bitslab_stats_t *out);
 
+/** bitslab_stats_print flag: JSON (docs/stats.schema.json) instead of a table. */
+#define BITSLAB_STATS_JSON 1
+/** bitslab_stats_print flag: list every size class, not only those with slabs (the JSON always does). */
+#define BITSLAB_STATS_ALL_CLASSES 2
+
+/**
+ * Print bitslab_stats() (the process figures and one row per size class) as
+ * a human-readable table, or as one JSON object when `flags` has
+ * BITSLAB_STATS_JSON ("schema_version": 1, docs/stats.schema.json).
+ *
+ * `out` receives the text in NUL-terminated chunks of whole lines, at most
+ * 1 KiB each (a chunk is only valid during the call), with `arg`; with
+ * out == NULL the text goes to standard error with write(2). Allocates
+ * nothing (it formats into a stack buffer), so it may be called where malloc
+ * may not, e.g. from an out-of-memory path; write errors are ignored. Unknown
+ * flag bits are ignored. Thread safety: as bitslab_stats.
+ */
+BITSLAB_API void bitslab_stats_print(void (*out)(const char *msg, void *arg), void *arg, int flags);
+
+/**
+ * Dump the heap map as one JSON object (docs/heapmap.schema.json): every
+ * superpage ever mapped, and in each its 32 slabs with their kind, size
+ * class, bins live/cached/pending/total, whether the slab's pages are
+ * committed, and which of its 4 KiB pages are resident (mincore). Output as
+ * for bitslab_stats_print (chunks of whole lines to `out`, or stderr when
+ * out == NULL; no allocation). `flags` must be 0 (reserved). Thread safety:
+ * any thread, any time; a snapshot, as bitslab_stats. tools/bitslab-heapmap
+ * draws it.
+ */
+BITSLAB_API void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int flags);
+
 #ifdef __cplusplus
 }
 #endif

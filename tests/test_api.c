@@ -4,6 +4,8 @@
  */
 #include "common.h"
 
+#include <unistd.h>
+
 DEFINE_THREAD_FAILURES;
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -983,6 +985,98 @@ START_TEST(test_stats_other_thread_cache)
 }
 END_TEST
 
+/* ---- bitslab_stats_print ------------------------------------------------------ */
+
+typedef struct capture {
+    char text[64 * 1024];
+    size_t len, chunks;
+    bool bad_chunk; /* a chunk that was empty, too long or not a whole line */
+} capture_t;
+
+static capture_t cap;
+
+static void capture_out(const char *msg, void *arg)
+{
+    capture_t *c = arg;
+    size_t n = strlen(msg);
+    if (n == 0 || n >= 1024 || msg[n - 1] != '\n') c->bad_chunk = true;
+    ck_assert_uint_lt(c->len + n, sizeof c->text);
+    memcpy(c->text + c->len, msg, n + 1);
+    c->len += n;
+    c->chunks++;
+}
+
+static void capture(int flags)
+{
+    memset(&cap, 0, sizeof cap);
+    bitslab_stats_print(capture_out, &cap, flags);
+}
+
+static size_t count_lines(const char *s, const char *prefix)
+{
+    size_t n = 0;
+    for (const char *l = s; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        if (!strncmp(l, prefix, strlen(prefix))) n++;
+    return n;
+}
+
+START_TEST(test_stats_print_callback)
+{
+    void *a = bitslab_malloc(100), *b = bitslab_malloc(5000);
+    capture(0);
+    ck_assert(!cap.bad_chunk);
+    ck_assert_ptr_nonnull(strstr(cap.text, "bitslab " BITSLAB_VERSION_STRING " statistics\n"));
+    ck_assert_ptr_nonnull(strstr(cap.text, "  class     bin  slabs     live   cached  pending     free      in use       waste\n"));
+    /* One row per class with slabs: 112 B and 5120 B. */
+    ck_assert_ptr_nonnull(strstr(cap.text, "\n      6     112      1        1       63        0      521       112 B    63.9 KiB\n"));
+    ck_assert_ptr_nonnull(strstr(cap.text, "\n     28    5120      1        1       11        0        0     5.0 KiB    59.0 KiB\n"));
+    ck_assert_uint_eq(count_lines(cap.text, "     "), 2);
+    capture(BITSLAB_STATS_ALL_CLASSES);
+    ck_assert_uint_eq(count_lines(cap.text, "     "), NUM_CLASSES);
+
+    capture(BITSLAB_STATS_JSON);
+    ck_assert(!cap.bad_chunk);
+    ck_assert_uint_gt(cap.chunks, 1); /* the JSON is longer than one chunk */
+    ck_assert_ptr_eq(strstr(cap.text, "{\"schema_version\": 1, "), cap.text);
+    char want[64];
+    snprintf(want, sizeof want, "\"in_use\": %zu,", stats().in_use);
+    ck_assert_ptr_nonnull(strstr(cap.text, want));
+    ck_assert_ptr_nonnull(strstr(cap.text, "{\"class\": 28, \"bin_size\": 5120, \"slabs\": 1, \"bins_total\": 12, "
+                                           "\"bins_in_use\": 1, \"bins_cached\": 11, \"bins_pending\": 0, "
+                                           "\"bins_free\": 0, \"bytes_in_use\": 5120, \"waste\": 60416}"));
+    ck_assert_uint_eq(count_lines(cap.text, "  {\"class\": "), NUM_CLASSES);
+    ck_assert_str_eq(cap.text + cap.len - 4, " ]}\n");
+    bitslab_free(a);
+    bitslab_free(b);
+}
+END_TEST
+
+/* out == NULL: the same text on standard error, through write(2). */
+START_TEST(test_stats_print_stderr)
+{
+    void *a = bitslab_malloc(100);
+    capture(BITSLAB_STATS_JSON);
+    char path[] = "/tmp/bitslab-stats-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    bitslab_stats_print(NULL, NULL, BITSLAB_STATS_JSON);
+    dup2(saved, 2);
+    close(saved);
+    static char got[sizeof cap.text];
+    ssize_t n = pread(fd, got, sizeof got - 1, 0);
+    close(fd);
+    ck_assert_int_eq(n, (ssize_t)cap.len);
+    got[n] = '\0';
+    ck_assert_str_eq(got, cap.text);
+    bitslab_free(a);
+}
+END_TEST
+
 START_TEST(test_version)
 {
     ck_assert_int_eq(BITSLAB_VERSION_MAJOR, 0);
@@ -1031,6 +1125,8 @@ int main(void)
     tcase_add_test(tc, test_stats_in_use_exact_after_realloc);
     tcase_add_test(tc, test_stats_struct_size);
     tcase_add_test(tc, test_stats_other_thread_cache);
+    tcase_add_test(tc, test_stats_print_callback);
+    tcase_add_test(tc, test_stats_print_stderr);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
