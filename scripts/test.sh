@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite (docs/testing.md): in a release build the unit tests,
 # the Promela models, the override tests (libc names, LD_PRELOAD, real
-# programs) and the benchmark smoke test; in a debug build (invariant checks,
-# race-window counters) the unit and stress tests; in a clang ThreadSanitizer
-# build the stress suite. Build directories live under build/ci-*. Ends with
-# "N passed, N failed, N skipped".
+# programs) and the benchmark smoke test; in a -Dvalgrind=true build the
+# memcheck test; in a debug build (invariant checks, race-window counters) the
+# unit and stress tests; in a clang ThreadSanitizer build the stress suite.
+# Build directories live under build/ci-*. Ends with "N passed, N failed,
+# N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -15,9 +16,12 @@ trap 'rm -f "$LOG"' EXIT
 # meson test, with its summary kept for the closing count.
 mtest() { echo; echo "=== meson test $*"; meson test "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
-rm -rf build/ci-release build/ci-debug build/ci-tsan
+rm -rf build/ci-release build/ci-valgrind build/ci-debug build/ci-tsan
 run meson setup build/ci-release -Dbuildtype=release -Dwerror=true
 mtest -C build/ci-release --print-errorlogs --suite unit --suite model --suite override --suite bench
+
+run meson setup build/ci-valgrind -Dbuildtype=release -Dvalgrind=true -Dwerror=true
+mtest -C build/ci-valgrind --print-errorlogs valgrind
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress

@@ -68,6 +68,7 @@ static heap_t *heap_new(void)
             os_unmap(mine, HEAPS_PER_CHUNK * sizeof(heap_t));
             chunk = expected;
         }
+        BITSLAB_VG_METADATA(chunk, HEAPS_PER_CHUNK * sizeof(heap_t)); /* -Dvalgrind: see valgrind.c */
     }
     heap_t *h = &chunk[(id - 1) % HEAPS_PER_CHUNK];
     h->id = id;

@@ -272,6 +272,7 @@ static superpage_t *superpage_map(void)
     sp->hdr.magic = REGION_MAGIC ^ (uintptr_t)sp;
     sp->hdr.kind = REGION_SUPERPAGE;
     superpage_reset(sp, false);
+    BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: see valgrind.c */
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
     superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed); /* the CAS re-validates */
