@@ -111,39 +111,71 @@ BITSLAB_API int bitslab_option_get(const char *name, long *value);
 
 /* ---- statistics ------------------------------------------------------- */
 
+/*
+ * Versioned structs. bitslab_stats_t and bitslab_heap_info_t start with
+ * `struct_size`: set it to sizeof the struct before the call. The library
+ * fills whole fields up to min(struct_size, the size it knows), leaves any
+ * bytes past that untouched (a program built against a newer header may have
+ * more fields), and sets struct_size to the number of bytes it filled, so a
+ * field at offset o was filled iff o + sizeof(field) <= struct_size after the
+ * call. New fields are only ever appended at the end; an incompatible change
+ * renames the struct. A struct_size below sizeof(size_t) (0: forgotten) fills
+ * nothing and sets errno to EINVAL.
+ *
+ * What the figures mean, and which are exact when: docs/stats.md.
+ */
+
+/** One size class. For every class: bins_total = bins_in_use + bins_cached
+ *  + bins_pending + bins_free (each slab is read once; see bitslab_stats for
+ *  what may be approximate under concurrency). */
 typedef struct bitslab_class_stats {
     size_t bin_size;     /**< bytes per bin in this class */
-    size_t slabs;        /**< slabs configured for this class */
+    size_t slabs;        /**< slabs configured for this class (64 KiB each) */
     size_t bins_total;   /**< bins in those slabs */
-    size_t bins_in_use;  /**< bins handed out (remotely freed but unmerged bins count as in use) */
+    size_t bins_in_use;  /**< live blocks: handed out and not freed */
+    size_t bins_cached;  /**< free bins waiting in a heap's word cache (the malloc fast path's next blocks) */
+    size_t bins_pending; /**< freed by another thread, not merged by the owning heap yet */
+    size_t bins_free;    /**< free in the slabs' own bitmaps */
     size_t bytes_in_use; /**< bins_in_use * bin_size */
+    size_t waste;        /**< slabs * 64 KiB - bytes_in_use: bytes of the class's slabs not in a live block */
 } bitslab_class_stats_t;
 
-/** The calling thread's heap. Exact (the owner reads its own metadata). */
+/** The calling thread's heap. Exact: the owner reads its own metadata; only
+ *  bins_pending grows while other threads free into this heap. */
 typedef struct bitslab_heap_info {
+    size_t struct_size;          /**< in: sizeof(bitslab_heap_info_t); out: bytes filled (see above) */
     size_t superpages;           /**< superpages owned by this heap */
     size_t slabs_small;          /**< slabs configured for a small class */
     size_t slabs_wide;           /**< slabs used by multi-slab allocations */
     size_t slabs_free;           /**< unconfigured data slabs in owned superpages */
-    size_t wide_allocations;     /**< live multi-slab allocations */
+    size_t wide_allocations;     /**< live multi-slab allocations (remotely freed, unmerged ones not counted) */
     size_t wide_bytes;           /**< bytes reserved by them (whole slabs) */
-    size_t bytes_in_use;         /**< small bytes in use + wide_bytes */
+    size_t bytes_in_use;         /**< live small bytes (bin-rounded) + wide_bytes */
+    size_t bytes_cached;         /**< free bytes waiting in this heap's word caches */
     size_t remote_frees_pending; /**< bits set in remote bitmaps, not merged yet */
+    size_t remote_frees_merged;  /**< remote frees this heap merged since it was created (its earlier threads included) */
     bitslab_class_stats_t classes[BITSLAB_NUM_CLASSES];
 } bitslab_heap_info_t;
 
 /**
  * The whole process. Counters that other threads change concurrently are read
  * without stopping them, so under concurrent use each figure is a snapshot
- * that may be slightly stale. Free bins waiting in a live thread's word cache
- * (at most 64 per size class and thread) count as in use here, since only
- * their thread may read that cache; after bitslab_collect() in every thread,
- * or their exit, the figures of a quiescent process are exact.
+ * that may be slightly stale. Free bins in another live thread's word cache
+ * are known as of that thread's last slow path for the class (when it loaded
+ * or put back a cache word), so its per-class in_use/cached split may be off
+ * by up to 64 bins per class; the calling thread's own heap and the heaps of
+ * exited threads are exact. A quiescent process whose other threads called
+ * bitslab_collect() (or exited) after their last allocation reads exact.
  */
 typedef struct bitslab_stats {
+    size_t struct_size;          /**< in: sizeof(bitslab_stats_t); out: bytes filled (see above) */
     size_t mapped;               /**< bytes of address space mapped from the OS */
     size_t committed;            /**< mapped bytes not decommitted (upper bound of resident) */
-    size_t in_use;               /**< bytes handed out: small (bin-rounded) + wide + huge */
+    size_t resident;             /**< estimate: superpage pages the kernel reports resident (mincore) + huge_bytes */
+    size_t in_use;               /**< live bytes: small (bin-rounded) + wide + huge */
+    size_t cached;               /**< free bytes waiting in word caches (not in in_use) */
+    size_t purged_bytes;         /**< bytes returned to the OS with madvise(MADV_DONTNEED), ever */
+    size_t madvise_calls;        /**< madvise calls that returned them */
     size_t superpages_total;     /**< superpages ever mapped (they are never unmapped) */
     size_t superpages_owned;     /**< superpages owned by a heap */
     size_t superpages_orphaned;  /**< empty superpages in the orphanage */
@@ -154,13 +186,56 @@ typedef struct bitslab_stats {
     size_t heaps_total;          /**< thread heaps ever created */
     size_t heaps_abandoned;      /**< heaps of exited threads waiting for adoption */
     size_t remote_frees_pending; /**< remote frees not merged by their owner yet */
+    size_t remote_frees_merged;  /**< remote frees merged by their owners, ever */
+    size_t remote_frees_sent;    /**< remote frees ever made: merged + pending */
     bitslab_class_stats_t classes[BITSLAB_NUM_CLASSES];
 } bitslab_stats_t;
 
-/** Fill *out with the calling thread's heap statistics. */
+/**
+ * Fill *out with the calling thread's heap statistics (exact). Set
+ * out->struct_size first (see above). Never blocks, allocates nothing; a
+ * thread that has not allocated yet reads all zeros.
+ */
 BITSLAB_API void bitslab_heap_info(bitslab_heap_info_t *out);
-/** Fill *out with process-wide statistics. */
+
+/**
+ * Fill *out with process-wide statistics. Set out->struct_size first (see
+ * above). Any thread, any time: walks every superpage without stopping the
+ * threads that use them (a snapshot, see bitslab_stats_t), allocates
+ * nothing, makes one mincore(2) call per superpage for `resident`.
+ */
 BITSLAB_API void bitslab_stats(bitslab_stats_t *out);
+
+/** bitslab_stats_print flag: JSON (docs/stats.schema.json) instead of a table. */
+#define BITSLAB_STATS_JSON 1
+/** bitslab_stats_print flag: list every size class, not only those with slabs (the JSON always does). */
+#define BITSLAB_STATS_ALL_CLASSES 2
+
+/**
+ * Print bitslab_stats() (the process figures and one row per size class) as
+ * a human-readable table, or as one JSON object when `flags` has
+ * BITSLAB_STATS_JSON ("schema_version": 1, docs/stats.schema.json).
+ *
+ * `out` receives the text in NUL-terminated chunks of whole lines, at most
+ * 1 KiB each (a chunk is only valid during the call), with `arg`; with
+ * out == NULL the text goes to standard error with write(2). Allocates
+ * nothing (it formats into a stack buffer), so it may be called where malloc
+ * may not, e.g. from an out-of-memory path; write errors are ignored. Unknown
+ * flag bits are ignored. Thread safety: as bitslab_stats.
+ */
+BITSLAB_API void bitslab_stats_print(void (*out)(const char *msg, void *arg), void *arg, int flags);
+
+/**
+ * Dump the heap map as one JSON object (docs/heapmap.schema.json): every
+ * superpage ever mapped, and in each its 32 slabs with their kind, size
+ * class, bins live/cached/pending/total, whether the slab's pages are
+ * committed, and which of its 4 KiB pages are resident (mincore). Output as
+ * for bitslab_stats_print (chunks of whole lines to `out`, or stderr when
+ * out == NULL; no allocation). `flags` must be 0 (reserved). Thread safety:
+ * any thread, any time; a snapshot, as bitslab_stats. tools/bitslab-heapmap
+ * draws it.
+ */
+BITSLAB_API void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int flags);
 
 #ifdef __cplusplus
 }

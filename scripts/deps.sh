@@ -3,7 +3,7 @@
 # Installs only what is missing, so it is cheap to call again.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config cmake gcc clang libclang-rt-14-dev check liburcu-dev spin valgrind
-      python3 sqlite3 git redis-server memcached)
+      python3 python3-jsonschema python3-matplotlib sqlite3 git redis-server memcached)
 pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -47,8 +47,8 @@ static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
 
 void *bitslab_malloc(size_t size)
 {
-    if (likely(size <= SMALL_MAX)) return alloc_class(size_class(size), NULL);
-    return alloc_large(size, 0, false);
+    if (likely(size <= SMALL_MAX)) return BITSLAB_VG_MALLOC(alloc_class(size_class(size), NULL));
+    return BITSLAB_VG_MALLOC(alloc_large(size, 0, false));
 }
 
 void *bitslab_calloc(size_t count, size_t size)
@@ -61,10 +61,11 @@ void *bitslab_calloc(size_t count, size_t size)
     if (likely(total <= SMALL_MAX)) {
         bool fresh = false;
         void *p = alloc_class(size_class(total), &fresh);
+        BITSLAB_VG_CALLOC(p, fresh);
         if (p && !fresh) memset(p, 0, total);
         return p;
     }
-    return alloc_large(total, 0, true);
+    return BITSLAB_VG_ZEROED(alloc_large(total, 0, true));
 }
 
 /* The smallest class >= size whose bin size is a multiple of align: its bins
@@ -75,9 +76,9 @@ static void *alloc_aligned(size_t align, size_t size)
     if (size <= SMALL_MAX && align <= SMALL_MAX) {
         unsigned cls = size_class(size);
         while (bitslab_class_size[cls] % align) cls++; /* ends at 32 KiB at the latest */
-        return alloc_class(cls, NULL);
+        return BITSLAB_VG_MALLOC(alloc_class(cls, NULL));
     }
-    return alloc_large(size, align, false);
+    return BITSLAB_VG_MALLOC(alloc_large(size, align, false));
 }
 
 static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
@@ -212,6 +213,7 @@ static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t taken, uint64_
 
 void bitslab_free(void *p)
 {
+    BITSLAB_VG_FREE(p);
     uintptr_t a = (uintptr_t)p;
     uintptr_t region = region_of(p);
     /* One byte tells "a superpage of ours" (NULL and huge blocks go slow). */
@@ -295,7 +297,7 @@ void *bitslab_realloc(void *ptr, size_t size)
     }
     block_t b = block_lookup(ptr, "realloc");
     size_t usable = block_usable(&b);
-    if (b.hh && size > WIDE_MAX) return huge_realloc(b.hh, size);
+    if (b.hh && size > WIDE_MAX) return BITSLAB_VG_HUGE_REALLOC(ptr, usable, huge_realloc(b.hh, size));
     /* Stay put if the block fits and is not more than twice too big. */
     if (size <= usable && (size >= usable / 2 || usable <= MIN_BIN)) return ptr;
     void *q = bitslab_malloc(size);

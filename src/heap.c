@@ -85,6 +85,7 @@ static heap_t *heap_new(void)
         }
         chunk = heap_chunk(c);
         if (!chunk) return NULL;
+        BITSLAB_VG_METADATA(chunk, HEAPS_PER_CHUNK * sizeof(heap_t)); /* -Dvalgrind: see valgrind.c */
         /* Relaxed: ids only need to be unique (pairs with no other access:
          * heap_chunk's CAS publishes the chunk's memory). */
         if (atomic_compare_exchange_weak_explicit(&bitslab_heaps_total, &total, total + 1, memory_order_relaxed,

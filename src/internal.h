@@ -123,7 +123,8 @@ typedef struct slab {
     uint8_t index;               /* slab index in its superpage (0..31) */
     uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
-    uint8_t decommitted;         /* data returned to the OS (MADV_DONTNEED), not counted as committed */
+    _Atomic uint8_t decommitted; /* data returned to the OS (MADV_DONTNEED), not counted as committed;
+                                    owner-written, atomic for the heap map (slab_decommitted) */
     uint8_t decommit_failed;     /* FREE, dirty, and its last decommit failed: not in dirty_free, not
                                     purged again until it is used (or its superpage is released) */
     char *data;                  /* first byte of the slab */
@@ -136,6 +137,8 @@ typedef struct slab {
     uint64_t summary;            /* bit w set: local[w] may have a free bin */
     uint32_t freed_at;           /* FREE: when it became free (ms), for the purge delay */
     uint32_t cached;             /* the word now in the owner heap's word cache, or NO_WORD */
+    _Atomic uint32_t cached_bins; /* free bins of that word when it was loaded (0 when none is):
+                                     published for the stats walker, see slab_load_word */
 } slab_t;
 
 #define NO_WORD 0xFFFFFFFFu
@@ -231,6 +234,7 @@ typedef struct heap {
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */
+    _Atomic size_t remote_merged; /* remote frees merged by this heap (statistics; written by its user) */
 
     /* Consumer side of the remote queue: owner-only. */
     qnode_t *q_tail;
@@ -356,8 +360,6 @@ extern _Atomic int32_t bitslab_show_stats; /* 1: statistics at exit */
  * heap's next slow path; -1: never. */
 extern _Atomic int32_t bitslab_purge_delay_ms;
 extern _Atomic int32_t bitslab_retain_superpages; /* -1: 1 + 1/8 of the heap's */
-/* Printed at exit when show_stats=1: weak, a strong definition replaces it. */
-void bitslab_options_show_stats_hook(void);
 
 static inline size_t heap_retain_empty(size_t nsuperpages)
 {
@@ -365,6 +367,22 @@ static inline size_t heap_retain_empty(size_t nsuperpages)
     int32_t r = atomic_load_explicit(&bitslab_retain_superpages, memory_order_relaxed);
     return r < 0 ? 1 + nsuperpages / 8 : (size_t)r;
 }
+/* stats.c (and stats_print.c) */
+void stats_note_purge(size_t len); /* os_decommit: one madvise of len bytes */
+/* One slab as the statistics walker sees it, read race-free (stats.c). */
+typedef struct slab_snapshot {
+    uint8_t kind;         /* enum slab_kind; a slab caught mid-(re)configuration reads FREE */
+    bool decommitted;     /* its data pages were returned to the OS */
+    unsigned cls;         /* SMALL: size class */
+    uint32_t bin_size;    /* SMALL: bin size; WIDE: bytes of the whole run */
+    uint32_t bins;        /* SMALL: bins in the slab; WIDE: 1 */
+    uint32_t live, cached, pending, free; /* live + cached + pending + free == bins */
+    heap_t *owner;        /* SMALL, WIDE: the owning heap (compare only) */
+} slab_snapshot_t;
+heap_t *stats_self_heap(void); /* the calling thread's heap, NULL if it has none */
+void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t meta_resident, slab_snapshot_t *out);
+size_t stats_superpage_resident(superpage_t *sp, uint16_t *pages);
+uint32_t stats_heap_id(const heap_t *h);
 
 /* error.c */
 COLD _Noreturn void bitslab_fatal(const char *what, const void *p);
@@ -478,6 +496,46 @@ bool bitslab_heap_is_abandoned(heap_t *h);
 #define DEBUG_PARK(p) ((void)0)
 #endif
 
+/* ---- Valgrind hooks (meson -Dvalgrind=true; valgrind.c) -------------------- */
+
+/* Expressions yield their pointer argument; without the option every hook
+ * is that argument alone, or nothing, and costs nothing. */
+#ifndef BITSLAB_VALGRIND
+#define BITSLAB_VALGRIND 0
+#endif
+#if BITSLAB_VALGRIND
+void *vg_malloced(void *p, bool zeroed);
+void vg_quiet(void);
+void *vg_malloced_quiet(void *p, bool zeroed);
+void vg_freeing(void *p);
+void *vg_realloced_huge(void *old, size_t old_usable, void *q);
+void vg_metadata(void *p, size_t len);
+void vg_superpage(void *sp);
+/* A block handed out: memcheck's MALLOCLIKE (contents undefined). */
+#define BITSLAB_VG_MALLOC(expr) vg_malloced((expr), false)
+/* The same as a statement, `zeroed`: its contents read as zero. */
+#define BITSLAB_VG_CALLOC(p, zeroed) ((void)vg_malloced((p), (zeroed)))
+/* A zeroed block that bitslab zeroes itself before it is registered (wide
+ * calloc): reporting is off while `expr` runs. */
+#define BITSLAB_VG_ZEROED(expr) (vg_quiet(), vg_malloced_quiet((expr), true))
+/* A block about to be freed: memcheck's FREELIKE (reports an invalid free). */
+#define BITSLAB_VG_FREE(p) vg_freeing(p)
+/* `expr` resized the huge block `old` (usable size `old_usable`) in place or moved it. */
+#define BITSLAB_VG_HUGE_REALLOC(old, old_usable, expr) vg_realloced_huge((old), (old_usable), (expr))
+/* Allocator metadata holding pointers into blocks: hidden from memcheck's leak scan. */
+#define BITSLAB_VG_METADATA(p, len) vg_metadata((p), (len))
+/* A new superpage: metadata as above, data slabs inaccessible until handed out. */
+#define BITSLAB_VG_SUPERPAGE(sp) vg_superpage(sp)
+#else
+#define BITSLAB_VG_MALLOC(expr) (expr)
+#define BITSLAB_VG_CALLOC(p, zeroed) ((void)0)
+#define BITSLAB_VG_ZEROED(expr) (expr)
+#define BITSLAB_VG_FREE(p) ((void)0)
+#define BITSLAB_VG_HUGE_REALLOC(old, old_usable, expr) (expr)
+#define BITSLAB_VG_METADATA(p, len) ((void)0)
+#define BITSLAB_VG_SUPERPAGE(sp) ((void)0)
+#endif
+
 /* ---- small helpers -------------------------------------------------------- */
 
 static inline superpage_t *superpage_of_slab(const slab_t *s)
@@ -513,6 +571,18 @@ static inline void slab_set_used(slab_t *s, uint32_t v)
 {
     /* Relaxed store by the owner; pairs with the walker's relaxed load (a snapshot). */
     atomic_store_explicit(&s->used, v, memory_order_relaxed);
+}
+
+static inline bool slab_decommitted(const slab_t *s)
+{
+    /* Relaxed: only the owner writes it (slab_set_decommitted); the atomic is for the heap map. */
+    return atomic_load_explicit(&s->decommitted, memory_order_relaxed) != 0;
+}
+
+static inline void slab_set_decommitted(slab_t *s, bool v)
+{
+    /* Relaxed store by the owner; pairs with the heap map's relaxed load (a snapshot). */
+    atomic_store_explicit(&s->decommitted, v, memory_order_relaxed);
 }
 
 #pragma GCC visibility pop

@@ -300,52 +300,10 @@ __attribute__((constructor)) static void options_constructor(void) { options_ini
 
 /* ---- at exit ---------------------------------------------------------------- */
 
-static void put_kib(line_t *l, const char *what, size_t bytes)
-{
-    puts_(l, what);
-    put_long(l, (long long)(bytes / 1024));
-    puts_(l, " KiB");
-}
-
-/* show_stats=1 prints this at exit. Weak: the statistics module may define a
- * strong one (a fuller report); this default prints the bitslab_stats summary. */
-__attribute__((weak)) void bitslab_options_show_stats_hook(void)
-{
-    bitslab_stats_t st;
-    bitslab_stats(&st);
-    line_t l = {.len = 0};
-    puts_(&l, "bitslab: stats:");
-    put_kib(&l, " mapped ", st.mapped);
-    put_kib(&l, ", committed ", st.committed);
-    put_kib(&l, ", in use ", st.in_use);
-    put_kib(&l, " (wide ", st.wide_bytes);
-    put_kib(&l, ", huge ", st.huge_bytes);
-    puts_(&l, ")");
-    emit(&l);
-    l.len = 0;
-    puts_(&l, "bitslab: stats: superpages ");
-    put_long(&l, (long long)st.superpages_total);
-    puts_(&l, " (owned ");
-    put_long(&l, (long long)st.superpages_owned);
-    puts_(&l, ", orphaned ");
-    put_long(&l, (long long)st.superpages_orphaned);
-    puts_(&l, "), heaps ");
-    put_long(&l, (long long)st.heaps_total);
-    puts_(&l, " (abandoned ");
-    put_long(&l, (long long)st.heaps_abandoned);
-    puts_(&l, "), huge blocks ");
-    put_long(&l, (long long)st.huge_allocations);
-    puts_(&l, ", wide blocks ");
-    put_long(&l, (long long)st.wide_allocations);
-    puts_(&l, ", remote frees pending ");
-    put_long(&l, (long long)st.remote_frees_pending);
-    emit(&l);
-}
-
 __attribute__((destructor)) static void options_at_exit(void)
 {
     /* Relaxed: pairs with the relaxed store in set(); at exit any value read is valid. */
-    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_options_show_stats_hook();
+    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0); /* the table, on stderr */
 }
 
 /* ---- public ------------------------------------------------------------------ */

@@ -113,6 +113,7 @@ bool os_decommit(void *p, size_t len)
 {
     if (len == 0) return true;
     int saved = errno;
+    stats_note_purge(len); /* purged bytes and madvise calls (statistics) */
     if (madvise(p, len, MADV_DONTNEED) != 0) {
         errno = saved;
         return false;

@@ -60,7 +60,7 @@ EXPORT struct mallinfo2 mallinfo2(void)
 {
     struct mallinfo2 mi;
     memset(&mi, 0, sizeof mi);
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     mi.arena = st.mapped - st.huge_bytes; /* non-mmapped space: superpages */
     mi.hblks = st.huge_allocations;

@@ -83,6 +83,8 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
     s->cached = NO_WORD;
     slab_set_used(s, 0);
+    /* Relaxed: the walker's snapshot (see slab_load_word). */
+    atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
     slab_mark_in_use(h, s);
@@ -116,6 +118,15 @@ void slab_load_word(slab_t *s, word_cache_t *c)
     uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
     if (top > s->hwm) s->hwm = top;
     s->cached = w;
+    /* Relaxed: published for the stats walker, which pairs with it by a
+     * relaxed load (a snapshot): another thread cannot read the word cache
+     * itself, so it learns how many free bins the cache holds after this
+     * slow path, which hands out the word's first bin at once (both callers
+     * in heap_alloc_slow do). The fast paths that later take bins from the
+     * cache or put them back do not update it (docs/stats.md says what that
+     * leaves approximate). */
+    uint32_t n = popcount64(bits);
+    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
     c->bits = bits;
     c->fresh = fresh;
     c->base = s->data + (size_t)first * size;
@@ -134,6 +145,8 @@ void slab_unload_word(slab_t *s, word_cache_t *c)
     c->bits = 0;
     c->fresh = 0;
     s->cached = NO_WORD;
+    /* Relaxed: the walker's snapshot, as in slab_load_word. */
+    atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
 }
 
 /* Merge the remote bitmap into the local one. Returns the number of bins
@@ -169,6 +182,14 @@ uint32_t slab_merge_remote(slab_t *s)
         if (atomic_load_explicit(&remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
 #endif
     }
-    if (merged) slab_set_used(s, slab_used(s) - merged);
+    if (merged) {
+        slab_set_used(s, slab_used(s) - merged);
+        /* Relaxed load and store: only the heap's current user writes this
+         * counter (the pool's hand-off orders one user before the next); the
+         * stats walker's relaxed load pairs with the store (a snapshot). */
+        atomic_store_explicit(&h->remote_merged,
+                              atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged,
+                              memory_order_relaxed);
+    }
     return merged;
 }

@@ -1,118 +1,301 @@
 /*
  * stats.c: bitslab_heap_info (the caller's heap, exact) and bitslab_stats
- * (the process, a snapshot).
+ * (the process, a snapshot), and the slab snapshot the heap map shares.
  *
  * The process walk follows the push-only registry of every superpage ever
  * mapped (superpages are never unmapped, so the walk never reads unmapped
- * memory) and reads only the slab fields that are atomics for this purpose:
- * kind, bin_size, used and the remote bitmaps. Other threads' word caches
- * are theirs alone, so bins cached there (at most 64 per class and thread)
- * count as in use in the process figures; bitslab_collect() in a thread, or
- * its exit, puts them back.
+ * memory) and reads only the fields that are atomics for this purpose:
+ * slab kind, bin_size, used, cached_bins, decommitted and heap, the remote
+ * bitmaps, the superpage's heap, and each heap's remote_merged counter
+ * (heaps are never unmapped either). Everything else in another thread's
+ * heap is that thread's alone and is never read here.
+ *
+ * A small slab's `used` counts every bin not in its local bitmap: live
+ * blocks, free bins in the owner's word cache, and remotely freed bins not
+ * merged yet. The walker splits it:
+ *   pending = bits set in the slab's remote bitmap (atomic, exact);
+ *   cached  = for the calling thread's own slabs, the popcount of its word
+ *             cache (exact); for other heaps, the count their owner
+ *             published when it loaded or put back the word (cached_bins):
+ *             exact for exited threads (their caches are empty) and for a
+ *             thread whose last action on that class was a slow path;
+ *             otherwise off by the bins it took from or freed into the word
+ *             since (at most 64);
+ *   live    = used - cached - pending.
+ * docs/stats.md spells out what each figure means and when it is exact.
  */
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
-static void class_names(bitslab_class_stats_t *c)
+/* ---- counters fed from other files ---------------------------------------- */
+
+static _Atomic size_t purged_bytes;
+static _Atomic size_t madvise_calls;
+
+void stats_note_purge(size_t len)
 {
-    for (unsigned i = 0; i < NUM_CLASSES; i++) c[i].bin_size = bitslab_class_size[i];
+    /* Relaxed: a statistics counter; pairs with the relaxed load in bitslab_stats (a snapshot). */
+    atomic_fetch_add_explicit(&purged_bytes, len, memory_order_relaxed);
+    /* Relaxed: as above. */
+    atomic_fetch_add_explicit(&madvise_calls, 1, memory_order_relaxed);
 }
 
+/* ---- one slab, read race-free ------------------------------------------------ */
+
 /* The row is passed by index: slab_remote(s) would read s->index, a plain
- * field that an orphan's new owner rewrites while we may be reading. */
-static size_t remote_pending(_Atomic uint64_t *remote)
+ * field that an orphan's new owner rewrites while we may be reading. A row in
+ * a metadata page the kernel has not mapped (meta_resident: the resident
+ * 4 KiB pages of slab 0) holds no bit, since a freer's write would have mapped
+ * it: it is not read, so that reading it does not map a zero page that the
+ * next resident count would include. */
+static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_resident)
 {
-    size_t n = 0;
-    for (unsigned w = 0; w < BITMAP_WORDS; w++)
-        /* Relaxed: a snapshot count; nothing is read through these bits. */
+    _Atomic uint64_t *remote = sp->remote[i];
+    uint32_t n = 0;
+    for (unsigned w = 0; w < BITMAP_WORDS; w++) {
+        size_t page = (size_t)((char *)&remote[w] - (char *)sp) / OS_PAGE; /* rows straddle pages */
+        if (!((meta_resident >> page) & 1)) continue;
+        /* Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
+         * nothing is read through these bits. */
         n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
+    }
     return n;
 }
 
-/* Add the slabs of one owned superpage into the class table. Returns the
- * small bytes in use; wide figures and free slabs through the pointers. */
-static size_t walk_superpage(superpage_t *sp, bitslab_class_stats_t *classes, size_t *wide_n, size_t *wide_bytes,
-                             size_t *slabs_small, size_t *slabs_wide, size_t *slabs_free, size_t *pending)
+heap_t *stats_self_heap(void)
 {
-    size_t bytes = 0;
-    for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
-        slab_t *s = &sp->slabs[i];
-        /* Relaxed: snapshot reads, see the file comment. */
-        uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
-        /* Relaxed: as above. */
-        uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
-        uint32_t used = slab_used(s);
-        if (kind == SLAB_FREE) {
-            (*slabs_free)++;
-        } else if (kind == SLAB_SMALL && size) {
-            unsigned cls = size_class(size);
-            classes[cls].slabs++;
-            classes[cls].bins_total += SLAB_SIZE / size;
-            classes[cls].bins_in_use += used;
-            classes[cls].bytes_in_use += (size_t)used * size;
-            bytes += (size_t)used * size;
-            (*slabs_small)++;
-            *pending += remote_pending(sp->remote[i]);
-        } else if (kind == SLAB_WIDE && size) {
-            (*wide_n)++;
-            *wide_bytes += size;
-            (*slabs_wide)++;
-            *pending += remote_pending(sp->remote[i]);
-        } else if (kind == SLAB_WIDE_TAIL) {
-            (*slabs_wide)++;
-        }
+    heap_t *h = bitslab_tls_heap;
+    return h->is_static ? NULL : h;
+}
+
+void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t meta_resident, slab_snapshot_t *o)
+{
+    slab_t *s = &sp->slabs[i];
+    memset(o, 0, sizeof *o);
+    /* Relaxed (kind, bin_size, heap): snapshot reads; pair with the owner's
+     * relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
+     * a concurrent reconfiguration they may come from two lives of the slab:
+     * every combination is handled below (no index is trusted). */
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: as above */
+    o->decommitted = slab_decommitted(s);
+    o->kind = kind;
+    if (kind == SLAB_META || kind == SLAB_WIDE_TAIL) return;
+    if (kind == SLAB_SMALL && (size < MIN_BIN || size > SMALL_MAX)) kind = SLAB_FREE; /* torn: mid-(re)configuration */
+    if (kind == SLAB_WIDE && size < SLAB_SIZE) kind = SLAB_FREE;
+    if (kind != SLAB_SMALL && kind != SLAB_WIDE) {
+        o->kind = SLAB_FREE;
+        return;
     }
-    return bytes;
+    o->owner = atomic_load_explicit(&s->heap, memory_order_relaxed); /* relaxed: as above */
+    uint32_t used = slab_used(s);
+    o->pending = remote_pending(sp, i, meta_resident);
+    o->bin_size = size;
+    if (kind == SLAB_SMALL) {
+        o->cls = size_class(size);
+        o->bins = (uint32_t)(SLAB_SIZE / size);
+        if (self && o->owner == self)
+            /* Our own slab: s->cached and our word cache are ours to read. */
+            o->cached = s->cached != NO_WORD ? popcount64(self->cache[s->cls].bits) : 0;
+        else
+            /* Relaxed: pairs with the owner's store in slab_load_word / slab_unload_word. */
+            o->cached = atomic_load_explicit(&s->cached_bins, memory_order_relaxed);
+    } else {
+        o->bins = 1;
+    }
+    /* Each figure was read at its own moment: keep the sum consistent. */
+    if (used > o->bins) used = o->bins;
+    if (o->pending > used) o->pending = used;
+    if (o->cached > used - o->pending) o->cached = used - o->pending;
+    o->live = used - o->cached - o->pending;
+    o->free = o->bins - used;
+}
+
+/* Bytes of sp that the kernel reports resident, and (if `pages` is given)
+ * a mask of the resident 4 KiB pages of each slab. mincore reads only the
+ * page tables: superpages are never unmapped, so this is always valid. */
+size_t stats_superpage_resident(superpage_t *sp, uint16_t *pages)
+{
+    unsigned char vec[SUPERPAGE_SIZE / OS_PAGE];
+    int saved = errno;
+    if (pages) memset(pages, 0, SLABS_PER_SUPERPAGE * sizeof *pages);
+    if (mincore(sp, SUPERPAGE_SIZE, vec) != 0) {
+        errno = saved;
+        return 0;
+    }
+    size_t n = 0;
+    const unsigned per_slab = SLAB_SIZE / OS_PAGE;
+    for (unsigned p = 0; p < SUPERPAGE_SIZE / OS_PAGE; p++) {
+        if (!(vec[p] & 1)) continue;
+        n++;
+        if (pages) pages[p / per_slab] |= (uint16_t)(1u << (p % per_slab));
+    }
+    return n * OS_PAGE;
+}
+
+/* The id of a heap (1..heaps_total), 0 if not found. Compares addresses
+ * only: the heap's own fields (its id among them) are its owner's. */
+uint32_t stats_heap_id(const heap_t *h)
+{
+    /* Relaxed: a snapshot bound; pairs with heap_new's fetch_add. */
+    uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
+    for (uint32_t id = 1; id <= n; id++)
+        if (heap_by_id(id) == h) return id;
+    return 0;
+}
+
+/* ---- totals ----------------------------------------------------------------- */
+
+typedef struct totals {
+    bitslab_class_stats_t *classes;
+    size_t small_bytes, cached_bytes, pending;
+    size_t wide_n, wide_bytes;
+    size_t slabs_small, slabs_wide, slabs_free;
+} totals_t;
+
+static void add_slab(totals_t *t, const slab_snapshot_t *o)
+{
+    switch (o->kind) {
+    case SLAB_FREE:
+        t->slabs_free++;
+        break;
+    case SLAB_SMALL: {
+        bitslab_class_stats_t *c = &t->classes[o->cls];
+        c->slabs++;
+        c->bins_total += o->bins;
+        c->bins_in_use += o->live;
+        c->bins_cached += o->cached;
+        c->bins_pending += o->pending;
+        c->bins_free += o->free;
+        t->small_bytes += (size_t)o->live * o->bin_size;
+        t->cached_bytes += (size_t)o->cached * o->bin_size;
+        t->pending += o->pending;
+        t->slabs_small++;
+        break;
+    }
+    case SLAB_WIDE:
+        t->wide_n += o->live;
+        t->wide_bytes += o->live ? o->bin_size : 0;
+        t->pending += o->pending;
+        t->slabs_wide++;
+        break;
+    case SLAB_WIDE_TAIL:
+        t->slabs_wide++;
+        break;
+    default:
+        break;
+    }
+}
+
+static void finish_classes(bitslab_class_stats_t *c)
+{
+    for (unsigned i = 0; i < NUM_CLASSES; i++) {
+        c[i].bin_size = bitslab_class_size[i];
+        c[i].bytes_in_use = c[i].bins_in_use * c[i].bin_size;
+        c[i].waste = c[i].slabs * SLAB_SIZE - c[i].bytes_in_use;
+    }
+}
+
+/* ---- struct_size ------------------------------------------------------------ */
+
+/* Bytes to fill: whole fields, at most what both sides know. 0: none. */
+static size_t fill_size(size_t caller, size_t ours)
+{
+    size_t n = caller < ours ? caller : ours;
+    n -= n % sizeof(size_t);
+    if (n < sizeof(size_t)) {
+        errno = EINVAL;
+        return 0;
+    }
+    return n;
 }
 
 void bitslab_heap_info(bitslab_heap_info_t *out)
 {
-    memset(out, 0, sizeof *out);
-    class_names(out->classes);
-    heap_t *h = bitslab_tls_heap;
-    size_t wide_n = 0, wide_bytes = 0, small = 0;
-    for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
-        out->superpages++;
-        small += walk_superpage(sp, out->classes, &wide_n, &wide_bytes, &out->slabs_small, &out->slabs_wide,
-                                &out->slabs_free, &out->remote_frees_pending);
+    size_t n = fill_size(out->struct_size, sizeof *out);
+    if (!n) return;
+    bitslab_heap_info_t hi;
+    memset(&hi, 0, sizeof hi);
+    heap_t *h = stats_self_heap();
+    totals_t t = {.classes = hi.classes};
+    if (h) {
+        for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
+            hi.superpages++;
+            uint16_t pages[SLABS_PER_SUPERPAGE];
+            stats_superpage_resident(sp, pages);
+            for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
+                slab_snapshot_t o;
+                stats_slab_snapshot(sp, i, h, pages[0], &o);
+                add_slab(&t, &o);
+            }
+        }
+        /* Relaxed: our own counter (we are its only writer). */
+        hi.remote_frees_merged = atomic_load_explicit(&h->remote_merged, memory_order_relaxed);
     }
-    /* Bins waiting in the word caches are free, though their slabs count them
-     * as taken. */
-    for (unsigned c = 0; c < NUM_CLASSES; c++) {
-        if (!h->active[c]) continue;
-        size_t cached = popcount64(h->cache[c].bits);
-        out->classes[c].bins_in_use -= cached;
-        out->classes[c].bytes_in_use -= cached * out->classes[c].bin_size;
-        small -= cached * out->classes[c].bin_size;
-    }
-    out->wide_allocations = wide_n;
-    out->wide_bytes = wide_bytes;
-    out->bytes_in_use = small + wide_bytes;
+    finish_classes(hi.classes);
+    hi.slabs_small = t.slabs_small;
+    hi.slabs_wide = t.slabs_wide;
+    hi.slabs_free = t.slabs_free;
+    hi.wide_allocations = t.wide_n;
+    hi.wide_bytes = t.wide_bytes;
+    hi.bytes_in_use = t.small_bytes + t.wide_bytes;
+    hi.bytes_cached = t.cached_bytes;
+    hi.remote_frees_pending = t.pending;
+    hi.struct_size = n;
+    memcpy(out, &hi, n);
 }
 
 void bitslab_stats(bitslab_stats_t *out)
 {
-    memset(out, 0, sizeof *out);
-    class_names(out->classes);
-    size_t small = 0, slabs_small = 0, slabs_wide = 0, slabs_free = 0;
+    size_t n = fill_size(out->struct_size, sizeof *out);
+    if (!n) return;
+    bitslab_stats_t st;
+    memset(&st, 0, sizeof st);
+    heap_t *self = stats_self_heap();
+    totals_t t = {.classes = st.classes};
+    size_t resident = 0;
     /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
-        /* Relaxed: a snapshot of who owns it. */
+        uint16_t pages[SLABS_PER_SUPERPAGE];
+        resident += stats_superpage_resident(sp, pages);
+        /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
         if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
-        out->superpages_owned++;
-        small += walk_superpage(sp, out->classes, &out->wide_allocations, &out->wide_bytes, &slabs_small,
-                                &slabs_wide, &slabs_free, &out->remote_frees_pending);
+        st.superpages_owned++;
+        for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
+            slab_snapshot_t o;
+            stats_slab_snapshot(sp, i, self, pages[0], &o);
+            add_slab(&t, &o);
+        }
     }
-    /* Relaxed (each load): statistics counters; no data is published through them. */
-    out->mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
-    out->committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
-    out->superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
-    out->superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
-    out->huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
-    out->huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
-    out->heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
-    out->heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
-    out->in_use = small + out->wide_bytes + out->huge_bytes;
+    finish_classes(st.classes);
+    /* Relaxed (each load): statistics counters; each pairs with its relaxed
+     * fetch_add/fetch_sub (os.c, superpage.c, huge.c, heap.c, above). */
+    st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
+    st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
+    st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
+    st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
+    st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
+    st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
+    st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
+    st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
+    st.purged_bytes = atomic_load_explicit(&purged_bytes, memory_order_relaxed); /* stats */
+    st.madvise_calls = atomic_load_explicit(&madvise_calls, memory_order_relaxed); /* stats */
+    for (uint32_t id = 1; id <= st.heaps_total; id++) {
+        heap_t *h = heap_by_id(id);
+        /* Relaxed: pairs with the owner's relaxed store in slab_merge_remote (a snapshot). */
+        if (h) st.remote_frees_merged += atomic_load_explicit(&h->remote_merged, memory_order_relaxed);
+    }
+    st.wide_allocations = t.wide_n;
+    st.wide_bytes = t.wide_bytes;
+    st.remote_frees_pending = t.pending;
+    st.remote_frees_sent = st.remote_frees_merged + t.pending;
+    st.in_use = t.small_bytes + t.wide_bytes + st.huge_bytes;
+    st.cached = t.cached_bytes;
+    st.resident = resident + st.huge_bytes;
+    st.struct_size = n;
+    memcpy(out, &st, n);
 }

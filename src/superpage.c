@@ -194,7 +194,7 @@ static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirt
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
         s->dirty = (dirty >> i) & 1;
-        s->decommitted = (decommitted >> i) & 1;
+        slab_set_decommitted(s, (decommitted >> i) & 1);
         s->decommit_failed = 0;
         slab_reset(s);
     }
@@ -215,7 +215,7 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
     uint32_t m = 0;
     for (uint32_t t = mask; t; t &= t - 1) {
         unsigned i = ctz64(t);
-        if (!sp->slabs[i].decommitted) m |= 1u << i;
+        if (!slab_decommitted(&sp->slabs[i])) m |= 1u << i;
     }
     while (m) {
         unsigned first = ctz64(m);
@@ -226,7 +226,7 @@ static void decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
             if (slab_counts_dirty(s)) dirty_add(h, -1); /* only FREE slabs are decommitted */
             if (ok) {
                 s->dirty = 0;
-                s->decommitted = 1;
+                slab_set_decommitted(s, true);
                 s->decommit_failed = 0;
             } else if (s->dirty) {
                 s->decommit_failed = 1;
@@ -243,9 +243,9 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
     h->slabs_used++;
     if (slab_counts_dirty(s)) dirty_add(h, -1);
     s->decommit_failed = 0;
-    if (s->decommitted) {
+    if (slab_decommitted(s)) {
         os_recommit(SLAB_SIZE);
-        s->decommitted = 0;
+        slab_set_decommitted(s, false);
     }
 }
 
@@ -257,7 +257,7 @@ static void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
         uint32_t m = 0;
         for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
-            if (slab_counts_dirty(s) && !s->decommitted && now - s->freed_at >= min_age) {
+            if (slab_counts_dirty(s) && !slab_decommitted(s) && now - s->freed_at >= min_age) {
                 m |= 1u << s->index;
                 limit--;
             }
@@ -326,6 +326,7 @@ static superpage_t *superpage_map(void)
     sp->hdr.magic = REGION_MAGIC ^ (uintptr_t)sp;
     sp->hdr.kind = REGION_SUPERPAGE;
     superpage_reset(sp, 0, 0); /* fresh pages: committed and zero */
+    BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: see valgrind.c */
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
     superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed); /* the CAS re-validates */
@@ -375,7 +376,7 @@ static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
     decommit_slabs(h, sp, DATA_SLABS_MASK);
     uint32_t clean = 0;
     for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++)
-        if (sp->slabs[i].decommitted) clean |= 1u << i;
+        if (slab_decommitted(&sp->slabs[i])) clean |= 1u << i;
     if (os_decommit((char *)sp + OS_PAGE, SLAB_SIZE - OS_PAGE)) clean |= 1;
     sp->orphan_clean = clean; /* published by the orphanage push's release CAS */
 }

@@ -138,7 +138,7 @@ static void job_collect(void *arg)
     (void)arg;
     bitslab_collect();
     bitslab_debug_check();
-    bitslab_heap_info_t hi;
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
     bitslab_heap_info(&hi);
     owner_pending = hi.remote_frees_pending;
 }
@@ -179,7 +179,7 @@ static void job_owner_cycle(void *arg)
         if (!cycle_p[i]) FAIL("malloc");
         memset(cycle_p[i], 0xc5, CYCLE_SIZE);
     }
-    bitslab_heap_info_t hi;
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
     bitslab_heap_info(&hi);
     owner_superpages = hi.superpages;
 }
@@ -241,7 +241,7 @@ static void wait_parked(int point)
 
 static size_t stats_in_use(void)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     return st.in_use;
 }

@@ -198,7 +198,7 @@ int main(int argc, char **argv)
             to_reaper(c[i].out_a);
             carry[(i + 1) % SHORT] = c[i].out_b; /* to a thread of the next wave */
         }
-        bitslab_stats_t st;
+        bitslab_stats_t st = {.struct_size = sizeof st};
         bitslab_stats(&st);
         if (st.superpages_total > peak_sp) peak_sp = st.superpages_total;
         STRESS_CHECK(st.heaps_total <= max_heaps, "wave %zu: %zu heaps for at most %zu threads alive at once", wave,

@@ -146,7 +146,7 @@ int main(int argc, char **argv)
         /* Watch the statistics while the pairs run: the walker must be race-free. */
         size_t samples = 0, peak = 0;
         while (atomic_load(&workers_done) < n) {
-            bitslab_stats_t st;
+            bitslab_stats_t st = {.struct_size = sizeof st};
             bitslab_stats(&st);
             STRESS_CHECK(st.committed <= st.mapped, "committed %zu > mapped %zu", st.committed, st.mapped);
             if (st.committed > peak) peak = st.committed;

@@ -147,7 +147,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < TRANSFERS; i++) {
             if (chance(50, &r)) free_items(atomic_exchange(&transfer[i], NULL), &r);
         }
-        bitslab_stats_t st;
+        bitslab_stats_t st = {.struct_size = sizeof st};
         bitslab_stats(&st);
         if (st.committed > peak_committed) peak_committed = st.committed;
         if (stress_cfg.verbose || n % 5 == 0) {

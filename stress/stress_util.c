@@ -421,7 +421,7 @@ void stress_barrier_destroy(stress_barrier_t *b) { pthread_barrier_destroy(&b->b
 
 void stress_print_stats(const char *label)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     stress_log("%s: mapped %.1f MiB, committed %.2f MiB, in use %.2f MiB; superpages %zu (owned %zu, orphaned %zu);"
                " wide %zu, huge %zu; heaps %zu (abandoned %zu); remote pending %zu",
@@ -448,7 +448,7 @@ static void *drain_thread(void *arg)
 
 size_t stress_drain_abandoned(void)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     size_t n = st.heaps_abandoned;
     if (!n) return 0;
@@ -466,7 +466,7 @@ size_t stress_drain_abandoned(void)
 
 void stress_finish(const stress_bounds_t *b)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     stress_log("before final collection: in use %.2f MiB, remote pending %zu, heaps abandoned %zu", st.in_use / MiB,
                st.remote_frees_pending, st.heaps_abandoned);

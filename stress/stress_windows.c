@@ -157,7 +157,7 @@ static void run_owner(int mode, size_t rounds)
         /* Merge and release while the freers are at work. */
         while (atomic_load(&consumed) < (round + 1) * (THREADS - 1)) bitslab_collect();
         bitslab_collect();
-        bitslab_heap_info_t hi;
+        bitslab_heap_info_t hi = {.struct_size = sizeof hi};
         bitslab_heap_info(&hi);
         STRESS_CHECK(hi.bytes_in_use == 0 && hi.remote_frees_pending == 0,
                      "owner after collect: %zu bytes in use, %zu pending", hi.bytes_in_use, hi.remote_frees_pending);
@@ -193,7 +193,7 @@ int main(int argc, char **argv)
          * orphanage and come back (reset by their new owner). */
         size_t walks = 0;
         while (atomic_load(&orphanage_left)) {
-            bitslab_stats_t st;
+            bitslab_stats_t st = {.struct_size = sizeof st};
             bitslab_stats(&st);
             walks++;
         }

@@ -111,21 +111,20 @@ static inline size_t class_bins(unsigned cls) { return SLAB_SIZE / bitslab_class
 
 static inline bitslab_heap_info_t heap_info(void)
 {
-    bitslab_heap_info_t hi;
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
     bitslab_heap_info(&hi);
     return hi;
 }
 
 static inline bitslab_stats_t stats(void)
 {
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     return st;
 }
 
 /* Bytes the calling thread holds in small and wide blocks, plus all huge
- * blocks: exact in a single-threaded test. (bitslab_stats().in_use may also
- * count bins that sit free in a thread's allocation cache.) */
+ * blocks: exact in a single-threaded test. */
 static inline size_t live_bytes(void) { return heap_info().bytes_in_use + stats().huge_bytes; }
 
 static inline size_t total_bins_in_use(const bitslab_heap_info_t *hi)

@@ -446,7 +446,7 @@ static void fz_step(fz_thread_t *t)
         bitslab_collect();
     } else if (rare == 1) {
         snprintf(t->op, sizeof t->op, "stats");
-        bitslab_stats_t st;
+        bitslab_stats_t st = {.struct_size = sizeof st};
         bitslab_stats(&st); /* the walker, concurrently with everything */
         if (st.committed > st.mapped) fz_fail(t, "committed %zu > mapped %zu", st.committed, st.mapped);
     } else if (rare == 2) {
@@ -483,7 +483,7 @@ static void fz_check_empty(fz_thread_t *t)
 {
     snprintf(t->op, sizeof t->op, "final checks");
     bitslab_collect();
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     if (fz_nshadow) fz_fail(t, "%zu blocks left in the shadow table", fz_nshadow);
     if (st.in_use || st.remote_frees_pending || st.huge_allocations || st.wide_allocations)

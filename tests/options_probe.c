@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "retain") == 0) {
         void *blocks[8];
         for (int i = 0; i < 8; i++) blocks[i] = bitslab_malloc(1024 * 1024); /* 16 of 31 data slabs */
-        bitslab_heap_info_t hi;
+        bitslab_heap_info_t hi = {.struct_size = sizeof hi};
         bitslab_heap_info(&hi);
         size_t before = hi.superpages;
         for (int i = 0; i < 8; i++) bitslab_free(blocks[i]);

@@ -4,6 +4,8 @@
  */
 #include "common.h"
 
+#include <unistd.h>
+
 DEFINE_THREAD_FAILURES;
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -820,6 +822,261 @@ START_TEST(test_stats_wide_huge)
 }
 END_TEST
 
+/* The word cache's free bins are not in use: malloc(100) loads a word of
+ * 64 bins of 112 B, realloc to 1000 B loads one of 64 bins of 1 KiB and frees
+ * the 112 B block back into its word. Only 1 KiB is live (the old figures
+ * counted both words whole: 72,704 bytes). */
+START_TEST(test_stats_in_use_exact_after_realloc)
+{
+    void *p = bitslab_malloc(100);
+    p = bitslab_realloc(p, 1000);
+    ck_assert_ptr_nonnull(p);
+    const unsigned c112 = size_class(100), c1k = size_class(1000);
+    bitslab_stats_t st = stats();
+    ck_assert_uint_eq(st.in_use, 1024);
+    ck_assert_uint_eq(st.classes[c1k].bins_in_use, 1);
+    ck_assert_uint_eq(st.classes[c1k].bytes_in_use, 1024);
+    ck_assert_uint_eq(st.classes[c112].bins_in_use, 0);
+    ck_assert_uint_eq(st.classes[c112].bins_cached, 64);
+    ck_assert_uint_eq(st.classes[c1k].bins_cached, 63);
+    ck_assert_uint_eq(st.cached, 64 * 112 + 63 * 1024);
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        const bitslab_class_stats_t *cs = &st.classes[c];
+        ck_assert_uint_eq(cs->bins_total, cs->bins_in_use + cs->bins_cached + cs->bins_pending + cs->bins_free);
+        ck_assert_uint_eq(cs->waste, cs->slabs * SLAB_SIZE - cs->bytes_in_use);
+    }
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_uint_eq(hi.bytes_in_use, 1024);
+    ck_assert_uint_eq(hi.bytes_cached, st.cached);
+    ck_assert_uint_eq(hi.classes[c112].bins_cached, 64);
+    bitslab_free(p);
+    ck_assert_uint_eq(stats().in_use, 0);
+    ck_assert_uint_eq(stats().cached, 64 * 112 + 64 * 1024);
+    bitslab_collect(); /* the words go back to their slabs, the slabs to the superpage */
+    st = stats();
+    ck_assert_uint_eq(st.in_use, 0);
+    ck_assert_uint_eq(st.cached, 0);
+    debug_check();
+}
+END_TEST
+
+/* struct_size: the library fills whole fields up to the smaller of the two
+ * sizes, says how much it filled, and never writes past it. */
+START_TEST(test_stats_struct_size)
+{
+    void *p = bitslab_malloc(64);
+    union {
+        bitslab_stats_t st;
+        unsigned char bytes[sizeof(bitslab_stats_t) + 64];
+    } u;
+    /* An old caller that knows the first two fields only. */
+    memset(&u, 0xAB, sizeof u);
+    u.st.struct_size = offsetof(bitslab_stats_t, committed);
+    bitslab_stats(&u.st);
+    ck_assert_uint_eq(u.st.struct_size, offsetof(bitslab_stats_t, committed));
+    ck_assert_uint_eq(u.st.mapped, stats().mapped);
+    ck_assert_uint_ge(u.st.mapped, SUPERPAGE_SIZE);
+    for (size_t i = offsetof(bitslab_stats_t, committed); i < sizeof u; i++)
+        ck_assert_msg(u.bytes[i] == 0xAB, "byte %zu written past struct_size", i);
+    /* A size that ends inside a field: that field is not written. */
+    memset(&u, 0xAB, sizeof u);
+    u.st.struct_size = offsetof(bitslab_stats_t, committed) + 3;
+    bitslab_stats(&u.st);
+    ck_assert_uint_eq(u.st.struct_size, offsetof(bitslab_stats_t, committed));
+    for (size_t i = offsetof(bitslab_stats_t, committed); i < sizeof u; i++) ck_assert_uint_eq(u.bytes[i], 0xAB);
+    /* A newer caller with a bigger struct: the rest is left alone. */
+    memset(&u, 0xAB, sizeof u);
+    u.st.struct_size = sizeof u;
+    bitslab_stats(&u.st);
+    ck_assert_uint_eq(u.st.struct_size, sizeof(bitslab_stats_t));
+    ck_assert_uint_eq(u.st.in_use, 64);
+    ck_assert_uint_eq(u.st.classes[NUM_CLASSES - 1].bin_size, SMALL_MAX);
+    for (size_t i = sizeof(bitslab_stats_t); i < sizeof u; i++) ck_assert_uint_eq(u.bytes[i], 0xAB);
+    /* Forgotten: nothing written, EINVAL. */
+    memset(&u, 0xAB, sizeof u);
+    u.st.struct_size = 0;
+    errno = 0;
+    bitslab_stats(&u.st);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_uint_eq(u.st.struct_size, 0);
+    for (size_t i = sizeof(size_t); i < sizeof u; i++) ck_assert_uint_eq(u.bytes[i], 0xAB);
+    /* The same rules for bitslab_heap_info. */
+    union {
+        bitslab_heap_info_t hi;
+        unsigned char bytes[sizeof(bitslab_heap_info_t) + 64];
+    } v;
+    memset(&v, 0xAB, sizeof v);
+    v.hi.struct_size = offsetof(bitslab_heap_info_t, slabs_small);
+    bitslab_heap_info(&v.hi);
+    ck_assert_uint_eq(v.hi.struct_size, offsetof(bitslab_heap_info_t, slabs_small));
+    ck_assert_uint_eq(v.hi.superpages, 1);
+    for (size_t i = offsetof(bitslab_heap_info_t, slabs_small); i < sizeof v; i++) ck_assert_uint_eq(v.bytes[i], 0xAB);
+    memset(&v, 0xAB, sizeof v);
+    v.hi.struct_size = sizeof v;
+    bitslab_heap_info(&v.hi);
+    ck_assert_uint_eq(v.hi.struct_size, sizeof(bitslab_heap_info_t));
+    ck_assert_uint_eq(v.hi.bytes_in_use, 64);
+    for (size_t i = sizeof(bitslab_heap_info_t); i < sizeof v; i++) ck_assert_uint_eq(v.bytes[i], 0xAB);
+    v.hi.struct_size = sizeof(size_t) - 1;
+    errno = 0;
+    bitslab_heap_info(&v.hi);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_uint_eq(v.hi.struct_size, sizeof(size_t) - 1);
+    bitslab_free(p);
+}
+END_TEST
+
+/* Another live thread's word cache: known as of its last slow path. */
+static pthread_barrier_t cache_barrier;
+static void *cache_blocks[3];
+
+static void *cache_owner(void *arg)
+{
+    (void)arg;
+    cache_blocks[0] = bitslab_malloc(64);   /* slow path: loads a word of 64 bins, hands out one */
+    cache_blocks[1] = bitslab_malloc(64);   /* fast path */
+    cache_blocks[2] = bitslab_malloc(1000); /* slow path: a word of 64 bins of 1 KiB */
+    pthread_barrier_wait(&cache_barrier);   /* 1: main reads the figures */
+    pthread_barrier_wait(&cache_barrier);   /* 2: main is done reading */
+    bitslab_free(cache_blocks[1]);          /* fast path: back into the word cache */
+    bitslab_free(cache_blocks[2]);
+    pthread_barrier_wait(&cache_barrier);   /* 3 */
+    pthread_barrier_wait(&cache_barrier);   /* 4 */
+    bitslab_collect();                      /* the words go back to the slabs: figures exact again */
+    pthread_barrier_wait(&cache_barrier);   /* 5 */
+    pthread_barrier_wait(&cache_barrier);   /* 6: stay alive until main has read */
+    bitslab_free(cache_blocks[0]);
+    return NULL;
+}
+
+START_TEST(test_stats_other_thread_cache)
+{
+    pthread_barrier_init(&cache_barrier, NULL, 2);
+    pthread_t t = spawn(cache_owner, NULL);
+    pthread_barrier_wait(&cache_barrier); /* 1 */
+    bitslab_stats_t st = stats();         /* the main thread has no heap: every figure is another thread's */
+    /* Published at the slow path: the 64 B class took one more bin since
+     * (fast path), which still reads as cached. */
+    ck_assert_uint_eq(st.classes[3].bins_in_use, 1);
+    ck_assert_uint_eq(st.classes[3].bins_cached, 63);
+    ck_assert_uint_eq(st.classes[19].bins_in_use, 1);
+    ck_assert_uint_eq(st.classes[19].bins_cached, 63);
+    ck_assert_uint_eq(st.in_use, 64 + 1024);
+    ck_assert_uint_eq(st.cached, 63 * 64 + 63 * 1024);
+    pthread_barrier_wait(&cache_barrier); /* 2 */
+    pthread_barrier_wait(&cache_barrier); /* 3 */
+    /* Freed by the owner into its word cache, which no other thread can
+     * read: the 1 KiB block still reads as in use (the documented
+     * approximation: at most 64 bins per class and thread). */
+    st = stats();
+    ck_assert_uint_eq(st.classes[3].bins_in_use, 1);
+    ck_assert_uint_eq(st.classes[19].bins_in_use, 1);
+    pthread_barrier_wait(&cache_barrier); /* 4 */
+    pthread_barrier_wait(&cache_barrier); /* 5 */
+    st = stats();
+    ck_assert_uint_eq(st.in_use, 64);
+    ck_assert_uint_eq(st.cached, 0);
+    ck_assert_uint_eq(st.classes[3].bins_in_use, 1);
+    ck_assert_uint_eq(st.classes[3].bins_free, class_bins(3) - 1);
+    ck_assert_uint_eq(st.classes[19].slabs, 0);
+    pthread_barrier_wait(&cache_barrier); /* 6 */
+    join(t);
+    pthread_barrier_destroy(&cache_barrier);
+}
+END_TEST
+
+/* ---- bitslab_stats_print ------------------------------------------------------ */
+
+typedef struct capture {
+    char text[64 * 1024];
+    size_t len, chunks;
+    bool bad_chunk; /* a chunk that was empty, too long or not a whole line */
+} capture_t;
+
+static capture_t cap;
+
+static void capture_out(const char *msg, void *arg)
+{
+    capture_t *c = arg;
+    size_t n = strlen(msg);
+    if (n == 0 || n >= 1024 || msg[n - 1] != '\n') c->bad_chunk = true;
+    ck_assert_uint_lt(c->len + n, sizeof c->text);
+    memcpy(c->text + c->len, msg, n + 1);
+    c->len += n;
+    c->chunks++;
+}
+
+static void capture(int flags)
+{
+    memset(&cap, 0, sizeof cap);
+    bitslab_stats_print(capture_out, &cap, flags);
+}
+
+static size_t count_lines(const char *s, const char *prefix)
+{
+    size_t n = 0;
+    for (const char *l = s; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        if (!strncmp(l, prefix, strlen(prefix))) n++;
+    return n;
+}
+
+START_TEST(test_stats_print_callback)
+{
+    void *a = bitslab_malloc(100), *b = bitslab_malloc(5000);
+    capture(0);
+    ck_assert(!cap.bad_chunk);
+    ck_assert_ptr_nonnull(strstr(cap.text, "bitslab " BITSLAB_VERSION_STRING " statistics\n"));
+    ck_assert_ptr_nonnull(strstr(cap.text, "  class     bin  slabs     live   cached  pending     free      in use       waste\n"));
+    /* One row per class with slabs: 112 B and 5120 B. */
+    ck_assert_ptr_nonnull(strstr(cap.text, "\n      6     112      1        1       63        0      521       112 B    63.9 KiB\n"));
+    ck_assert_ptr_nonnull(strstr(cap.text, "\n     28    5120      1        1       11        0        0     5.0 KiB    59.0 KiB\n"));
+    ck_assert_uint_eq(count_lines(cap.text, "     "), 2);
+    capture(BITSLAB_STATS_ALL_CLASSES);
+    ck_assert_uint_eq(count_lines(cap.text, "     "), NUM_CLASSES);
+
+    capture(BITSLAB_STATS_JSON);
+    ck_assert(!cap.bad_chunk);
+    ck_assert_uint_gt(cap.chunks, 1); /* the JSON is longer than one chunk */
+    ck_assert_ptr_eq(strstr(cap.text, "{\"schema_version\": 1, "), cap.text);
+    char want[64];
+    snprintf(want, sizeof want, "\"in_use\": %zu,", stats().in_use);
+    ck_assert_ptr_nonnull(strstr(cap.text, want));
+    ck_assert_ptr_nonnull(strstr(cap.text, "{\"class\": 28, \"bin_size\": 5120, \"slabs\": 1, \"bins_total\": 12, "
+                                           "\"bins_in_use\": 1, \"bins_cached\": 11, \"bins_pending\": 0, "
+                                           "\"bins_free\": 0, \"bytes_in_use\": 5120, \"waste\": 60416}"));
+    ck_assert_uint_eq(count_lines(cap.text, "  {\"class\": "), NUM_CLASSES);
+    ck_assert_str_eq(cap.text + cap.len - 4, " ]}\n");
+    bitslab_free(a);
+    bitslab_free(b);
+}
+END_TEST
+
+/* out == NULL: the same text on standard error, through write(2). */
+START_TEST(test_stats_print_stderr)
+{
+    void *a = bitslab_malloc(100);
+    capture(BITSLAB_STATS_JSON);
+    char path[] = "/tmp/bitslab-stats-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    bitslab_stats_print(NULL, NULL, BITSLAB_STATS_JSON);
+    dup2(saved, 2);
+    close(saved);
+    static char got[sizeof cap.text];
+    ssize_t n = pread(fd, got, sizeof got - 1, 0);
+    close(fd);
+    ck_assert_int_eq(n, (ssize_t)cap.len);
+    got[n] = '\0';
+    ck_assert_str_eq(got, cap.text);
+    bitslab_free(a);
+}
+END_TEST
+
 START_TEST(test_version)
 {
     ck_assert_int_eq(BITSLAB_VERSION_MAJOR, 0);
@@ -870,6 +1127,11 @@ int main(void)
     tc = tcase("stats");
     tcase_add_test(tc, test_stats_small_per_class);
     tcase_add_test(tc, test_stats_wide_huge);
+    tcase_add_test(tc, test_stats_in_use_exact_after_realloc);
+    tcase_add_test(tc, test_stats_struct_size);
+    tcase_add_test(tc, test_stats_other_thread_cache);
+    tcase_add_test(tc, test_stats_print_callback);
+    tcase_add_test(tc, test_stats_print_stderr);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -534,7 +534,7 @@ static void check_state(const char *when)
 {
     const char *saved = phase;
     phase = when;
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     size_t truth = tracked_bytes();
     CHECK(st.mapped == truth, "stats say %zu bytes mapped, the kernel has %zu", st.mapped, truth);
@@ -675,7 +675,7 @@ static void workload(void)
     free_all();
     bitslab_collect();
     check_state("at the end");
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     bitslab_stats(&st);
     CHECK(st.in_use == 0, "%zu bytes in use after freeing everything", st.in_use);
 }

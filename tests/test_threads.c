@@ -49,22 +49,34 @@ START_TEST(test_remote_free_small_every_class)
     }
     free_in_thread(blocks, n);
 
+    /* Freed, so not in use; pending until the owner merges them. */
     bitslab_heap_info_t hi = heap_info();
     ck_assert_uint_eq(hi.remote_frees_pending, n);
-    for (unsigned c = 0; c < NUM_CLASSES; c++)
-        ck_assert_msg(hi.classes[c].bins_in_use == per[c], "class %u: %zu in use before the merge, expected %zu", c,
-                      hi.classes[c].bins_in_use, per[c]);
+    ck_assert_uint_eq(hi.bytes_in_use, 0);
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        ck_assert_msg(hi.classes[c].bins_in_use == 0, "class %u: %zu in use after the remote frees", c,
+                      hi.classes[c].bins_in_use);
+        ck_assert_msg(hi.classes[c].bins_pending == per[c], "class %u: %zu pending, expected %zu", c,
+                      hi.classes[c].bins_pending, per[c]);
+    }
     bitslab_stats_t st = stats();
     ck_assert_uint_eq(st.remote_frees_pending, n);
+    ck_assert_uint_eq(st.in_use, 0);
+    ck_assert_uint_eq(st.remote_frees_sent, n);
+    ck_assert_uint_eq(st.remote_frees_merged, 0);
+    for (unsigned c = 0; c < NUM_CLASSES; c++) ck_assert_uint_eq(st.classes[c].bins_pending, per[c]);
     debug_check();
 
     bitslab_collect();
     hi = heap_info();
     ck_assert_uint_eq(hi.remote_frees_pending, 0);
+    ck_assert_uint_eq(hi.remote_frees_merged, n);
     for (unsigned c = 0; c < NUM_CLASSES; c++) ck_assert_uint_eq(hi.classes[c].bins_in_use, 0);
     ck_assert_uint_eq(hi.bytes_in_use, 0);
     st = stats();
     ck_assert_uint_eq(st.remote_frees_pending, 0);
+    ck_assert_uint_eq(st.remote_frees_merged, n);
+    ck_assert_uint_eq(st.remote_frees_sent, n);
     ck_assert_uint_eq(st.in_use, 0);
     debug_check();
     /* The memory is reused: no new superpage for the same blocks again. */
@@ -86,7 +98,8 @@ START_TEST(test_remote_free_merged_by_malloc)
     slab_t *s = slab_of(blocks[0]);
     ck_assert_uint_eq(slab_used(s), nb);
     free_in_thread(blocks, nb);
-    ck_assert_uint_eq(heap_info().classes[c].bins_in_use, nb);
+    ck_assert_uint_eq(heap_info().classes[c].bins_in_use, 0);
+    ck_assert_uint_eq(heap_info().classes[c].bins_pending, nb);
     for (size_t i = 0; i < nb; i++) {
         again[i] = bitslab_malloc(bitslab_class_size[c]);
         ck_assert_msg(again[i] == blocks[i], "block %zu: %p, expected %p", i, again[i], blocks[i]);
@@ -110,7 +123,9 @@ START_TEST(test_remote_free_wide)
         unsigned n = (unsigned)((sizes[i] + SLAB_SIZE - 1) / SLAB_SIZE);
         free_in_thread(&w, 1);
         bitslab_heap_info_t hi = heap_info();
-        ck_assert_uint_eq(hi.wide_allocations, 1); /* until merged */
+        ck_assert_uint_eq(hi.wide_allocations, 0); /* freed: pending until merged, not live */
+        ck_assert_uint_eq(hi.wide_bytes, 0);
+        ck_assert_uint_eq(hi.slabs_wide, n);       /* the slabs are still taken */
         ck_assert_uint_eq(hi.remote_frees_pending, 1);
         ck_assert_uint_eq(stats().remote_frees_pending, 1);
         bitslab_collect();

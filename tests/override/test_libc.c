@@ -54,7 +54,7 @@ static int is_bitslab(void *p) { return p && bitslab_usable_size(p) == malloc_us
 
 static void test_basic(void)
 {
-    bitslab_heap_info_t before, after;
+    bitslab_heap_info_t before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
     bitslab_heap_info(&before);
     char *p = malloc(100);
     CHECK(p != NULL);
@@ -149,7 +149,7 @@ static void test_surface(void)
     CHECK(mi.uordblks >= 64 * 20000);
     for (int i = 0; i < 64; i++) free(big[i]);
     CHECK(malloc_trim(0) == 1);
-    bitslab_heap_info_t hi;
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
     bitslab_heap_info(&hi);
     CHECK(hi.classes[36].bins_in_use == 0); /* 20480-byte class empty after the frees */
 }
@@ -233,7 +233,7 @@ static void *reincarnating_thread(void *arg)
 static void test_reincarnation(void)
 {
     pthread_key_create(&late_key, late_destructor);
-    bitslab_stats_t st;
+    bitslab_stats_t st = {.struct_size = sizeof st};
     for (int round = 0; round < 100; round++) {
         pthread_t t;
         pthread_create(&t, NULL, reincarnating_thread, NULL);

@@ -26,7 +26,7 @@ int main(int argc, char **argv)
     bitslab_free(p);
     if (argc > 1 && strcmp(argv[1], "malloc") == 0) {
         memset(text, 'x', sizeof text - 1);
-        bitslab_stats_t before, after;
+        bitslab_stats_t before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
         bitslab_stats(&before);
         char *s = strdup(text); /* libc's malloc */
         bitslab_stats(&after);
