@@ -203,8 +203,8 @@ static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t taken, uint64_
 {
     word_cache_t *c = &h->cache[s->cls];
     if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    c->fresh &= ~bit; /* before the bit: a dirty bin is never cached as fresh */
     c->bits |= bit;
-    c->fresh &= ~bit;
     /* A heartbeat: a thread that only ever cycles blocks through its cache
      * never takes a slow path, so every HEAP_TICK-th such free does the
      * heap's housekeeping (merge, purge) instead. */
@@ -287,6 +287,8 @@ size_t bitslab_usable_size(const void *ptr)
 void *bitslab_realloc(void *ptr, size_t size)
 {
     if (!ptr) return bitslab_malloc(size);
+    /* Validate first: a bad pointer aborts naming realloc, whatever the size. */
+    block_t b = block_lookup(ptr, "realloc");
     if (size == 0) { /* glibc: free and return NULL */
         bitslab_free(ptr);
         return NULL;
@@ -295,7 +297,6 @@ void *bitslab_realloc(void *ptr, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    block_t b = block_lookup(ptr, "realloc");
     size_t usable = block_usable(&b);
     if (b.hh && size > WIDE_MAX) return BITSLAB_VG_HUGE_REALLOC(ptr, usable, huge_realloc(b.hh, size));
     /* Stay put if the block fits and is not more than twice too big. */

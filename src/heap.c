@@ -36,6 +36,22 @@ _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))
  * (heap_lend) and never holds one. */
 static _Thread_local uint8_t tls_heapless __attribute__((tls_model("initial-exec")));
 
+/* A heap's owner is inside a slow path: the fork child handler leaves such a
+ * heap alone (it may be half-way through a list update). The signal fences
+ * keep the compiler from moving the heap's updates outside the marks; the
+ * fork, in this thread's image, needs no more. */
+static inline void slow_enter(heap_t *h)
+{
+    h->in_slow++;
+    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
+}
+
+static inline void slow_leave(heap_t *h)
+{
+    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
+    h->in_slow--;
+}
+
 /* ---- heap table: id -> heap ----------------------------------------------- */
 
 #define HEAPS_PER_CHUNK 64
@@ -93,8 +109,13 @@ static heap_t *heap_new(void)
             break;
     }
     heap_t *h = &chunk[total % HEAPS_PER_CHUNK];
-    h->id = total + 1;
     remote_queue_init(h);
+    /* The id last: a fork child (heap_atfork_child) takes a heap whose id is
+     * set for a whole one. The fence keeps the compiler from moving the store
+     * up (fork is a full barrier for the hardware; this is the only order a
+     * single thread's fork needs). */
+    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's reads (same thread image) */
+    h->id = total + 1;
     return h;
 }
 
@@ -184,9 +205,20 @@ static void heap_atfork_child(void)
     uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* single-threaded */
     for (uint32_t id = 1; id <= n; id++) {
         heap_t *h = heap_by_id(id);
-        /* Relaxed: single-threaded here. */
-        if (!h || h == bitslab_tls_heap || h->in_slow || atomic_load_explicit(&h->abandoned, memory_order_relaxed))
+        /* Relaxed: single-threaded here. A heap heap_new had not finished
+         * (id or queue not set yet) is left alone too. */
+        if (!h || h->id != id || !h->q_tail || h == bitslab_tls_heap || h->in_slow ||
+            atomic_load_explicit(&h->abandoned, memory_order_relaxed)) /* single-threaded */
             continue;
+        /* Its thread may have stopped inside a fast path, half-way through a
+         * word-cache update: drop every cached word (their bins stay counted
+         * as used: a leak of at most 64 bins per class, never a bin handed
+         * out twice or a dirty bin taken for a fresh one). */
+        for (unsigned c = 0; c < NUM_CLASSES; c++) {
+            h->cache[c].bits = 0;
+            h->cache[c].fresh = 0;
+            if (h->active[c]) h->active[c]->cached = NO_WORD;
+        }
         heap_pool_push(h);
     }
 }
@@ -290,6 +322,7 @@ static heap_t *heap_for_alloc(bool *lent)
     }
     heap_t *h = heap_pop_or_new();
     if (!h) return NULL;
+    slow_enter(h); /* until heap_unlend: a fork child leaves a lent heap alone */
     bitslab_tls_heap = h; /* for the allocation only: nothing else runs meanwhile */
     *lent = true;
     return h;
@@ -299,6 +332,7 @@ static heap_t *heap_for_alloc(bool *lent)
  * are remote frees into a pooled heap, like frees into an exited thread's. */
 static void heap_unlend(heap_t *h)
 {
+    slow_leave(h);
     bitslab_tls_heap = &bitslab_empty_heap;
     heap_pool_push(h);
 }
@@ -359,7 +393,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
 /* Fast-path free found used == 0 or used == nbins - 1. */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
-    h->in_slow++;
+    slow_enter(h);
     if (used_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
         /* Memory is short of the cap: an empty active slab goes back too
          * (nothing of it is cached: used counts cached bins). */
@@ -372,7 +406,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
         heap_trim_if_idle(h);
         heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     }
-    h->in_slow--;
+    slow_leave(h);
 }
 
 /* Merge remote frees into every slab of sp named in `mask`. A slab the merge
@@ -451,11 +485,11 @@ void heap_drain_remote(heap_t *h)
  * its memory and purges what has been free for the delay. */
 void heap_tick(heap_t *h)
 {
-    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    slow_enter(h);
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_TICK, SIZE_MAX);
-    h->in_slow--;
+    slow_leave(h);
 }
 
 /* ---- allocation slow path ------------------------------------------------- */
@@ -522,12 +556,15 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
      * clock) runs on every 8th refill, and whenever the active slab has run
      * out: it costs more than the refill itself. */
     if (likely(s && s->summary && (++h->refills & 7))) {
+        slow_enter(h);
         slab_load_word(s, c);
-        return cache_pop(c, fresh);
+        void *p = cache_pop(c, fresh);
+        slow_leave(h);
+        return p;
     }
-    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    slow_enter(h);
     void *p = alloc_from_slabs(h, cls, c, s, fresh);
-    h->in_slow--;
+    slow_leave(h);
     return p;
 }
 
@@ -591,9 +628,9 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
             return p;
         }
     }
-    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    slow_enter(h);
     void *p = wide_alloc_owned(h, size, align, zero);
-    h->in_slow--;
+    slow_leave(h);
     return p;
 }
 
@@ -604,7 +641,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 void heap_collect(heap_t *h, bool full)
 {
     if (h->is_static) return;
-    h->in_slow++; /* a fork child leaves this heap alone meanwhile */
+    slow_enter(h);
     heap_drain_remote(h);
     /* A producer stopped before its push hides nothing from the queue, but
      * one stopped between F3 and F4 leaves a mask that no drain will take
@@ -632,7 +669,7 @@ void heap_collect(heap_t *h, bool full)
         sp = next;
     }
     heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED, SIZE_MAX);
-    h->in_slow--;
+    slow_leave(h);
 }
 
 /* Collect heaps whose threads exited: popping one from the pool makes us its

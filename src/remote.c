@@ -40,8 +40,8 @@ static superpage_t *superpage_of_node(qnode_t *n)
 
 static void queue_push(heap_t *h, qnode_t *n)
 {
-    /* Relaxed: n is not in the queue (its superpage's remote_slabs was 0, or
-     * it is the stub); the exchange below releases this store. */
+    /* Relaxed: n is not in the queue (we won its superpage's `queued`
+     * exchange, or it is the stub); the exchange below releases this store. */
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed); /* relaxed: published by the exchange */
     /* Acq_rel: release publishes n->next = NULL to the next producer, which
      * links after n; acquire makes the previous producer's NULL store to
@@ -135,8 +135,10 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
      * so the owner's last read of sp->qnode happens before our push rewrites it. */
     if (atomic_load_explicit(&sp->queued, memory_order_seq_cst) == 0 && /* F4: pairs with D1 */
         atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0) { /* F4: pairs with D1 */
-        /* Relaxed: sp holds our live block, so its owner cannot change. */
-        heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
+        /* Relaxed: sp cannot change owner while we are inside it (F1's
+         * inflight keeps it from the orphanage), and the block it held when
+         * we started ordered the owner's store before us. */
+        heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed); /* see above */
         /* Only a double free racing with its superpage's release can find no
          * owner here: report it instead of pushing onto nothing. */
         if (unlikely(!owner)) bitslab_fatal("double free (the superpage was released meanwhile)", p);

@@ -10,7 +10,7 @@
  *            heap's word cache (slab_load_word) and the fast path then clears
  *            bits there, lowest first.
  *   remote   atomic. 1 = freed by another thread and not merged yet. Remote
- *            freers set bits with fetch_or (wait-free); the owner merges a
+ *            freers set bits with fetch_add (wait-free: one lock xadd); the owner merges a
  *            word by exchanging it with 0 and OR-ing it into local.
  *
  * A bin is free iff its bit is set in exactly one of: the local map, the
@@ -105,6 +105,17 @@ void slab_load_word(slab_t *s, word_cache_t *c)
     uint64_t *local = slab_local(s);
     unsigned w = ctz64(s->summary);
     uint64_t bits = local[w];
+    /* A bin free here and also freed by another thread (not merged yet) was
+     * freed twice: the owner's free, then a free by a thread that could not
+     * see the owner's map. Caught now, before the bin is handed out (the
+     * merge would catch it too, but only after it was handed out again).
+     * Relaxed: a peek at a word only freers and our merge write. */
+    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* a peek */
+    if (unlikely(twice)) {
+        uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+        bitslab_fatal("double free (freed by its owner, then by another thread)",
+                      s->data + (size_t)(w * 64 + ctz64(twice)) * size);
+    }
     local[w] = 0;
     s->summary &= ~((uint64_t)1 << w);
     slab_set_used(s, slab_used(s) + popcount64(bits));
@@ -164,7 +175,7 @@ uint32_t slab_merge_remote(slab_t *s)
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
         if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
-        /* Acquire: pairs with the freer's release fetch_or, so everything the
+        /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
          * freeing thread wrote into the block happens before we reuse it. */
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
         uint64_t free_here = local[w];
