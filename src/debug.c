@@ -44,6 +44,7 @@ static const char *const park_names[PARK_COUNT] = {
     "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "remote_before_push",
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
+    "refill_midway",       "heap_new_midway",
 };
 
 const char *bitslab_debug_park_name(int point)

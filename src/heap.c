@@ -110,6 +110,7 @@ static heap_t *heap_new(void)
     }
     heap_t *h = &chunk[total % HEAPS_PER_CHUNK];
     remote_queue_init(h);
+    DEBUG_PARK(PARK_HEAP_NEW_MIDWAY);
     /* The id last: a fork child (heap_atfork_child) takes a heap whose id is
      * set for a whole one. The fence keeps the compiler from moving the store
      * up (fork is a full barrier for the hardware; this is the only order a

@@ -471,6 +471,8 @@ enum debug_park_point {
     PARK_POOL_PUSH_CAS,     /* abandoned-heap push: before the CAS */
     PARK_POOL_POP_CAS,      /* abandoned-heap pop: next read, before the CAS */
     PARK_EXIT_COLLECTED,    /* thread exit: heap collected, not yet in the pool */
+    PARK_REFILL_MIDWAY,     /* word-cache refill: bits loaded, base not yet (tests/test_fork_park.c) */
+    PARK_HEAP_NEW_MIDWAY,   /* heap_new: queue set up, id not yet (tests/test_fork_park.c) */
     PARK_COUNT
 };
 void debug_park(enum debug_park_point point);

@@ -139,6 +139,7 @@ void slab_load_word(slab_t *s, word_cache_t *c)
     uint32_t n = popcount64(bits);
     atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
     c->bits = bits;
+    DEBUG_PARK(PARK_REFILL_MIDWAY);
     c->fresh = fresh;
     c->base = s->data + (size_t)first * size;
     c->size = size;
