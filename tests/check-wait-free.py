@@ -1,26 +1,39 @@
 #!/usr/bin/env python3
 """check-wait-free.py: the remote-free path is wait-free *as compiled*.
 
-    check-wait-free.py [--objdump PATH] LIBRARY [ENTRY ...]
+    check-wait-free.py [--objdump PATH] [--optimization LEVEL] LIBRARY [ENTRY ...]
+    check-wait-free.py [--objdump PATH] --self-test MODULE
 
-Disassembles LIBRARY (objdump -d) and walks every function reachable by
-direct calls from the ENTRY functions (default: heap_free_slow, the path a
+Disassembles LIBRARY (objdump -d) and walks every instruction reachable from
+the ENTRY functions (default: bitslab_free and heap_free_slow, the path a
 free by another thread takes: lookup, validation, remote_free and the queue
-push). Functions that are not part of a remote free are not followed: the
-fatal-error reporters (they abort), huge_free (a huge block is not a remote
-free) and the debug build's test hooks (debug_*). In each function walked it
-fails on:
+push), following direct calls and jumps into other symbols (.cold parts,
+callees). It does not follow what is not part of a remote free, by exact
+name: the fatal-error reporters (they abort), huge_free (a huge block), the
+owner's own paths out of bitslab_free (heap_slab_freed_slow, free_to_cache
+and heap_tick: the owner freeing its own block) and the debug build's test
+hooks (debug_park, debug_count, bitslab_heap_is_abandoned).
 
+It fails (exit 1) on:
   - any `cmpxchg` (a compare-and-swap is how compilers build a retry loop
     for an atomic they have no single instruction for);
-  - any cycle in the control-flow graph (a loop, whatever its instructions).
+  - any cycle in the control-flow graph of everything walked, across
+    symbols, with call edges: a loop, or recursion;
+  - an indirect call or jump (it cannot be followed);
+  - a call to a function outside LIBRARY (through the PLT, or unknown),
+    except abort and __stack_chk_fail;
+  - an ENTRY that is not in LIBRARY.
+Backward branches that close no cycle (a cold block jumping back to where
+it joins) are listed but are not loops.
 
-Every backward branch is listed. A backward branch that closes no cycle
-(compilers place an out-of-line block after the function body and jump back
-to where it joins) is reported but is not a loop, so it does not fail.
+--optimization LEVEL (meson's `optimization` option): the claim is for
+optimized builds (-O1 and up); at 0, g or plain the check is skipped (77):
+clang -O0 builds a fetch_or whose result is unused as a CAS loop.
 
-Exit status: 0 wait-free, 1 a CAS or a loop found, 77 (skipped) if objdump
-or the entry symbol is missing.
+--self-test MODULE: MODULE (tests/waitfree_selftest.c) has one entry per
+way of not being wait-free; each must be reported, with its reason.
+
+Exit status: 0 wait-free, 1 not (or a self-test case missed), 77 skipped.
 """
 import argparse
 import re
@@ -28,29 +41,14 @@ import shutil
 import subprocess
 import sys
 
-NOT_FOLLOWED = re.compile(r"^(bitslab_fatal|bitslab_fatal_in|huge_free|debug_|bitslab_debug_|"
-                          r"bitslab_heap_is_abandoned|abort|__stack_chk_fail)")
-NORETURN = re.compile(r"^(bitslab_fatal|bitslab_fatal_in|abort|__stack_chk_fail)\b")
+NOT_FOLLOWED = {"bitslab_fatal", "bitslab_fatal_in", "huge_free", "heap_slab_freed_slow", "free_to_cache",
+                "heap_tick", "debug_park", "debug_count", "bitslab_heap_is_abandoned"}
+NORETURN = {"bitslab_fatal", "bitslab_fatal_in", "abort", "__stack_chk_fail"}
+EXTERNAL_OK = {"abort", "__stack_chk_fail"}
 FUNC_RE = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
 INSN_RE = re.compile(r"^\s*([0-9a-f]+):\s+(.*)$")
 TARGET_RE = re.compile(r"\b([0-9a-f]+) <([^>+]+)(\+0x([0-9a-f]+))?>")
-
-
-def disassemble(objdump, lib):
-    out = subprocess.run([objdump, "-d", "--no-show-raw-insn", lib], capture_output=True, text=True,
-                         check=True).stdout
-    funcs, cur = {}, None
-    for line in out.splitlines():
-        m = FUNC_RE.match(line)
-        if m:
-            cur = funcs.setdefault(m.group(2), [])
-            continue
-        m = INSN_RE.match(line)
-        if m and cur is not None:
-            cur.append((int(m.group(1), 16), m.group(2).strip()))
-        elif not line.strip():
-            cur = None
-    return funcs
+PREFIXES = ("lock", "rep", "repz", "repnz", "notrack", "bnd", "data16", "cs", "ds")
 
 
 def base_name(sym):
@@ -58,112 +56,159 @@ def base_name(sym):
     return sym.split("@")[0].split(".")[0]
 
 
-def analyse(name, insns):
-    """Returns (problems, backward, callees) for one function."""
-    problems, backward, callees = [], [], set()
-    if not insns:
-        return problems, backward, callees
-    addrs = [a for a, _ in insns]
-    index = {a: i for i, a in enumerate(addrs)}
-    lo, hi = addrs[0], addrs[-1]
-    succ = []
-    for i, (addr, text) in enumerate(insns):
-        words = text.split()
-        op = words[1] if len(words) > 1 and words[0] in ("lock", "rep", "repz", "repnz", "notrack", "bnd") else (words[0] if words else "")
-        nxt = [i + 1] if i + 1 < len(insns) else []
+def disassemble(objdump, lib):
+    out = subprocess.run([objdump, "-d", "--no-show-raw-insn", lib], capture_output=True, text=True,
+                         check=True).stdout
+    insns, symbols, cur = {}, {}, None
+    for line in out.splitlines():
+        m = FUNC_RE.match(line)
+        if m:
+            cur = m.group(2)
+            symbols.setdefault(cur, int(m.group(1), 16))
+            continue
+        m = INSN_RE.match(line)
+        if m and cur is not None:
+            insns[int(m.group(1), 16)] = (m.group(2).strip(), cur)
+        elif not line.strip():
+            cur = None
+    return insns, symbols
+
+
+def opcode(text):
+    words = text.split()
+    while words and words[0] in PREFIXES:
+        words = words[1:]
+    return words[0] if words else ""
+
+
+def check(objdump, lib, entries):
+    insns, symbols = disassemble(objdump, lib)
+    addrs = sorted(insns)
+    nxt = {a: b for a, b in zip(addrs, addrs[1:])}
+    by_base = {}
+    for sym, addr in symbols.items():
+        if "@" not in sym:
+            by_base.setdefault(base_name(sym), []).append(addr)
+    problems, backward, walked = [], [], set()
+    missing = [e for e in entries if e not in by_base]
+    for e in missing:
+        problems.append(f"entry {e}: no such function in {lib}")
+    succ = {}
+    todo = [a for e in entries if e in by_base for a in by_base[e]]
+    seen = set(todo)
+
+    def where(a):
+        sym = insns[a][1]
+        return f"{sym}+{a - symbols[sym]:#x}"
+
+    def follow(a, out):
+        if a in insns and a not in seen:
+            seen.add(a)
+            todo.append(a)
+        if a in insns:
+            out.append(a)
+
+    while todo:
+        a = todo.pop()
+        if a not in insns:
+            continue
+        text, sym = insns[a]
+        walked.add(sym)
+        op = opcode(text)
+        out = []
+        succ[a] = out
         if "cmpxchg" in text:
-            problems.append(f"{name}+{addr - lo:#x}: {text}  (compare-and-swap: a retry loop)")
+            problems.append(f"{where(a)}: {text}  (compare-and-swap: a retry loop)")
         if op.startswith("ret") or op in ("ud2", "hlt"):
-            succ.append([])
             continue
         m = TARGET_RE.search(text)
-        if op.startswith("call"):
-            if m:
-                callee = m.group(2)
-                if NORETURN.match(callee):
-                    succ.append([])
-                    continue
-                callees.add(callee)
-            succ.append(nxt)
+        if op.startswith("call") or op.startswith("j"):
+            if not m:
+                problems.append(f"{where(a)}: {text}  (indirect {'call' if op.startswith('call') else 'jump'})")
+                continue
+            target, tsym = int(m.group(1), 16), m.group(2)
+            tbase = base_name(tsym)
+            if tbase in NOT_FOLLOWED or tbase in NORETURN:
+                if op.startswith("call") and tbase not in NORETURN and a in nxt:
+                    follow(nxt[a], out)
+                continue
+            if "@" in tsym or target not in insns:
+                if tbase not in EXTERNAL_OK:
+                    problems.append(f"{where(a)}: {text}  (a call outside the library: not known to be wait-free)")
+                elif op.startswith("call") and a in nxt and tbase not in NORETURN:
+                    follow(nxt[a], out)
+                continue
+            if target <= a and insns[target][1] == sym:
+                backward.append(f"{where(a)}: {text}")
+            follow(target, out)
+            if (op.startswith("call") or op != "jmp") and a in nxt:
+                follow(nxt[a], out)
             continue
-        if op.startswith("j") and m:
-            target = int(m.group(1), 16)
-            inside = lo <= target <= hi and target in index
-            targets = [index[target]] if inside else []  # outside: a tail call or a .cold part
-            if inside and target <= addr:
-                backward.append(f"{name}+{addr - lo:#x}: {text}")
-            if not inside and m:
-                callees.add(m.group(2))
-            succ.append(targets if op == "jmp" else targets + nxt)
+        if a in nxt:
+            follow(nxt[a], out)
+    # Cycles over the whole walked graph (iterative DFS, three colours).
+    colour = {}
+    for start in succ:
+        if start in colour:
             continue
-        if op.startswith("j"):  # indirect jump: cannot be followed
-            problems.append(f"{name}+{addr - lo:#x}: {text}  (indirect jump)")
-            succ.append([])
-            continue
-        succ.append(nxt)
-    # Cycle detection: iterative DFS with colours.
-    colour = [0] * len(insns)
-    for start in range(len(insns)):
-        if colour[start]:
-            continue
-        stack = [(start, iter(succ[start]))]
         colour[start] = 1
+        stack = [(start, iter(succ.get(start, ())))]
         while stack:
             node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
+            n = next(it, None)
+            if n is None:
                 colour[node] = 2
                 stack.pop()
-            elif colour[nxt] == 1:
-                problems.append(f"{name}+{insns[nxt][0] - lo:#x}: a loop (cycle back to here from "
-                                f"{name}+{insns[node][0] - lo:#x}: {insns[node][1]})")
-            elif colour[nxt] == 0:
-                colour[nxt] = 1
-                stack.append((nxt, iter(succ[nxt])))
-    return problems, backward, callees
+            elif colour.get(n) == 1:
+                problems.append(f"{where(n)}: a cycle (a loop or recursion) closed from {where(node)}: "
+                                f"{insns[node][0]}")
+            elif n not in colour:
+                colour[n] = 1
+                stack.append((n, iter(succ.get(n, ()))))
+    return problems, backward, walked
+
+
+def self_test(objdump, module):
+    cases = {"st_cas": "compare-and-swap", "st_loop": "cycle", "st_indirect": "indirect",
+             "st_external": "outside the library", "st_recursion": "cycle", "st_clean": None}
+    failed = 0
+    for entry, reason in cases.items():
+        problems, _, _ = check(objdump, module, [entry])
+        text = "\n".join(problems)
+        ok = (not problems) if reason is None else (reason in text)
+        print(f"  self-test {entry}: {'ok' if ok else 'MISSED'}"
+              f"{'' if reason is None else ' (' + reason + ')'}")
+        if not ok:
+            failed += 1
+            print("    " + (text or "no problem reported").replace("\n", "\n    "))
+    return 1 if failed else 0
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--objdump", default=shutil.which("objdump") or "objdump")
+    ap.add_argument("--optimization", default="2")
+    ap.add_argument("--self-test", action="store_true")
     ap.add_argument("library")
-    ap.add_argument("entries", nargs="*", default=["heap_free_slow"])
+    ap.add_argument("entries", nargs="*", default=["bitslab_free", "heap_free_slow"])
     args = ap.parse_args()
     if not shutil.which(args.objdump):
         print("objdump not found: skipped")
         return 77
-    funcs = disassemble(args.objdump, args.library)
-    by_base = {}
-    for sym in funcs:
-        if "@" not in sym:  # PLT stubs: a call through one is followed to the function itself
-            by_base.setdefault(base_name(sym), []).append(sym)
-    missing = [e for e in args.entries if e not in by_base]
-    if missing:
-        print(f"{args.library}: no symbol {', '.join(missing)}: skipped")
+    if args.self_test:
+        return self_test(args.objdump, args.library)
+    if args.optimization in ("0", "g", "plain"):
+        print(f"optimization={args.optimization}: the wait-free claim is for optimized builds (-O1 and up); skipped")
         return 77
-    todo = [s for e in args.entries for s in by_base[e]]
-    seen, problems, backward = set(), [], []
-    while todo:
-        sym = todo.pop()
-        if sym in seen:
-            continue
-        seen.add(sym)
-        p, b, callees = analyse(sym, funcs[sym])
-        problems += p
-        backward += b
-        for c in callees:
-            if NOT_FOLLOWED.match(c):
-                continue
-            for s in by_base.get(base_name(c), []):  # the function and its .cold/.part pieces
-                todo.append(s)
-    print(f"{args.library}: walked {len(seen)} function(s): {', '.join(sorted(seen))}")
+    problems, backward, walked = check(args.objdump, args.library, args.entries)
+    print(f"{args.library}: walked {len(walked)} symbol(s): {', '.join(sorted(walked))}")
     for b in backward:
         print(f"  backward branch: {b}")
     if problems:
         for p in problems:
             print(f"  NOT WAIT-FREE: {p}")
         return 1
-    print("  no compare-and-swap, no loop: wait-free as compiled")
+    print("  no compare-and-swap, no loop, no recursion, no indirect or outside call: wait-free as compiled")
     return 0
 
 
