@@ -134,7 +134,9 @@ typedef struct block {
     uint32_t idx;
 } block_t;
 
-/* Bin idx of s is free as far as this thread can see without a data race:
+/* Bin idx of s is free as far as this thread can see without a data race
+ * (a non-owner cannot see a bin its owner freed: that double free is caught
+ * at the owner's next load of the word or merge, docs/remote-free.md):
  * its owner sees the local map, the word cache and the remote map; any
  * other thread sees the remote map (a relaxed peek at a line only freers and
  * the owner's merge write). */
