@@ -6,6 +6,8 @@
  * same lookup as for slab blocks:
  *   alignment <= 2 MiB: p = H + max(4 KiB, alignment)
  *   alignment  > 2 MiB: p = H + 2 MiB, with p a multiple of the alignment
+ * A new mapping is one mmap of a multiple of 2 MiB (which Linux >= 6.7 places
+ * at a 2 MiB-aligned address) and one munmap of the tail past the block.
  * Realloc moves the pages with mremap (no copy), to a new 2 MiB-aligned place
  * if they cannot grow in place. Any thread may free a huge block: no heap
  * owns it.
@@ -385,6 +387,61 @@ static bool huge_cache_put(huge_header_t *hh)
     return false;
 }
 
+/* ---- mappings ----------------------------------------------------------------- */
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* Map [at, at + len) if nothing is mapped there. */
+static bool map_exactly_at(char *at, size_t len)
+{
+    int saved = errno;
+    void *q = mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                   -1, 0);
+    errno = saved;
+    if (q == MAP_FAILED) return false;
+    if (q != at) { /* a kernel before 4.17 took the flag for a hint */
+        munmap(q, len);
+        errno = saved;
+        return false;
+    }
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    return true;
+}
+
+/* A fresh mapping of *len bytes at a 2 MiB-aligned address. One mmap of
+ * round_up(len, 2 MiB), which Linux >= 6.7 places 2 MiB-aligned (THP
+ * alignment of anonymous mappings of such lengths), then one munmap of what
+ * lies past len. If the mapping is not aligned, it is extended down to the
+ * aligned address below it when that is free (older kernels place mappings
+ * top-down, so it usually is), else os_map_aligned over-maps and trims. If
+ * the kernel refuses to split off the tail, the block keeps it: *len grows.
+ * NULL (errno ENOMEM) if memory is exhausted. */
+static char *huge_map(size_t *len)
+{
+    size_t want = *len, span = (want + SUPERPAGE_SIZE - 1) & ~(SUPERPAGE_SIZE - 1);
+    char *p = os_map(span);
+    if (!p) return NULL;
+    size_t head = (uintptr_t)p & (SUPERPAGE_SIZE - 1);
+    if (head) {
+        if (!map_exactly_at(p - head, head)) {
+            size_t map_len;
+            char *base;
+            os_unmap(p, span); /* if the kernel refuses, it stays mapped and counted */
+            return os_map_aligned(want, SUPERPAGE_SIZE, &map_len, &base);
+        }
+        p -= head; /* one mapping now: the kernel merges the two */
+        span += head;
+    }
+    if (span > want && !os_unmap(p + want, span - want)) want = span;
+    *len = want;
+    return p;
+}
+
 void *huge_alloc(size_t size, size_t align, bool zero)
 {
     if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE || align > PTRDIFF_MAX / 2) {
@@ -404,9 +461,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     }
     char *h;
     if (align <= SUPERPAGE_SIZE) {
-        size_t map_len;
-        char *base;
-        h = os_map_aligned(len, SUPERPAGE_SIZE, &map_len, &base);
+        h = huge_map(&len);
         if (!h) return NULL;
     } else {
         size_t over = len + align;
@@ -478,10 +533,9 @@ void *huge_realloc(huge_header_t *hh, size_t size)
         huge_account(0, (ptrdiff_t)(len - old_len));
         return huge_user(hh);
     }
-    /* Move: reserve a 2 MiB-aligned range, then move our pages over it. */
-    size_t map_len;
-    char *base;
-    char *dst = os_map_aligned(len, SUPERPAGE_SIZE, &map_len, &base);
+    /* Move: reserve a 2 MiB-aligned range (huge_map may make it longer:
+     * the block grows to all of it), then move our pages over it. */
+    char *dst = huge_map(&len);
     if (!dst) return NULL;
     if (!region_register((uintptr_t)dst, REGION_HUGE)) {
         os_unmap(dst, len);
@@ -502,7 +556,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
     nh->map_base = dst;
     nh->map_len = len;
-    /* The old range is gone: os_map_aligned counted len, mremap dropped old_len. */
+    /* The old range is gone: huge_map counted len, mremap dropped old_len. */
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_mapped_bytes, old_len, memory_order_relaxed);
     /* Relaxed: statistics only. */

@@ -27,6 +27,12 @@
  *                        (skip) if mlockall is refused for lack of
  *                        RLIMIT_MEMLOCK (after raising the soft limit).
  *   test_faults clean    the workload once, no failure (a baseline).
+ *   test_faults misalign the workload once, no failure, with every mmap(NULL)
+ *                        of a multiple of 2 MiB answered 1 MiB off a 2 MiB
+ *                        boundary (what kernels before 6.7 may do), every
+ *                        other one with the 1 MiB below it taken: huge_map's
+ *                        extension downwards and its fallback both run.
+ *   test_faults inject-misalign  the inject sweep, mappings misaligned so.
  *
  * The workload (small blocks of every class, wide blocks, huge blocks with
  * realloc growth and shrinking and big alignments, frees, collect, calloc
@@ -163,36 +169,83 @@ static void *mmap_common(void *r, size_t len)
     return r;
 }
 
-void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+/* misalign mode: an anonymous mmap(NULL, n) with n a multiple of 2 MiB
+ * returns an address 1 MiB past a 2 MiB boundary; every other time the
+ * 1 MiB below it stays mapped (a guard the tracker does not see), so that
+ * extending the mapping down to the boundary fails. */
+static bool misalign;
+static unsigned misaligned, guarded;        /* mappings misaligned, and of those with a guard */
+static unsigned noreplace_ok, noreplace_failed; /* MAP_FIXED_NOREPLACE calls that mapped / failed */
+
+static void *misaligned_mmap(size_t len, int prot, int flags)
+{
+    const uintptr_t big = 2 * MiB;
+    size_t over = len + 3 * big;
+    char *raw = __real_mmap(NULL, over, prot, flags, -1, 0);
+    if (raw == MAP_FAILED) return raw;
+    char *boundary = (char *)((((uintptr_t)raw + big - 1) & ~(big - 1)) + big);
+    char *r = boundary + MiB;
+    bool guard = misaligned++ % 2;
+    char *keep_from = guard ? boundary : r;
+    __real_munmap(raw, (size_t)(keep_from - raw));
+    __real_munmap(r + len, (size_t)(raw + over - (r + len)));
+    guarded += guard;
+    return r;
+}
+
+/* Both names (the archive calls mmap64 where _FILE_OFFSET_BITS is 64). */
+static void *wrap_mmap(void *(*real)(void *, size_t, int, int, int, off_t), void *addr, size_t len, int prot,
+                       int flags, int fd, off_t off)
 {
     if (inject(SYS_MMAP)) {
         errno = ENOMEM;
         return MAP_FAILED;
     }
-    return mmap_common(__real_mmap(addr, len, prot, flags, fd, off), len);
+    if (misalign && !addr && (flags & MAP_ANONYMOUS) && len % (2 * MiB) == 0)
+        return mmap_common(misaligned_mmap(len, prot, flags), len);
+    void *r = real(addr, len, prot, flags, fd, off);
+    if (flags & MAP_FIXED_NOREPLACE) {
+        if (r == addr) noreplace_ok++;
+        else noreplace_failed++;
+        if (r == MAP_FAILED) return r; /* EEXIST: the guard is there, not a real failure */
+    }
+    return mmap_common(r, len);
+}
+
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return wrap_mmap(__real_mmap, addr, len, prot, flags, fd, off);
 }
 
 void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    if (inject(SYS_MMAP)) {
-        errno = ENOMEM;
-        return MAP_FAILED;
-    }
-    return mmap_common(__real_mmap64(addr, len, prot, flags, fd, off), len);
+    return wrap_mmap(__real_mmap64, addr, len, prot, flags, fd, off);
 }
 
 /* A refused munmap of a whole mapping may leave it mapped for good (and
  * counted: bitslab cannot do better). A refused munmap of part of one (a
  * split: trimming an aligned mapping, shrinking a huge block) must not: the
- * mapping is either kept whole by its user or unmapped whole. */
+ * mapping is either kept whole by its user or unmapped whole. "Whole": the
+ * range is made of mmaps the tracker saw, none of them cut (a huge block
+ * extended down to its 2 MiB boundary is two: see misaligned_mmap). */
 static range_t refused_whole;
+
+static bool whole_mappings(uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t covered = lo;
+    for (unsigned i = 0; i < nranges; i++) { /* sorted by address */
+        if (ranges[i].hi <= lo || ranges[i].lo >= hi) continue;
+        if (ranges[i].lo < lo || ranges[i].hi > hi || ranges[i].lo != covered) return false;
+        covered = ranges[i].hi;
+    }
+    return covered == hi;
+}
 
 int __wrap_munmap(void *addr, size_t len)
 {
     if (inject(SYS_MUNMAP)) {
-        for (unsigned i = 0; i < nranges; i++)
-            if (ranges[i].lo == (uintptr_t)addr && ranges[i].hi == (uintptr_t)addr + page_up(len))
-                refused_whole = ranges[i];
+        if (whole_mappings((uintptr_t)addr, (uintptr_t)addr + page_up(len)))
+            refused_whole = (range_t){(uintptr_t)addr, (uintptr_t)addr + page_up(len)};
         errno = ENOMEM;
         return -1;
     }
@@ -797,6 +850,17 @@ static int mlock_main(void)
     return 0;
 }
 
+static int misalign_main(void)
+{
+    misalign = true;
+    workload();
+    printf("misaligned mappings: %u (%u with the 1 MiB below taken); MAP_FIXED_NOREPLACE: %u mapped, %u refused\n",
+           misaligned, guarded, noreplace_ok, noreplace_failed);
+    CHECK(noreplace_ok > 0, "no misaligned huge mapping was extended down to its 2 MiB boundary");
+    CHECK(noreplace_failed > 0, "no misaligned huge mapping took the over-map fallback");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -806,12 +870,17 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "inject";
     if (!strcmp(mode, "inject")) return inject_main();
     if (!strcmp(mode, "mlock")) return mlock_main();
+    if (!strcmp(mode, "misalign")) return misalign_main();
+    if (!strcmp(mode, "inject-misalign")) {
+        misalign = true;
+        return inject_main();
+    }
     if (!strcmp(mode, "clean")) {
         workload();
         printf("calls: mmap %u, munmap %u, mremap %u, madvise %u\n", calls[SYS_MMAP], calls[SYS_MUNMAP],
                calls[SYS_MREMAP], calls[SYS_MADVISE]);
         return 0;
     }
-    fprintf(stderr, "usage: %s [inject|mlock|clean]\n", argv[0]);
+    fprintf(stderr, "usage: %s [inject|inject-misalign|mlock|clean|misalign]\n", argv[0]);
     return 2;
 }
