@@ -262,8 +262,10 @@ void huge_cache_purge(enum purge_mode mode)
 
 /* How well cached mapping w serves a need of len bytes (zero: for calloc),
  * 0 if it cannot: one of at least len bytes and at most min(4 x len,
- * len + HUGE_FIT_SLACK), a dirty one for malloc (no page fault), a clean
- * one for calloc (no madvise), then the least. */
+ * len + HUGE_FIT_SLACK), the least such first, ranks above one short by
+ * less than 2 MiB (which mremap may grow in place into the tail huge_map
+ * trimmed off it), the longest such first; within each, a dirty one for
+ * malloc (no page fault), a clean one for calloc (no madvise). */
 static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
 {
     size_t have = slot_len(w);
@@ -271,6 +273,7 @@ static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
     uint64_t kind = slot_dirty(w) != zero ? 1 : 0;
     size_t slack = len < HUGE_FIT_SLACK / 3 ? 3 * len : HUGE_FIT_SLACK;
     if (have >= len && have - len <= slack) return ((uint64_t)3 << 62) | (kind << 61) | (HUGE_FIT_SLACK - (have - len));
+    if (have < len && len - have < SUPERPAGE_SIZE) return ((uint64_t)1 << 62) | (kind << 61) | (SUPERPAGE_SIZE - (len - have));
     return 0;
 }
 
@@ -303,7 +306,20 @@ static huge_header_t *huge_from_cache(size_t len, size_t size, bool zero)
     uint64_t w = huge_cache_take(len, zero);
     if (!w) return NULL;
     huge_header_t *hh = slot_header(w);
-    size_t body = slot_body(w);
+    size_t have = slot_len(w), body = slot_body(w);
+    if (have < len) {
+        /* Grow it in place (the pages after it are usually the tail that
+         * huge_map trimmed). If they are taken, it goes back. */
+        if (mremap(hh, have, len, 0) == MAP_FAILED) {
+            if (!slot_publish(w, 0) && !slot_unmap(w)) { /* stays mapped and counted, as a refused munmap */ }
+            return NULL;
+        }
+        hh->map_len = len;
+        /* Relaxed: statistics only. */
+        atomic_fetch_add_explicit(&bitslab_mapped_bytes, len - have, memory_order_relaxed);
+        /* Relaxed: statistics only. */
+        atomic_fetch_add_explicit(&bitslab_committed_bytes, len - have, memory_order_relaxed);
+    }
     if (!slot_dirty(w)) {
         os_recommit(body); /* decommitted: reads as zero, calloc needs no memset */
     } else if (zero) {

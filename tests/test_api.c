@@ -1115,6 +1115,31 @@ START_TEST(test_huge_cache_full)
 }
 END_TEST
 
+/* A need a little above a cached mapping grows it in place (into the tail
+ * that the first mapping trimmed off) instead of mapping anew. */
+START_TEST(test_huge_cache_grows_near_miss)
+{
+    set_purge_delay(-1);
+    unsigned char *p = bitslab_malloc(3 * MiB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x5A, 3 * MiB);
+    bitslab_free(p);
+    bitslab_stats_t st0 = stats();
+    unsigned char *q = bitslab_malloc(3 * MiB + 512 * KiB);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(bitslab_usable_size(q), 3 * MiB + 512 * KiB);
+    ck_assert_uint_eq(check_bytes(q, 3 * MiB, 0x5A), 3 * MiB);
+    ck_assert_uint_eq(check_bytes(q + 3 * MiB, 512 * KiB, 0), 512 * KiB);
+    memset(q, 0x5B, 3 * MiB + 512 * KiB);
+    bitslab_stats_t st1 = stats();
+    ck_assert_uint_eq(st1.mapped, st0.mapped + 512 * KiB);
+    ck_assert_uint_eq(st1.committed, st0.committed + 512 * KiB);
+    ck_assert_uint_eq(st1.huge_bytes, 3 * MiB + 512 * KiB + OS_PAGE);
+    ck_assert_uint_eq(cache_view().n, 0);
+    bitslab_free(q);
+    bitslab_collect();
+}
+END_TEST
 
 int main(void)
 {
@@ -1159,6 +1184,7 @@ int main(void)
     tcase_add_test(tc, test_huge_purge_after_delay);
     tcase_add_test(tc, test_huge_dirty_cap);
     tcase_add_test(tc, test_huge_cache_full);
+    tcase_add_test(tc, test_huge_cache_grows_near_miss);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -685,6 +685,13 @@ static void huge_cache_round(void)
     if (!b) return;
     do_free((unsigned)(b - blocks));
     do_calloc(1536 * KiB);
+    /* A need a little above a cached mapping (and too far above or below
+     * the others): mremap grows it in place (or, refused, it goes back to
+     * the cache and a new one is mapped). */
+    b = do_malloc(9 * MiB);
+    if (!b) return;
+    do_free((unsigned)(b - blocks));
+    do_malloc(9 * MiB + 100 * KiB);
 }
 
 static void workload(void)
