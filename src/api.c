@@ -42,7 +42,7 @@ static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
         return NULL;
     }
     if (size <= WIDE_MAX && align <= WIDE_MAX) return wide_alloc(bitslab_tls_heap, size, align, zero);
-    return huge_alloc(size, align); /* fresh mappings are zero */
+    return huge_alloc(size, align, zero);
 }
 
 void *bitslab_malloc(size_t size)

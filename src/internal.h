@@ -431,10 +431,13 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled);
 
 /* wide (in heap.c) and huge.c */
 void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero);
-void *huge_alloc(size_t size, size_t align);
+void *huge_alloc(size_t size, size_t align, bool zero);
 void huge_free(huge_header_t *hh);
 void huge_cache_flush(void);
-unsigned huge_cache_contents(uintptr_t *addr, size_t *len, unsigned max);
+/* Decommit the freed huge mappings cached past purge_delay_ms (heap_purge's
+ * modes; PURGE_ALL: every one). A load when there is none. */
+void huge_cache_purge(enum purge_mode mode);
+unsigned huge_cache_contents(uintptr_t *addr, size_t *len, bool *dirty, unsigned max);
 void *huge_realloc(huge_header_t *hh, size_t size);
 size_t huge_usable(huge_header_t *hh);
 bool huge_owns(huge_header_t *hh, const void *p);

@@ -273,6 +273,7 @@ static void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
  * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
 {
+    huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
     if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;

@@ -4,6 +4,9 @@
  */
 #include "common.h"
 
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 DEFINE_THREAD_FAILURES;
@@ -1091,6 +1094,309 @@ START_TEST(test_version)
 }
 END_TEST
 
+/* ---- the huge cache: freed mappings stay committed for a while ------------- */
+
+/* Resident bytes of [p, p + len), by mincore (reads no memory). */
+static size_t resident_bytes(uintptr_t p, size_t len)
+{
+    static unsigned char vec[(64 * MiB) / OS_PAGE];
+    ck_assert_uint_le(len, 64 * MiB);
+    ck_assert_int_eq(mincore((void *)p, len, vec), 0);
+    size_t n = 0;
+    for (size_t i = 0; i < (len + OS_PAGE - 1) / OS_PAGE; i++) n += vec[i] & 1;
+    return n * OS_PAGE;
+}
+
+/* The cached mapping whose header is at region_of(p): its index in the
+ * snapshot, or -1. */
+typedef struct cache_view {
+    uintptr_t addr[64];
+    size_t len[64];
+    bool dirty[64];
+    unsigned n;
+} cache_view_t;
+
+static cache_view_t cache_view(void)
+{
+    cache_view_t v;
+    v.n = huge_cache_contents(v.addr, v.len, v.dirty, 64);
+    return v;
+}
+
+static int cache_find(const cache_view_t *v, const void *p)
+{
+    for (unsigned i = 0; i < v->n; i++)
+        if (v->addr[i] == region_of(p)) return (int)i;
+    return -1;
+}
+
+static size_t cache_dirty_bytes(const cache_view_t *v)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < v->n; i++) n += v->dirty[i] ? v->len[i] - OS_PAGE : 0;
+    return n;
+}
+
+static void set_purge_delay(int32_t ms)
+{
+    /* Relaxed: the option's own order (options.c); this test is one thread. */
+    atomic_store_explicit(&bitslab_purge_delay_ms, ms, memory_order_relaxed);
+}
+
+static void touch_pages(unsigned char *p, size_t n, unsigned char v)
+{
+    for (size_t off = 0; off < n; off += OS_PAGE) p[off] = v;
+    p[n - 1] = v;
+}
+
+/* Wait until the clock the purge reads is past t + ms (no bound on how long
+ * that takes: nothing here measures time). */
+static void wait_past(uint32_t t, uint32_t ms)
+{
+    while (os_now_ms() - t <= ms) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* A freed huge block's mapping is cached with its pages committed: the
+ * statistics keep counting it as committed (and mapped), its pages stay
+ * resident, and the next malloc of that size gets the same pages back
+ * without a page fault (before: MADV_DONTNEED at every free). */
+START_TEST(test_huge_free_keeps_pages)
+{
+    prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    set_purge_delay(-1);
+    bitslab_stats_t st0 = stats();
+    unsigned char *p = bitslab_malloc(8 * MiB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0xAA, 8 * MiB);
+    bitslab_stats_t st1 = stats();
+    ck_assert_uint_eq(st1.mapped, st0.mapped + 8 * MiB + OS_PAGE);
+    ck_assert_uint_eq(st1.committed, st0.committed + 8 * MiB + OS_PAGE);
+    bitslab_free(p);
+    bitslab_stats_t st2 = stats();
+    ck_assert_uint_eq(st2.mapped, st1.mapped);
+    ck_assert_uint_eq(st2.committed, st1.committed); /* a dirty cached mapping is committed */
+    ck_assert_uint_eq(st2.huge_bytes, 0);
+    cache_view_t v = cache_view();
+    int i = cache_find(&v, p);
+    ck_assert_int_ge(i, 0);
+    ck_assert(v.dirty[i]);
+    ck_assert_uint_eq(v.len[i], 8 * MiB + OS_PAGE);
+    ck_assert_uint_eq(resident_bytes(region_of(p) + OS_PAGE, 8 * MiB), 8 * MiB);
+    /* The same pages, still holding what was written. */
+    unsigned char *q = bitslab_malloc(8 * MiB - 5000);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(check_bytes(q, 8 * MiB, 0xAA), 8 * MiB);
+    ck_assert_uint_eq(bitslab_usable_size(q), 8 * MiB);
+    bitslab_stats_t st3 = stats();
+    ck_assert_uint_eq(st3.committed, st1.committed);
+    ck_assert_uint_eq(st3.huge_bytes, st1.huge_bytes);
+    ck_assert_uint_eq(st3.in_use, st1.in_use);
+    bitslab_free(q);
+    bitslab_collect();
+    bitslab_stats_t st4 = stats();
+    ck_assert_uint_eq(st4.mapped, st0.mapped);
+    ck_assert_uint_eq(st4.committed, st0.committed);
+    ck_assert_uint_eq(cache_view().n, 0);
+}
+END_TEST
+
+/* calloc never gets a dirty mapping's old data: right after a huge block of
+ * that size (or a bit larger) is freed dirty, calloc reuses the mapping and
+ * it reads as zero. With a clean and a dirty mapping that both fit, calloc
+ * takes the clean one and malloc the dirty one. */
+START_TEST(test_huge_calloc_after_dirty_free)
+{
+    set_purge_delay(-1);
+    unsigned char *p = bitslab_malloc(6 * MiB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0xAA, bitslab_usable_size(p));
+    bitslab_free(p);
+    unsigned char *q = bitslab_calloc(1, 6 * MiB);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(check_bytes(q, 6 * MiB, 0), 6 * MiB);
+    memset(q, 0xBB, 6 * MiB);
+    bitslab_free(q);
+    q = bitslab_calloc(2 * MiB, 1); /* a smaller need, the same mapping */
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(check_bytes(q, 2 * MiB, 0), 2 * MiB);
+    bitslab_free(q);
+
+    /* One clean, one dirty. Purge delay 0: the free's own purge decommits. */
+    unsigned char *a = bitslab_malloc(6 * MiB), *b = bitslab_malloc(6 * MiB);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    memset(a, 0xCC, 6 * MiB);
+    memset(b, 0xDD, 6 * MiB);
+    bitslab_collect(); /* only a and b from here on */
+    set_purge_delay(0);
+    bitslab_free(a);
+    set_purge_delay(-1);
+    bitslab_free(b);
+    cache_view_t v = cache_view();
+    ck_assert_uint_eq(v.n, 2);
+    ck_assert(!v.dirty[cache_find(&v, a)]);
+    ck_assert(v.dirty[cache_find(&v, b)]);
+    unsigned char *c = bitslab_calloc(1, 6 * MiB);
+    ck_assert_ptr_eq(c, a);
+    ck_assert_uint_eq(check_bytes(c, 6 * MiB, 0), 6 * MiB);
+    unsigned char *m = bitslab_malloc(6 * MiB);
+    ck_assert_ptr_eq(m, b);
+    bitslab_free(c);
+    bitslab_free(m);
+    bitslab_collect();
+    ck_assert_uint_eq(stats().huge_allocations, 0);
+}
+END_TEST
+
+/* A dirty cached mapping is decommitted once it has waited purge_delay_ms,
+ * at the next allocator slow path: a small malloc's (the heaps' periodic
+ * purge) or a huge allocation's. Not before: with a delay of an hour, the
+ * same slow path leaves it dirty. */
+START_TEST(test_huge_purge_after_delay)
+{
+    prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    set_purge_delay(3600000);
+    bitslab_free(bitslab_malloc(100)); /* the heap and its superpage exist from here on */
+    unsigned char *p = bitslab_malloc(8 * MiB);
+    ck_assert_ptr_nonnull(p);
+    touch_pages(p, 8 * MiB, 1);
+    bitslab_free(p);
+    uint32_t freed = os_now_ms();
+    bitslab_stats_t st1 = stats();
+    bitslab_free(bitslab_malloc(300)); /* the first malloc of its class: a heap slow path */
+    cache_view_t v = cache_view();
+    ck_assert_uint_eq(v.n, 1);
+    ck_assert(v.dirty[0]);
+    ck_assert_uint_eq(stats().committed, st1.committed);
+
+    set_purge_delay(20);
+    wait_past(freed, 20);
+    /* The first malloc of another class: the heap's slow path, whose
+     * periodic purge ages the huge cache too. */
+    bitslab_free(bitslab_malloc(5000));
+    v = cache_view();
+    ck_assert_uint_eq(v.n, 1);
+    ck_assert_msg(!v.dirty[0], "the cached mapping is still dirty after the purge delay and a slow path");
+    bitslab_stats_t st2 = stats();
+    ck_assert_uint_eq(st2.committed, st1.committed - 8 * MiB);
+    ck_assert_uint_eq(st2.mapped, st1.mapped);
+    ck_assert_uint_eq(resident_bytes(v.addr[0] + OS_PAGE, 8 * MiB), 0);
+
+    /* The same through the huge path: free dirty, wait, one huge allocation
+     * that the cache cannot serve (an alignment above 2 MiB). */
+    p = bitslab_malloc(8 * MiB);
+    ck_assert_ptr_eq((void *)region_of(p), (void *)v.addr[0]);
+    touch_pages(p, 8 * MiB, 2);
+    bitslab_free(p);
+    freed = os_now_ms();
+    ck_assert(cache_view().dirty[0]);
+    wait_past(freed, 20);
+    void *x = bitslab_aligned_alloc(4 * MiB, 1100 * KiB);
+    ck_assert_ptr_nonnull(x);
+    v = cache_view();
+    ck_assert_int_ge(cache_find(&v, p), 0);
+    ck_assert_msg(!v.dirty[cache_find(&v, p)], "the cached mapping is still dirty after a huge allocation");
+    ck_assert_uint_eq(resident_bytes(region_of(p) + OS_PAGE, 8 * MiB), 0);
+    bitslab_free(x);
+    bitslab_collect();
+}
+END_TEST
+
+/* The cache keeps at most max(64 MiB, 1/4 of the live huge bytes) of dirty
+ * mappings; past it, the ones freed longest ago are decommitted. */
+START_TEST(test_huge_dirty_cap)
+{
+    prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    set_purge_delay(-1);
+    enum { N = 6 };
+    unsigned char *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = bitslab_malloc(16 * MiB);
+        ck_assert_ptr_nonnull(b[i]);
+        touch_pages(b[i], 16 * MiB, 3);
+    }
+    bitslab_stats_t st0 = stats();
+    for (int i = 0; i < N; i++) bitslab_free(b[i]);
+    cache_view_t v = cache_view();
+    ck_assert_uint_eq(v.n, N);
+    ck_assert_uint_eq(cache_dirty_bytes(&v), 64 * MiB); /* 4 of 16 MiB */
+    for (int i = 0; i < N; i++) {
+        int k = cache_find(&v, b[i]);
+        ck_assert_int_ge(k, 0);
+        ck_assert_msg(v.dirty[k] == (i >= 2), "block %d (freed %d of %d): dirty %d", i, i + 1, N, v.dirty[k]);
+        if (!v.dirty[k]) ck_assert_uint_eq(resident_bytes(v.addr[k] + OS_PAGE, 16 * MiB), 0);
+    }
+    bitslab_stats_t st1 = stats();
+    ck_assert_uint_eq(st1.mapped, st0.mapped);
+    ck_assert_uint_eq(st1.committed, st0.committed - 2 * 16 * MiB);
+    bitslab_collect();
+
+    /* 400 MiB live (untouched: no memory) raise the cap to 100 MiB: all six
+     * stay dirty. */
+    void *live[8];
+    for (int i = 0; i < 8; i++) ck_assert_ptr_nonnull(live[i] = bitslab_malloc(50 * MiB));
+    for (int i = 0; i < N; i++) {
+        b[i] = bitslab_malloc(16 * MiB);
+        ck_assert_ptr_nonnull(b[i]);
+        touch_pages(b[i], 16 * MiB, 4);
+    }
+    for (int i = 0; i < N; i++) bitslab_free(b[i]);
+    v = cache_view();
+    ck_assert_uint_eq(v.n, N);
+    ck_assert_uint_eq(cache_dirty_bytes(&v), N * 16 * MiB);
+    for (int i = 0; i < 8; i++) bitslab_free(live[i]);
+    bitslab_collect();
+}
+END_TEST
+
+/* With every slot taken, a freed mapping takes the place of the one cached
+ * longest ago, which is unmapped. */
+START_TEST(test_huge_cache_full)
+{
+    set_purge_delay(-1);
+    enum { N = 17 };
+    void *b[N];
+    for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(b[i] = bitslab_malloc(2 * MiB));
+    bitslab_stats_t st0 = stats();
+    for (int i = 0; i < N; i++) bitslab_free(b[i]);
+    cache_view_t v = cache_view();
+    ck_assert_uint_eq(v.n, N - 1);
+    ck_assert_int_lt(cache_find(&v, b[0]), 0);
+    for (int i = 1; i < N; i++) ck_assert_int_ge(cache_find(&v, b[i]), 0);
+    ck_assert_uint_eq(stats().mapped, st0.mapped - (2 * MiB + OS_PAGE));
+    bitslab_collect();
+}
+END_TEST
+
+/* A need a little above a cached mapping grows it in place (into the tail
+ * that the first mapping trimmed off) instead of mapping anew. */
+START_TEST(test_huge_cache_grows_near_miss)
+{
+    set_purge_delay(-1);
+    unsigned char *p = bitslab_malloc(3 * MiB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x5A, 3 * MiB);
+    bitslab_free(p);
+    bitslab_stats_t st0 = stats();
+    unsigned char *q = bitslab_malloc(3 * MiB + 512 * KiB);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(bitslab_usable_size(q), 3 * MiB + 512 * KiB);
+    ck_assert_uint_eq(check_bytes(q, 3 * MiB, 0x5A), 3 * MiB);
+    ck_assert_uint_eq(check_bytes(q + 3 * MiB, 512 * KiB, 0), 512 * KiB);
+    memset(q, 0x5B, 3 * MiB + 512 * KiB);
+    bitslab_stats_t st1 = stats();
+    ck_assert_uint_eq(st1.mapped, st0.mapped + 512 * KiB);
+    ck_assert_uint_eq(st1.committed, st0.committed + 512 * KiB);
+    ck_assert_uint_eq(st1.huge_bytes, 3 * MiB + 512 * KiB + OS_PAGE);
+    ck_assert_uint_eq(cache_view().n, 0);
+    bitslab_free(q);
+    bitslab_collect();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -1132,6 +1438,14 @@ int main(void)
     tcase_add_test(tc, test_stats_other_thread_cache);
     tcase_add_test(tc, test_stats_print_callback);
     tcase_add_test(tc, test_stats_print_stderr);
+    suite_add_tcase(s, tc);
+    tc = tcase("huge cache");
+    tcase_add_test(tc, test_huge_free_keeps_pages);
+    tcase_add_test(tc, test_huge_calloc_after_dirty_free);
+    tcase_add_test(tc, test_huge_purge_after_delay);
+    tcase_add_test(tc, test_huge_dirty_cap);
+    tcase_add_test(tc, test_huge_cache_full);
+    tcase_add_test(tc, test_huge_cache_grows_near_miss);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -27,6 +27,17 @@
  *                        (skip) if mlockall is refused for lack of
  *                        RLIMIT_MEMLOCK (after raising the soft limit).
  *   test_faults clean    the workload once, no failure (a baseline).
+ *   test_faults misalign the workload once, no failure, with every mmap(NULL)
+ *                        of a multiple of 2 MiB answered 1 MiB off a 2 MiB
+ *                        boundary (what kernels before 6.7 may do), every
+ *                        other one with the 1 MiB below it taken: huge_map's
+ *                        extension downwards and its fallback both run.
+ *   test_faults inject-misalign  the inject sweep, mappings misaligned so.
+ *   test_faults loop     huge blocks malloc'ed, touched in every page and
+ *                        freed, 200 + 100 times: counts the mmap, munmap and
+ *                        madvise calls and the minor page faults (getrusage)
+ *                        against structural bounds (the freed mappings stay
+ *                        committed in the cache and are reused).
  *
  * The workload (small blocks of every class, wide blocks, huge blocks with
  * realloc growth and shrinking and big alignments, frees, collect, calloc
@@ -163,36 +174,83 @@ static void *mmap_common(void *r, size_t len)
     return r;
 }
 
-void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+/* misalign mode: an anonymous mmap(NULL, n) with n a multiple of 2 MiB
+ * returns an address 1 MiB past a 2 MiB boundary; every other time the
+ * 1 MiB below it stays mapped (a guard the tracker does not see), so that
+ * extending the mapping down to the boundary fails. */
+static bool misalign;
+static unsigned misaligned, guarded;        /* mappings misaligned, and of those with a guard */
+static unsigned noreplace_ok, noreplace_failed; /* MAP_FIXED_NOREPLACE calls that mapped / failed */
+
+static void *misaligned_mmap(size_t len, int prot, int flags)
+{
+    const uintptr_t big = 2 * MiB;
+    size_t over = len + 3 * big;
+    char *raw = __real_mmap(NULL, over, prot, flags, -1, 0);
+    if (raw == MAP_FAILED) return raw;
+    char *boundary = (char *)((((uintptr_t)raw + big - 1) & ~(big - 1)) + big);
+    char *r = boundary + MiB;
+    bool guard = misaligned++ % 2;
+    char *keep_from = guard ? boundary : r;
+    __real_munmap(raw, (size_t)(keep_from - raw));
+    __real_munmap(r + len, (size_t)(raw + over - (r + len)));
+    guarded += guard;
+    return r;
+}
+
+/* Both names (the archive calls mmap64 where _FILE_OFFSET_BITS is 64). */
+static void *wrap_mmap(void *(*real)(void *, size_t, int, int, int, off_t), void *addr, size_t len, int prot,
+                       int flags, int fd, off_t off)
 {
     if (inject(SYS_MMAP)) {
         errno = ENOMEM;
         return MAP_FAILED;
     }
-    return mmap_common(__real_mmap(addr, len, prot, flags, fd, off), len);
+    if (misalign && !addr && (flags & MAP_ANONYMOUS) && len % (2 * MiB) == 0)
+        return mmap_common(misaligned_mmap(len, prot, flags), len);
+    void *r = real(addr, len, prot, flags, fd, off);
+    if (flags & MAP_FIXED_NOREPLACE) {
+        if (r == addr) noreplace_ok++;
+        else noreplace_failed++;
+        if (r == MAP_FAILED) return r; /* EEXIST: the guard is there, not a real failure */
+    }
+    return mmap_common(r, len);
+}
+
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return wrap_mmap(__real_mmap, addr, len, prot, flags, fd, off);
 }
 
 void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    if (inject(SYS_MMAP)) {
-        errno = ENOMEM;
-        return MAP_FAILED;
-    }
-    return mmap_common(__real_mmap64(addr, len, prot, flags, fd, off), len);
+    return wrap_mmap(__real_mmap64, addr, len, prot, flags, fd, off);
 }
 
 /* A refused munmap of a whole mapping may leave it mapped for good (and
  * counted: bitslab cannot do better). A refused munmap of part of one (a
  * split: trimming an aligned mapping, shrinking a huge block) must not: the
- * mapping is either kept whole by its user or unmapped whole. */
+ * mapping is either kept whole by its user or unmapped whole. "Whole": the
+ * range is made of mmaps the tracker saw, none of them cut (a huge block
+ * extended down to its 2 MiB boundary is two: see misaligned_mmap). */
 static range_t refused_whole;
+
+static bool whole_mappings(uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t covered = lo;
+    for (unsigned i = 0; i < nranges; i++) { /* sorted by address */
+        if (ranges[i].hi <= lo || ranges[i].lo >= hi) continue;
+        if (ranges[i].lo < lo || ranges[i].hi > hi || ranges[i].lo != covered) return false;
+        covered = ranges[i].hi;
+    }
+    return covered == hi;
+}
 
 int __wrap_munmap(void *addr, size_t len)
 {
     if (inject(SYS_MUNMAP)) {
-        for (unsigned i = 0; i < nranges; i++)
-            if (ranges[i].lo == (uintptr_t)addr && ranges[i].hi == (uintptr_t)addr + page_up(len))
-                refused_whole = ranges[i];
+        if (whole_mappings((uintptr_t)addr, (uintptr_t)addr + page_up(len)))
+            refused_whole = (range_t){(uintptr_t)addr, (uintptr_t)addr + page_up(len)};
         errno = ENOMEM;
         return -1;
     }
@@ -481,11 +539,14 @@ static size_t believed_decommitted(void)
             }
         }
     }
-    /* The huge cache: mappings decommitted but their header page. */
+    /* The huge cache: clean mappings are decommitted but their header page
+     * (dirty ones are committed, and may be resident). */
     uintptr_t addr[64];
     size_t len[64];
-    unsigned n = huge_cache_contents(addr, len, 64);
+    bool dirty[64];
+    unsigned n = huge_cache_contents(addr, len, dirty, 64);
     for (unsigned i = 0; i < n; i++) {
+        if (dirty[i]) continue;
         size_t r = resident(addr[i] + OS_PAGE, len[i] - OS_PAGE);
         CHECK(r == 0, "huge cache: mapping %#" PRIxPTR " (%zu bytes) has %zu bytes resident", addr[i], len[i], r);
         total += len[i] - OS_PAGE;
@@ -513,7 +574,8 @@ static void check_no_leak(void)
     }
     uintptr_t addr[64];
     size_t len[64];
-    unsigned c = huge_cache_contents(addr, len, 64);
+    bool dirty[64];
+    unsigned c = huge_cache_contents(addr, len, dirty, 64);
     for (unsigned i = 0; i < c; i++) known[n++] = (range_t){addr[i], addr[i] + len[i]};
     if (refused_whole.hi) known[n++] = refused_whole;
     for (unsigned i = 0; i < nranges; i++) {
@@ -628,6 +690,13 @@ static void huge_cache_round(void)
     if (!b) return;
     do_free((unsigned)(b - blocks));
     do_calloc(1536 * KiB);
+    /* A need a little above a cached mapping (and too far above or below
+     * the others): mremap grows it in place (or, refused, it goes back to
+     * the cache and a new one is mapped). */
+    b = do_malloc(9 * MiB);
+    if (!b) return;
+    do_free((unsigned)(b - blocks));
+    do_malloc(9 * MiB + 100 * KiB);
 }
 
 static void workload(void)
@@ -793,6 +862,81 @@ static int mlock_main(void)
     return 0;
 }
 
+/* Huge blocks of sizes from [lo, hi) (a fixed sequence) malloc'ed, one byte
+ * written in every page, checked and freed, n times; returns the minor page
+ * faults it took and adds the pages it touched to *touched. */
+static long huge_loop(size_t lo, size_t hi, unsigned n, size_t *touched)
+{
+    uint64_t x = 42;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+    for (unsigned i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        size_t size = lo + (size_t)((x >> 33) % (hi - lo));
+        unsigned char *p = bitslab_malloc(size);
+        CHECK(p, "malloc(%zu) failed", size);
+        for (size_t off = 0; off < size; off += OS_PAGE) p[off] = (unsigned char)i;
+        p[size - 1] = (unsigned char)i;
+        CHECK(p[0] == (unsigned char)i, "block %p overwritten", (void *)p);
+        *touched += (size + OS_PAGE - 1) / OS_PAGE;
+        bitslab_free(p);
+    }
+    getrusage(RUSAGE_SELF, &ru1);
+    return ru1.ru_minflt - ru0.ru_minflt;
+}
+
+/* The huge cache keeps freed mappings committed: a loop of huge blocks of
+ * varying sizes maps a few and reuses them, with neither madvise nor page
+ * faults once they exist. Before it, every free was a madvise and every
+ * page of every block a fault. Bounds are structural, not timings: purges
+ * by age are off (purge delay -1). */
+static int loop_main(void)
+{
+    atomic_store_explicit(&bitslab_purge_delay_ms, -1, memory_order_relaxed);
+    phase = "loop of 4..12 MiB blocks";
+    /* Everything fits under the 64 MiB of dirty mappings the cache may keep,
+     * and a mapping serves any need from a quarter of its size up: at most a
+     * few mappings, each touched once. */
+    size_t touched = 0;
+    long faults = huge_loop(4 * MiB, 12 * MiB, 200, &touched);
+    printf("200 blocks of 4..12 MiB (%zu pages touched): %ld minor faults, mmap %u, munmap %u, mremap %u, madvise %u\n",
+           touched, faults, calls[SYS_MMAP], calls[SYS_MUNMAP], calls[SYS_MREMAP], calls[SYS_MADVISE]);
+    size_t max_pages = 12 * MiB / OS_PAGE;
+    /* 3 mappings here; where the kernel does not align them a new mapping
+     * may take up to 3 mmaps (huge_map's extension, its fallback). */
+    CHECK(calls[SYS_MMAP] <= 12, "%u mmap calls: freed mappings are not reused", calls[SYS_MMAP]);
+    CHECK(calls[SYS_MADVISE] == 0, "%u madvise calls: freed mappings are decommitted", calls[SYS_MADVISE]);
+    CHECK(faults <= (long)(6 * max_pages), "%ld page faults for %zu pages touched: more than 6 blocks' first touch",
+          faults, touched);
+    check_state("after the loop");
+
+    phase = "loop of 5..25 MiB blocks";
+    /* bench/ huge-loop: the cap keeps only some of the mappings dirty. */
+    unsigned m0 = calls[SYS_MMAP], a0 = calls[SYS_MADVISE];
+    touched = 0;
+    faults = huge_loop(5 * MiB, 25 * MiB, 100, &touched);
+    printf("100 blocks of 5..25 MiB (%zu pages touched): %ld minor faults, mmap %u, madvise %u\n", touched, faults,
+           calls[SYS_MMAP] - m0, calls[SYS_MADVISE] - a0);
+    CHECK(faults <= (long)(touched / 4), "%ld page faults for %zu pages touched", faults, touched);
+    CHECK(calls[SYS_MMAP] - m0 <= 20, "%u mmap calls for 100 blocks", calls[SYS_MMAP] - m0);
+    CHECK(calls[SYS_MADVISE] - a0 <= 20, "%u madvise calls for 100 blocks", calls[SYS_MADVISE] - a0);
+    check_state("after the second loop");
+    bitslab_collect();
+    check_state("after collect");
+    return 0;
+}
+
+static int misalign_main(void)
+{
+    misalign = true;
+    workload();
+    printf("misaligned mappings: %u (%u with the 1 MiB below taken); MAP_FIXED_NOREPLACE: %u mapped, %u refused\n",
+           misaligned, guarded, noreplace_ok, noreplace_failed);
+    CHECK(noreplace_ok > 0, "no misaligned huge mapping was extended down to its 2 MiB boundary");
+    CHECK(noreplace_failed > 0, "no misaligned huge mapping took the over-map fallback");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -802,12 +946,18 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "inject";
     if (!strcmp(mode, "inject")) return inject_main();
     if (!strcmp(mode, "mlock")) return mlock_main();
+    if (!strcmp(mode, "loop")) return loop_main();
+    if (!strcmp(mode, "misalign")) return misalign_main();
+    if (!strcmp(mode, "inject-misalign")) {
+        misalign = true;
+        return inject_main();
+    }
     if (!strcmp(mode, "clean")) {
         workload();
         printf("calls: mmap %u, munmap %u, mremap %u, madvise %u\n", calls[SYS_MMAP], calls[SYS_MUNMAP],
                calls[SYS_MREMAP], calls[SYS_MADVISE]);
         return 0;
     }
-    fprintf(stderr, "usage: %s [inject|mlock|clean]\n", argv[0]);
+    fprintf(stderr, "usage: %s [inject|inject-misalign|mlock|clean|misalign|loop]\n", argv[0]);
     return 2;
 }
