@@ -97,7 +97,7 @@ BITSLAB_API int bitslab_version_number(void);
  *
  *   option              default  range          effect
  *   verbose             0        0..1           1: a one-line banner with the version and options on stderr at start-up
- *   show_stats          0        0..1           1: a statistics summary on stderr at exit
+ *   show_stats          0        0..1           1: the statistics table on stderr at exit
  *   purge_delay_ms      250      -1..3600000    ms an empty slab keeps its memory before it goes back to the OS; -1 never
  *   retain_superpages   -1       -1..65536      empty superpages a heap keeps; -1: 1 + 1/8 of the heap's superpages
  *

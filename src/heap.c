@@ -200,8 +200,14 @@ static _Atomic uint32_t heap_key_state; /* 0: none, else key + 1 */
  * the fork may be half-way through a change of its lists: it is left alone
  * (its memory is lost to the child, never corrupted). A thread stopped in a
  * fast path leaves at most one bin or one `used` count behind. */
+/* Heaps the fork child handler pushed that still held memory at the last
+ * look (heap_help_forked): while non-zero, a heap about to map a superpage
+ * collects the pool first. Relaxed: a hint; any value is safe. */
+static _Atomic uint32_t fork_heaps_holding;
+
 static void heap_atfork_child(void)
 {
+    uint32_t pushed = 0;
     /* Relaxed: single-threaded here (see above). */
     uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* single-threaded */
     for (uint32_t id = 1; id <= n; id++) {
@@ -221,7 +227,37 @@ static void heap_atfork_child(void)
             if (h->active[c]) h->active[c]->cached = NO_WORD;
         }
         heap_pool_push(h);
+        pushed++;
     }
+    /* Relaxed: single-threaded here; read as a hint later. */
+    atomic_store_explicit(&fork_heaps_holding, pushed, memory_order_relaxed); /* a hint, see above */
+}
+
+/* In a forked child, the blocks of the parent's other threads are freed into
+ * heaps nobody runs: their memory comes back only when those heaps are
+ * collected. A child that frees them and allocates again would map new
+ * superpages while the freed ones wait, so before mapping one, a heap in
+ * such a child collects the pool (as bitslab_collect() does) to refill the
+ * orphanage. Stops once none of those heaps holds memory. True if it ran. */
+bool heap_help_forked(void)
+{
+    /* Relaxed: a hint (see above). */
+    if (!atomic_load_explicit(&fork_heaps_holding, memory_order_relaxed)) return false; /* a hint */
+    heap_t *chain = NULL, *h;
+    uint32_t holding = 0;
+    while ((h = heap_pool_pop())) {
+        heap_collect(h, true);
+        if (h->nsuperpages) holding++;
+        h->collect_next = chain;
+        chain = h;
+    }
+    while ((h = chain)) {
+        chain = h->collect_next;
+        heap_pool_push(h);
+    }
+    /* Relaxed: a hint. */
+    atomic_store_explicit(&fork_heaps_holding, holding, memory_order_relaxed); /* a hint */
+    return true;
 }
 
 static void heap_thread_exit(void *arg)

@@ -418,6 +418,7 @@ void heap_drain_remote(heap_t *h);
 void heap_tick(heap_t *h);
 void heap_collect(heap_t *h, bool full);
 void heap_collect_abandoned(void);
+bool heap_help_forked(void);
 enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit);
 heap_t *heap_by_id(uint32_t id);

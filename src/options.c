@@ -39,7 +39,7 @@
  * bitslab.h hold the same table; tests/options/check-docs.sh compares them. */
 #define BITSLAB_OPTION_TABLE(X)                                                                      \
     X(verbose, BOOL, 0, 1, 0, "1: a one-line banner with the version and options at start-up")       \
-    X(show_stats, BOOL, 0, 1, 0, "1: a statistics summary on stderr at exit")                         \
+    X(show_stats, BOOL, 0, 1, 0, "1: the statistics table on stderr at exit")                         \
     X(purge_delay_ms, INT, -1, 3600000, 250, "an empty slab's memory goes back this long after; -1 never") \
     X(retain_superpages, INT, -1, 65536, -1, "empty superpages a heap keeps; -1: 1 + 1/8 of its own")
 

@@ -345,6 +345,7 @@ static superpage_t *superpage_map(void)
 superpage_t *superpage_acquire(heap_t *h)
 {
     superpage_t *sp = orphanage_pop();
+    if (!sp && heap_help_forked()) sp = orphanage_pop(); /* a forked child: see heap.c */
     if (sp) {
         /* What the releaser managed to decommit (orphan_clean): the metadata
          * counts as committed again now, clean data slabs as they are used;
