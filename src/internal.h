@@ -62,9 +62,9 @@
  * exactly the option retain_superpages if it is >= 0 (options.c). */
 #define HEAP_RETAIN_EMPTY(h) heap_retain_empty((h)->nsuperpages)
 /* FREE slabs whose pages are still committed, per heap: past twice this many
- * (4 MiB plus 1/8 of the heap's data slabs) the heap purges the ones past the
- * delay, then others down to this many. */
-#define HEAP_DIRTY_FREE_MAX(h) (64 + (h)->nsuperpages * 31 / 8)
+ * (4 MiB plus as many as the heap has in use) the heap purges the ones past
+ * the delay, then others down to this many, the longest unused first. */
+#define HEAP_DIRTY_FREE_MAX(h) (64 + (h)->slabs_used)
 
 /* Frees into the word cache between two heap_tick calls. */
 #define HEAP_TICK 256
@@ -173,6 +173,7 @@ typedef struct superpage {
     _Atomic uint32_t queued;                   /* 1 from a freer's claim until the drain after the pop */
     _Atomic uint32_t queued_at;                /* bitslab_clock_ms when the pusher queued sp: dates its frees */
     uint32_t on_deferred;            /* on the heap's deferred-release list: owner-only, like the */
+    uint32_t empty_since;            /* owner-only: when every data slab became FREE (ms) */
     struct superpage *deferred_next; /* list link; written only on a slow path that found a freer in
                                         flight (line 0 is full) */
 

@@ -45,14 +45,14 @@ static void slabs_in_use_add(ptrdiff_t delta)
 }
 
 /* How many FREE-but-committed slabs the whole process keeps, at most, before
- * heaps purge theirs early: 2 MiB plus 1/4 of the slabs in use. Past twice
+ * heaps purge theirs early: 2 MiB plus as many as are in use. Past twice
  * that, the heap that returns a slab purges its own down to it. A program
  * that frees everything thus keeps little, and one in a steady state keeps
  * the slack its fragmentation needs. */
 static size_t dirty_process_cap(void)
 {
     /* Relaxed: a counter compared with a cap. */
-    return 32 + atomic_load_explicit(&slabs_in_use_total, memory_order_relaxed) / 4;
+    return 32 + atomic_load_explicit(&slabs_in_use_total, memory_order_relaxed);
 }
 
 static size_t dirty_process_total(void)
@@ -276,7 +276,8 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
     huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
-    if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;
+    size_t retain = HEAP_RETAIN_EMPTY(h);
+    if (mode != PURGE_ALL && (delay < 0 || (h->dirty_free == 0 && h->nempty <= retain))) return;
     if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
     uint32_t now = os_now_ms();
     if (mode == PURGE_PERIODIC || mode == PURGE_TICK) {
@@ -284,6 +285,12 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
     purge_aged(h, mode == PURGE_ALL ? 0 : (uint32_t)delay, limit, now);
+    /* Empty superpages beyond the retention that have waited out the delay. */
+    for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {
+        superpage_t *next = sp->next;
+        if (sp->free_mask == DATA_SLABS_MASK) superpage_try_release(h, sp, retain);
+        sp = next;
+    }
 }
 
 /* FREE-but-committed slabs h must give up to be within both caps. */
@@ -366,6 +373,7 @@ superpage_t *superpage_acquire(heap_t *h)
     list_push_front(h, sp);
     h->nsuperpages++;
     h->nempty++;
+    sp->empty_since = os_now_ms();
     return sp;
 }
 
@@ -388,6 +396,13 @@ static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 {
     if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
+    /* Beyond the heap's retention an empty superpage still waits out the
+     * purge delay, like a FREE slab: a program that frees and allocates
+     * large blocks in turn reuses it instead of refaulting a new one
+     * (retain == 0: a full collect, at once). The heap's purge releases it
+     * once the delay has passed. Relaxed: a setting. */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed); /* a setting */
+    if (retain && (delay < 0 || os_now_ms() - sp->empty_since < (uint32_t)delay)) return;
     /* Acquire: pairs with each freer's release fetch_sub of `inflight` (F5).
      * Every freer whose bit we merged incremented it before setting the bit,
      * so reading 0 means all of them have finished touching sp
@@ -459,13 +474,37 @@ static uint32_t run_starts(uint32_t mask, unsigned n, unsigned step)
 
 /* Take n consecutive FREE slabs starting at a multiple of `step`, from the
  * heap's superpages or a new one. NULL (errno ENOMEM) if memory is exhausted. */
+/* The FREE slabs of sp whose pages are still committed (dirty, not
+ * decommitted): reusing them costs no page fault. */
+static uint32_t committed_free_mask(superpage_t *sp)
+{
+    uint32_t m = 0;
+    for (uint32_t t = sp->free_mask; t; t &= t - 1) {
+        slab_t *s = &sp->slabs[ctz64(t)];
+        if (s->dirty && !slab_decommitted(s)) m |= 1u << s->index;
+    }
+    return m;
+}
+
+#define TAKE_COMMITTED_SCAN 8 /* superpages looked at for a committed run first */
+
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
 {
     superpage_t *sp = h->superpages;
     uint32_t starts = 0;
-    for (; sp && sp->free_mask; sp = sp->next) {
-        starts = run_starts(sp->free_mask, n, (unsigned)step);
+    /* First a run of slabs whose pages are still committed, in the first
+     * few superpages with free slabs: a run that was decommitted (or never
+     * touched) faults its pages in again; the purge takes the others. */
+    unsigned looked = 0;
+    for (; sp && sp->free_mask && looked < TAKE_COMMITTED_SCAN; sp = sp->next, looked++) {
+        starts = run_starts(committed_free_mask(sp), n, (unsigned)step);
         if (starts) break;
+    }
+    if (!starts) {
+        for (sp = h->superpages; sp && sp->free_mask; sp = sp->next) {
+            starts = run_starts(sp->free_mask, n, (unsigned)step);
+            if (starts) break;
+        }
     }
     if (!sp || !starts) {
         sp = superpage_acquire(h);
@@ -534,6 +573,7 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
     if (was_full) superpage_list_promote(h, sp);
     if (sp->free_mask == DATA_SLABS_MASK) {
         h->nempty++;
+        sp->empty_since = now;
         if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }
 }
