@@ -104,6 +104,7 @@ static heap_t *heap_new(void)
         BITSLAB_VG_METADATA(chunk, HEAPS_PER_CHUNK * sizeof(heap_t)); /* -Dvalgrind: see valgrind.c */
         /* Relaxed: ids only need to be unique (pairs with no other access:
          * heap_chunk's CAS publishes the chunk's memory). */
+        /* (the id CAS: relaxed, see above) */
         if (atomic_compare_exchange_weak_explicit(&bitslab_heaps_total, &total, total + 1, memory_order_relaxed,
                                                   memory_order_relaxed))
             break;

@@ -72,7 +72,7 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
         if (!next) {
             /* Acquire: pairs with producers' acq_rel exchange; a head past the
              * stub means a producer is between its exchange and its link. */
-            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) {
+            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) { /* pairs with the push exchange */
                 DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
                 *stalled = true;
             }

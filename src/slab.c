@@ -137,7 +137,7 @@ void slab_load_word(slab_t *s, word_cache_t *c)
      * cache or put them back do not update it (docs/stats.md says what that
      * leaves approximate). */
     uint32_t n = popcount64(bits);
-    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
+    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed); /* walker snapshot, see above */
     c->bits = bits;
     DEBUG_PARK(PARK_REFILL_MIDWAY);
     c->fresh = fresh;
@@ -199,8 +199,9 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Relaxed load and store: only the heap's current user writes this
          * counter (the pool's hand-off orders one user before the next); the
          * stats walker's relaxed load pairs with the store (a snapshot). */
-        atomic_store_explicit(&h->remote_merged,
-                              atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged,
+        /* (relaxed load and store: see above) */
+        atomic_store_explicit(&h->remote_merged, /* walker snapshot */
+                              atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged, /* ours */
                               memory_order_relaxed);
     }
     return merged;

@@ -60,7 +60,7 @@ static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_reside
         if (!((meta_resident >> page) & 1)) continue;
         /* Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
          * nothing is read through these bits. */
-        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
+        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed)); /* a snapshot, see above */
     }
     return n;
 }
@@ -79,7 +79,7 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
      * relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
      * a concurrent reconfiguration they may come from two lives of the slab:
      * every combination is handled below (no index is trusted). */
-    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* relaxed: as above */
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: as above */
     o->decommitted = slab_decommitted(s);
     o->kind = kind;
