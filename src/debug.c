@@ -12,7 +12,7 @@ static _Atomic uint64_t window_hits[WIN_COUNT];
 static const char *const window_names[WIN_COUNT] = {
     "remote_free_during_drain",  "release_deferred_inflight", "release_deferred_queued",
     "queue_producer_stalled",    "orphan_cas_retry",          "heap_pool_cas_retry",
-    "free_into_abandoned_heap",  "adopt_with_pending_remote",
+    "free_into_abandoned_heap",  "adopt_with_pending_remote", "queued_exchange_lost", "empty_pop",
 };
 
 void debug_count(enum debug_window w)
@@ -41,7 +41,7 @@ static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: releas
 static _Thread_local int park_eligible;
 
 static const char *const park_names[PARK_COUNT] = {
-    "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "remote_before_push",
+    "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "remote_before_claim", "remote_before_push",
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
     "refill_midway",       "heap_new_midway",

@@ -507,6 +507,7 @@ void heap_drain_remote(heap_t *h)
         /* D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
          * visible); the order with D1 is the Dekker pair above. */
         uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst); /* D2: pairs with F3 */
+        if (!mask) DEBUG_COUNT(WIN_EMPTY_POP);
         superpage_merge(h, sp, mask, as_of);
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }

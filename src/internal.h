@@ -457,6 +457,8 @@ enum debug_window {
     WIN_HEAP_POOL_CAS_RETRY,        /* abandoned-heap pool lost a CAS race */
     WIN_FREE_INTO_ABANDONED_HEAP,   /* remote free into a heap whose thread exited */
     WIN_ADOPT_WITH_PENDING_REMOTE,  /* adopter found remote frees waiting */
+    WIN_QUEUED_EXCHANGE_LOST,       /* F4: queued read 0, but another freer won the exchange */
+    WIN_EMPTY_POP,                  /* drain popped a superpage whose mask an earlier D2 took */
     WIN_COUNT
 };
 void debug_count(enum debug_window w);
@@ -467,6 +469,7 @@ enum debug_park_point {
     PARK_REMOTE_AFTER_F1,   /* remote free: inflight incremented, bit not set */
     PARK_REMOTE_AFTER_F2,   /* remote free: bit set, remote_slabs not yet */
     PARK_REMOTE_AFTER_F3,   /* remote free: remote_slabs set, queued not yet looked at */
+    PARK_REMOTE_BEFORE_CLAIM, /* remote free: queued read 0, its exchange not done */
     PARK_REMOTE_BEFORE_PUSH, /* remote free: queued 0 -> 1 claimed, before the push */
     PARK_QUEUE_LINK,        /* queue push: after the exchange, before the link store */
     PARK_REMOTE_BEFORE_F5,  /* remote free: everything done but inflight-- */

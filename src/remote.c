@@ -133,8 +133,13 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
      * means a push is done or under way and a drain will follow it. The
      * exchange makes one freer the pusher; acquire pairs with D1's release,
      * so the owner's last read of sp->qnode happens before our push rewrites it. */
-    if (atomic_load_explicit(&sp->queued, memory_order_seq_cst) == 0 && /* F4: pairs with D1 */
-        atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0) { /* F4: pairs with D1 */
+    uint32_t seen = atomic_load_explicit(&sp->queued, memory_order_seq_cst); /* F4: pairs with D1 */
+    if (seen == 0) DEBUG_PARK(PARK_REMOTE_BEFORE_CLAIM);
+    uint32_t won = seen == 0 && atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0; /* F4: pairs with D1 */
+#if BITSLAB_DEBUG
+    if (seen == 0 && !won) DEBUG_COUNT(WIN_QUEUED_EXCHANGE_LOST);
+#endif
+    if (won) {
         /* Relaxed: sp cannot change owner while we are inside it (F1's
          * inflight keeps it from the orphanage), and the block it held when
          * we started ordered the owner's store before us. */

@@ -58,6 +58,7 @@
  *           superpage   9 F4 finds the superpage already queued
  *           10 all frees done, nothing queued, and an empty superpage is
  *           still held beyond the retention (a deferred release)
+ *           11 F4 read queued == 0 but lost the exchange to another freer
  */
 
 #ifndef SCEN
@@ -318,7 +319,8 @@ proctype freer(byte s; byte b)
             assert(detected || !released[sp]);
             was = queued[sp]; queued[sp] = 1;
             printf("%c: F4 queued[sp%d] exchange -> was %d\n", 63 + _pid, sp, was)
-        }
+        };
+        if :: was != 0 -> REACH(11) :: else -> skip fi
     :: else -> REACH(9)
     fi;
 #if MUT == 10
