@@ -443,6 +443,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
     if (used_after == 0) {
         heap_trim_if_idle(h);
         heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
+        superpage_release_aged(h);
     }
     slow_leave(h);
 }
@@ -528,6 +529,7 @@ void heap_tick(heap_t *h)
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_TICK, SIZE_MAX);
+    superpage_release_aged(h);
     slow_leave(h);
 }
 
@@ -548,6 +550,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
+    superpage_release_aged(h);
     if (s) {
         if (s->summary) {
             slab_load_word(s, c);

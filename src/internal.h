@@ -401,6 +401,7 @@ void slab_unload_word(slab_t *s, word_cache_t *c);
 superpage_t *superpage_acquire(heap_t *h);
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain);
 void superpage_retry_deferred(heap_t *h);
+void superpage_release_aged(heap_t *h);
 void superpage_list_promote(heap_t *h, superpage_t *sp);
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t align);
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release);

@@ -276,8 +276,7 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
     huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
-    size_t retain = HEAP_RETAIN_EMPTY(h);
-    if (mode != PURGE_ALL && (delay < 0 || (h->dirty_free == 0 && h->nempty <= retain))) return;
+    if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;
     if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
     uint32_t now = os_now_ms();
     if (mode == PURGE_PERIODIC || mode == PURGE_TICK) {
@@ -285,12 +284,31 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
     purge_aged(h, mode == PURGE_ALL ? 0 : (uint32_t)delay, limit, now);
-    /* Empty superpages beyond the retention that have waited out the delay. */
+}
+
+/* Release the empty superpages beyond the retention that have waited out the
+ * delay. Only from the top of a slow path (heap_tick, the allocation slow
+ * path, a free that emptied a slab): never while a caller walks the heap's
+ * superpage list or merges a superpage (heap_scan_remote, superpage_merge),
+ * since a release unlinks a superpage that such a caller may hold. */
+void superpage_release_aged(heap_t *h)
+{
+    size_t retain = HEAP_RETAIN_EMPTY(h);
     for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {
         superpage_t *next = sp->next;
         if (sp->free_mask == DATA_SLABS_MASK) superpage_try_release(h, sp, retain);
         sp = next;
     }
+}
+
+#define RELEASE_WAIT_SLABS 4 /* committed data slabs (256 KiB) that make an empty superpage wait */
+
+/* Data slabs of sp whose pages are still committed with data (dirty). */
+static unsigned committed_data_slabs(superpage_t *sp)
+{
+    unsigned n = 0;
+    for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) n += sp->slabs[i].dirty && !slab_decommitted(&sp->slabs[i]);
+    return n;
 }
 
 /* FREE-but-committed slabs h must give up to be within both caps. */
@@ -396,13 +414,18 @@ static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 {
     if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
-    /* Beyond the heap's retention an empty superpage still waits out the
-     * purge delay, like a FREE slab: a program that frees and allocates
-     * large blocks in turn reuses it instead of refaulting a new one
-     * (retain == 0: a full collect, at once). The heap's purge releases it
-     * once the delay has passed. Relaxed: a setting. */
+    /* Beyond the heap's retention an empty superpage that still holds at
+     * least RELEASE_WAIT_SLABS committed data slabs waits out the purge
+     * delay, like a FREE slab: a program that frees and allocates large
+     * blocks in turn reuses it instead of refaulting a new one. One with less
+     * committed memory goes at once, as does everything at a full collect
+     * (retain == 0) or with the delay off (-1). What waits is bounded by the
+     * dirty caps (its slabs count in them). superpage_release_aged releases
+     * it once the delay has passed. Relaxed: a setting. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed); /* a setting */
-    if (retain && (delay < 0 || os_now_ms() - sp->empty_since < (uint32_t)delay)) return;
+    if (retain && delay > 0 && os_now_ms() - sp->empty_since < (uint32_t)delay &&
+        committed_data_slabs(sp) >= RELEASE_WAIT_SLABS)
+        return;
     /* Acquire: pairs with each freer's release fetch_sub of `inflight` (F5).
      * Every freer whose bit we merged incremented it before setting the bit,
      * so reading 0 means all of them have finished touching sp

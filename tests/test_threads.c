@@ -7,6 +7,7 @@
 
 #include <limits.h> /* PTHREAD_DESTRUCTOR_ITERATIONS */
 #include <sys/wait.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -600,6 +601,80 @@ START_TEST(test_fork_child_reuses_other_threads_memory)
 }
 END_TEST
 
+/* ---- a purge never releases a superpage ----------------------------------------------
+ * heap_purge runs inside merges (a slab the merge empties goes back to its
+ * superpage, which may purge over a cap), and the merge's caller may hold the
+ * next superpage of the heap's list (heap_scan_remote): a purge that released
+ * superpages would leave it walking one the heap no longer owns. Releases of
+ * aged empty superpages happen only in superpage_release_aged, from the top
+ * of a slow path. */
+START_TEST(test_purge_never_releases)
+{
+    enum { PER_SP = 62, NSP = 4, N = PER_SP * NSP }; /* 32 KiB bins: 62 per superpage */
+    static void *p[N];
+    atomic_store(&bitslab_purge_delay_ms, 1);
+    for (int i = 0; i < N; i++) {
+        ck_assert_ptr_nonnull(p[i] = bitslab_malloc(SMALL_MAX));
+        memset(p[i], 0x33, SMALL_MAX); /* committed: an empty superpage then waits */
+    }
+    superpage_t *a = sp_of(p[PER_SP]), *b = sp_of(p[2 * PER_SP]);
+    for (int i = 0; i < N; i++)
+        if (sp_of(p[i]) == a || sp_of(p[i]) == b) {
+            bitslab_free(p[i]);
+            p[i] = NULL;
+        }
+    heap_t *h = bitslab_tls_heap;
+    size_t before = h->nsuperpages;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* both empty superpages are now past the delay */
+    heap_purge(h, PURGE_EXPIRED, SIZE_MAX);
+    heap_purge(h, PURGE_ALL, SIZE_MAX);
+    ck_assert_uint_eq(h->nsuperpages, before);
+    superpage_release_aged(h); /* the top of a slow path: now they go */
+    ck_assert_uint_lt(h->nsuperpages, before);
+    for (int i = 0; i < N; i++) bitslab_free(p[i]);
+    debug_check();
+}
+END_TEST
+
+/* ---- a thread that frees its peak and then blocks ---------------------------------------
+ * Its empty superpages must not all wait for its next call: what waits out
+ * the purge delay is bounded (only superpages with committed slabs, within
+ * the dirty caps), the rest go to the orphanage at once for other threads. */
+enum { IDLE_BLOCKS = 2048 }; /* 64 MiB of 32 KiB blocks: 33 superpages */
+static pthread_barrier_t idle_barrier;
+
+static void *peak_then_block(void *arg)
+{
+    (void)arg;
+    static void *p[IDLE_BLOCKS];
+    for (int i = 0; i < IDLE_BLOCKS; i++) {
+        p[i] = bitslab_malloc(SMALL_MAX);
+        TCHECK(p[i] != NULL, "malloc");
+        if (p[i]) memset(p[i], 0x44, SMALL_MAX);
+    }
+    for (int i = 0; i < IDLE_BLOCKS; i++) bitslab_free(p[i]);
+    pthread_barrier_wait(&idle_barrier); /* freed everything; now idle */
+    pthread_barrier_wait(&idle_barrier); /* the main thread has looked */
+    return NULL;
+}
+
+START_TEST(test_idle_thread_keeps_little)
+{
+    pthread_barrier_init(&idle_barrier, NULL, 2);
+    pthread_t t = spawn(peak_then_block, NULL);
+    pthread_barrier_wait(&idle_barrier);
+    bitslab_stats_t st = stats();
+    pthread_barrier_wait(&idle_barrier);
+    join(t);
+    pthread_barrier_destroy(&idle_barrier);
+    ASSERT_NO_THREAD_FAILURES();
+    ck_assert_msg(st.superpages_total >= 30, "%zu superpages", st.superpages_total);
+    ck_assert_msg(st.superpages_owned <= 10, "an idle thread holds %zu of %zu superpages", st.superpages_owned,
+                  st.superpages_total);
+}
+END_TEST
+
 /* ---- allocations in the last round of key destructors -------------------------------------
  * glibc runs pthread key destructors in up to PTHREAD_DESTRUCTOR_ITERATIONS
  * rounds. A destructor that allocates after bitslab's own ran, in the last
@@ -828,6 +903,8 @@ int main(void)
     tcase_add_test(tc, test_producer_consumer);
     tcase_add_test(tc, test_alloc_in_last_destructor_round_bounded);
     tcase_add_test(tc, test_every_deferred_release_retried);
+    tcase_add_test(tc, test_purge_never_releases);
+    tcase_add_test(tc, test_idle_thread_keeps_little);
     tcase_add_test(tc, test_fork_child_reuses_other_threads_memory);
     suite_add_tcase(s, tc);
     return run_suite(s);
