@@ -201,6 +201,8 @@ static _Atomic uint32_t heap_key_state; /* 0: none, else key + 1 */
  * the fork may be half-way through a change of its lists: it is left alone
  * (its memory is lost to the child, never corrupted). A thread stopped in a
  * fast path leaves at most one bin or one `used` count behind. */
+static uint32_t heap_collect_pool(void);
+
 /* Heaps the fork child handler pushed that still held memory at the last
  * look (heap_help_forked): while non-zero, a heap about to map a superpage
  * collects the pool first. Relaxed: a hint; any value is safe. */
@@ -244,18 +246,7 @@ bool heap_help_forked(void)
 {
     /* Relaxed: a hint (see above). */
     if (!atomic_load_explicit(&fork_heaps_holding, memory_order_relaxed)) return false; /* a hint */
-    heap_t *chain = NULL, *h;
-    uint32_t holding = 0;
-    while ((h = heap_pool_pop())) {
-        heap_collect(h, true);
-        if (h->nsuperpages) holding++;
-        h->collect_next = chain;
-        chain = h;
-    }
-    while ((h = chain)) {
-        chain = h->collect_next;
-        heap_pool_push(h);
-    }
+    uint32_t holding = heap_collect_pool();
     /* Relaxed: a hint. */
     atomic_store_explicit(&fork_heaps_holding, holding, memory_order_relaxed); /* a hint */
     return true;
@@ -720,11 +711,16 @@ void heap_collect(heap_t *h, bool full)
  * go to the orphanage, instead of waiting for a new thread to adopt them.
  * Every heap in the pool is visited: all are taken out (chained through
  * `collect_next`, ours while we hold them), then all pushed back. */
-void heap_collect_abandoned(void)
+/* Pop every heap from the pool (chained through `collect_next`, ours while
+ * we hold them), collect each, push them all back. Returns how many still
+ * own superpages afterwards. */
+static uint32_t heap_collect_pool(void)
 {
     heap_t *chain = NULL, *h;
+    uint32_t holding = 0;
     while ((h = heap_pool_pop())) {
         heap_collect(h, true);
+        if (h->nsuperpages) holding++;
         h->collect_next = chain;
         chain = h;
     }
@@ -732,5 +728,8 @@ void heap_collect_abandoned(void)
         chain = h->collect_next;
         heap_pool_push(h);
     }
+    return holding;
 }
+
+void heap_collect_abandoned(void) { (void)heap_collect_pool(); }
 

@@ -118,7 +118,8 @@ void slab_load_word(slab_t *s, word_cache_t *c)
     }
     local[w] = 0;
     s->summary &= ~((uint64_t)1 << w);
-    slab_set_used(s, slab_used(s) + popcount64(bits));
+    uint32_t n = popcount64(bits);
+    slab_set_used(s, slab_used(s) + n);
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
     /* Bins at or above hwm were never handed out: still zero from the OS. */
     uint32_t first = w * 64;
@@ -136,7 +137,6 @@ void slab_load_word(slab_t *s, word_cache_t *c)
      * in heap_alloc_slow do). The fast paths that later take bins from the
      * cache or put them back do not update it (docs/stats.md says what that
      * leaves approximate). */
-    uint32_t n = popcount64(bits);
     atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed); /* walker snapshot, see above */
     c->bits = bits;
     DEBUG_PARK(PARK_REFILL_MIDWAY);

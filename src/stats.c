@@ -213,6 +213,20 @@ static size_t fill_size(size_t caller, size_t ours)
     return n;
 }
 
+/* Add the data slabs of sp to t, reading no remote row in a page the kernel
+ * has not mapped (remote_pending). Returns sp's resident bytes. */
+static size_t add_superpage(totals_t *t, superpage_t *sp, heap_t *self)
+{
+    uint16_t pages[SLABS_PER_SUPERPAGE];
+    size_t resident = stats_superpage_resident(sp, pages);
+    for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
+        slab_snapshot_t o;
+        stats_slab_snapshot(sp, i, self, pages[0], &o);
+        add_slab(t, &o);
+    }
+    return resident;
+}
+
 void bitslab_heap_info(bitslab_heap_info_t *out)
 {
     size_t n = fill_size(out->struct_size, sizeof *out);
@@ -224,13 +238,7 @@ void bitslab_heap_info(bitslab_heap_info_t *out)
     if (h) {
         for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
             hi.superpages++;
-            uint16_t pages[SLABS_PER_SUPERPAGE];
-            stats_superpage_resident(sp, pages);
-            for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
-                slab_snapshot_t o;
-                stats_slab_snapshot(sp, i, h, pages[0], &o);
-                add_slab(&t, &o);
-            }
+            add_superpage(&t, sp, h);
         }
         /* Relaxed: our own counter (we are its only writer). */
         hi.remote_frees_merged = atomic_load_explicit(&h->remote_merged, memory_order_relaxed);
@@ -260,16 +268,13 @@ void bitslab_stats(bitslab_stats_t *out)
     /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
-        uint16_t pages[SLABS_PER_SUPERPAGE];
-        resident += stats_superpage_resident(sp, pages);
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
-        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
-        st.superpages_owned++;
-        for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
-            slab_snapshot_t o;
-            stats_slab_snapshot(sp, i, self, pages[0], &o);
-            add_slab(&t, &o);
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) { /* a snapshot, see above */
+            resident += stats_superpage_resident(sp, NULL);
+            continue;
         }
+        st.superpages_owned++;
+        resident += add_superpage(&t, sp, self);
     }
     finish_classes(st.classes);
     /* Relaxed (each load): statistics counters; each pairs with its relaxed

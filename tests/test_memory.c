@@ -22,23 +22,13 @@
 #include <time.h>
 
 #include "bitslab.h"
+#include "rss.h"
 
 #define TOTAL (48u << 20)
 #define SIZE 64
 #define NBLOCKS (TOTAL / SIZE)
 
 static void **blocks;
-
-static size_t rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t kib = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %zu kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib;
-}
 
 static void sleep_ms(long ms)
 {

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "rss.h"
 
 DEFINE_THREAD_FAILURES;
 
@@ -544,17 +545,6 @@ static void *fork_helper(void *arg)
     pthread_barrier_wait(&fork_barrier); /* the parent has forked and checked the child */
     for (int i = 0; i < FORK_BLOCKS; i++) bitslab_free(fork_blocks[id][i]);
     return NULL;
-}
-
-static size_t rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t kib = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %zu kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib;
 }
 
 START_TEST(test_fork_child_reuses_other_threads_memory)
