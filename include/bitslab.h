@@ -100,6 +100,7 @@ BITSLAB_API int bitslab_version_number(void);
  *   show_stats          0        0..1           1: the statistics table on stderr at exit
  *   purge_delay_ms      250      -1..3600000    ms an empty slab keeps its memory before it goes back to the OS; -1 never
  *   retain_superpages   -1       -1..65536      empty superpages a heap keeps; -1: 1 + 1/8 of the heap's superpages
+ *   background_purge    0        0..1           1: a thread returns the free pages of heaps whose threads stopped calling
  *
  * bitslab_option_get stores the effective value of option `name` (as in the
  * first column, e.g. "purge_delay_ms") in *value and returns 0; an unknown

@@ -8,7 +8,8 @@
  * free fast path: region_of(p) (mask) -> registry byte -> slab_t by the slab
  * index bits of p -> owner test -> bin index by a reciprocal multiply,
  * checked exact -> set the bit in the local map (a bit already set, there or
- * in the remote map, is a double free). Everything else (NULL, huge, not
+ * in the remote map, is a double free) -> one compare of `used` with the
+ * slab's trigger (full, sparse, empty: the slow path). Everything else (NULL, huge, not
  * ours, another thread's slab) goes to heap_free_slow(), which validates the
  * pointer with block_lookup(), the lookup realloc and usable_size use too.
  */
@@ -251,9 +252,9 @@ void bitslab_free(void *p)
     s->summary |= (uint64_t)1 << w;
     uint32_t used = slab_used(s) - 1;
     slab_set_used(s, used);
-    /* One unsigned compare catches both used == 0 (empty) and
-     * used == nbins - 1 (was full): the slab may change lists. */
-    if (unlikely(used - 1u >= s->nbins - 2u)) heap_slab_freed_slow(h, s, used);
+    /* One compare: the slab was full, went sparse, or is empty
+     * (slab_retrigger sets the value; it may change lists). */
+    if (unlikely(used == s->trigger)) heap_slab_freed_slow(h, s, used);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)

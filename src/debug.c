@@ -44,7 +44,7 @@ static const char *const park_names[PARK_COUNT] = {
     "remote_after_F1",     "remote_after_F2",   "remote_after_F3",   "remote_before_claim", "remote_before_push",
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
-    "refill_midway",       "heap_new_midway",
+    "refill_midway",       "heap_new_midway",   "purger_holding",    "purger_before_notify",
 };
 
 const char *bitslab_debug_park_name(int point)
@@ -140,6 +140,13 @@ void debug_check_heap(heap_t *h)
             }
             check(slab_used(s) + free_bits == s->nbins, "invariant: used + free bits != bins", s->data);
             check(slab_used(s) >= popcount64(cached), "invariant: cached bins not counted as used", s->data);
+            /* The free fast path's trigger (slab_retrigger): below `used`, so
+             * that frees reach it, and "was full" for a FULL slab. */
+            if (kind == SLAB_SMALL && s->state == STATE_FULL)
+                check(s->trigger == s->nbins - 1 && slab_used(s) == s->nbins, "invariant: FULL slab's trigger", s->data);
+            else
+                check(s->trigger < slab_used(s) || (s->trigger == 0 && slab_used(s) == 0), "invariant: trigger not below used",
+                      s->data);
         }
     }
     check(nsp == h->nsuperpages, "invariant: superpage count", h);

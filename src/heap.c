@@ -210,6 +210,7 @@ static _Atomic uint32_t fork_heaps_holding;
 
 static void heap_atfork_child(void)
 {
+    purger_atfork_child(); /* the purger thread did not come along */
     uint32_t pushed = 0;
     /* Relaxed: single-threaded here (see above). */
     uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* single-threaded */
@@ -383,6 +384,7 @@ static void partial_push(heap_t *h, slab_t *s)
     s->next = h->partial[s->cls];
     if (s->next) s->next->prev = s;
     h->partial[s->cls] = s;
+    slab_retrigger(s);
 }
 
 static void partial_unlink(heap_t *h, slab_t *s)
@@ -417,9 +419,75 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
         return;
     }
     if (was_full && s->state == STATE_FULL) partial_push(h, s);
+    else slab_retrigger(s); /* `used` fell: a PARTIAL slab's next sparse level */
 }
 
-/* Fast-path free found used == 0 or used == nbins - 1. */
+/* A PARTIAL slab fell to a sparse level (1/4, 1/8, ... of its bins live):
+ * date it in its superpage's sparse mask, where the owner's purge (and the
+ * purger thread) finds it once it has stayed so for the purge delay. With
+ * the purger thread on, its free bins go to the remote map first, where that
+ * thread can take them (docs/purger.md). */
+static void slab_went_sparse(heap_t *h, slab_t *s)
+{
+    superpage_t *sp = superpage_of_slab(s);
+    /* Relaxed: a setting. */
+    if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s); /* a setting */
+    /* Relaxed (store and RMW): the purger reads them as hints; the bins it
+     * takes are ordered by the donation's release and its acquire exchange. */
+    atomic_store_explicit(&sp->sparse_at, os_now_ms(), memory_order_relaxed); /* a hint for purgers */
+    atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed); /* a hint for purgers */
+    h->sparse_pending = 1;
+}
+
+/* A slab becomes the active one: it leaves the sparse mask, and its pages
+ * will be handed out (purged_pages speaks of the time since it was last
+ * active, docs/purger.md). */
+static void slab_activate(heap_t *h, slab_t *s)
+{
+    superpage_t *sp = superpage_of_slab(s);
+    s->state = STATE_ACTIVE;
+    s->trigger = 0;
+    h->active[s->cls] = s;
+    /* Relaxed (load and RMW): hints, as in slab_went_sparse. */
+    if (atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) & (1u << s->index)) /* a hint */
+        atomic_fetch_and_explicit(&sp->sparse_slabs, ~(1u << s->index), memory_order_relaxed); /* a hint */
+    /* Relaxed: a hint (docs/purger.md). */
+    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed); /* a hint */
+}
+
+/* Give back the free pages of h's slabs that have been sparse for min_age
+ * ms (page-granular purge, docs/purger.md): merge what the slab donated to
+ * its remote map, then decommit every 4 KiB page all of whose bins are free
+ * in the local map. Owner only, from heap_purge (a slow path); the caller
+ * does not hold a superpage of h (a merge may return slabs). */
+void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
+{
+    bool left = false;
+    for (superpage_t *sp = h->superpages; sp;) {
+        superpage_t *next = sp->next; /* the merge may move sp in the list */
+        /* Relaxed: hints (slab_went_sparse); the bins are ours. */
+        uint32_t m = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed); /* a hint */
+        if (m && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < min_age) { /* a hint */
+            left = true;
+            m = 0;
+        }
+        if (m) atomic_fetch_and_explicit(&sp->sparse_slabs, ~m, memory_order_relaxed); /* a hint */
+        for (; m; m &= m - 1) {
+            slab_t *s = &sp->slabs[ctz64(m)];
+            if (s->state != STATE_PARTIAL) continue; /* active, full or FREE since */
+            uint32_t before = slab_used(s);
+            uint32_t n = slab_merge_remote(s);
+            if (n) slab_after_free(h, s, false, before - n, false);
+            if (s->state != STATE_PARTIAL) continue; /* emptied: a FREE slab now */
+            slab_decommit_pages(s, slab_free_pages(s, slab_local(s)));
+        }
+        sp = next;
+    }
+    h->sparse_pending = left;
+}
+
+/* The free fast path found used == trigger: the slab was full, fell to a
+ * sparse level, or is empty (slab_retrigger). */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
 {
     slow_enter(h);
@@ -430,7 +498,12 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
         h->active[s->cls] = NULL;
         s->state = STATE_NONE;
     }
+    bool sparse = used_after && s->state == STATE_PARTIAL && used_after == s->trigger;
     slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
+    if (sparse) {
+        slab_went_sparse(h, s);
+        slab_retrigger(s); /* after a donation: the next level counts it */
+    }
     if (used_after == 0) {
         heap_trim_if_idle(h);
         heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
@@ -459,7 +532,7 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t 
         uint32_t before = slab_used(s);
         uint32_t n = slab_merge_remote(s);
         /* No release while we still walk sp's slabs: the caller retries it. */
-        if (n) slab_after_free(h, s, before == s->nbins, before - n, false);
+        if (n) slab_after_free(h, s, before == s->nbins, before - n, false); /* and its trigger */
         /* Relaxed: the owner reads its own field. */
         if (atomic_load_explicit(&s->kind, memory_order_relaxed) == SLAB_FREE && /* relaxed: own field */
             (int32_t)(s->freed_at - as_of) > 0)
@@ -549,12 +622,20 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
         }
         slab_unload_word(s, c); /* the cache no longer speaks for s (it is empty) */
         s->state = STATE_FULL;  /* off every list until a free makes room */
+        slab_retrigger(s);
         h->active[cls] = NULL;
     }
-    s = h->partial[cls];
-    if (s) {
+    /* A sparse slab may have given its free bins to the remote map
+     * (slab_donate): take them back. One whose bins a purger holds right now
+     * waits as FULL; the purger gives them back with a notification. */
+    while ((s = h->partial[cls])) {
         partial_unlink(h, s);
-    } else {
+        if (!s->summary) slab_merge_remote(s);
+        if (s->summary) break;
+        s->state = STATE_FULL;
+        slab_retrigger(s);
+    }
+    if (!s) {
         s = superpage_take_slabs(h, 1, 1);
         if (!s) {
             errno = ENOMEM;
@@ -562,8 +643,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
         }
         slab_configure_small(s, h, cls);
     }
-    s->state = STATE_ACTIVE;
-    h->active[cls] = s;
+    slab_activate(h, s);
     slab_load_word(s, c);
     return cache_pop(c, fresh);
 }
@@ -595,6 +675,7 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
         slow_leave(h);
         return p;
     }
+    if (unlikely(purger_wants_restart())) purger_start_if_enabled(); /* a fork child: before slow_enter */
     slow_enter(h);
     void *p = alloc_from_slabs(h, cls, c, s, fresh);
     slow_leave(h);
@@ -639,6 +720,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     s->hwm = 1;
     s->recip = (uint32_t)(0xFFFFFFFFu / bytes) + 1;
     s->state = STATE_WIDE;
+    s->trigger = 0;
     slab_set_used(s, 1);
     /* Relaxed (three stores): as above. */
     atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed); /* relaxed: walker snapshot */
@@ -701,6 +783,7 @@ void heap_collect(heap_t *h, bool full)
         superpage_try_release(h, sp, retain);
         sp = next;
     }
+    if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0); /* every sparse slab, now */
     heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED, SIZE_MAX);
     slow_leave(h);
 }

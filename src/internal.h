@@ -127,6 +127,8 @@ typedef struct slab {
                                     owner-written, atomic for the heap map (slab_decommitted) */
     uint8_t decommit_failed;     /* FREE, dirty, and its last decommit failed: not in dirty_free, not
                                     purged again until it is used (or its superpage is released) */
+    _Atomic uint16_t purged_pages; /* 4 KiB pages decommitted while the slab stayed configured and not
+                                    handed out since (a hint against a second madvise; docs/purger.md) */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -139,6 +141,10 @@ typedef struct slab {
     uint32_t cached;             /* the word now in the owner heap's word cache, or NO_WORD */
     _Atomic uint32_t cached_bins; /* free bins of that word when it was loaded (0 when none is):
                                      published for the stats walker, see slab_load_word */
+    uint32_t trigger;            /* the free fast path goes slow when `used` falls to this: nbins - 1
+                                    when FULL, the next sparse level when PARTIAL, else 0 (slab_retrigger) */
+    uint32_t donated;            /* bins slab_donate moved to the remote map since the last merge
+                                    (counted in `used`; owner-only) */
 } slab_t;
 
 #define NO_WORD 0xFFFFFFFFu
@@ -176,6 +182,10 @@ typedef struct superpage {
     uint32_t empty_since;            /* owner-only: when every data slab became FREE (ms) */
     struct superpage *deferred_next; /* list link; written only on a slow path that found a freer in
                                         flight (line 0 is full) */
+    _Atomic uint32_t sparse_slabs;   /* slabs the owner found sparse (docs/purger.md): set by the owner,
+                                        cleared by the owner or a purger that handled them */
+    _Atomic uint32_t sparse_at;      /* bitslab_clock_ms when the owner last marked a slab sparse here */
+    _Atomic uint32_t purger_at;      /* when a purger last took bins here (a hint for purger_pass) */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
 
@@ -232,6 +242,7 @@ typedef struct heap {
     uint32_t is_static;           /* the static empty heap */
     _Atomic uint32_t abandoned;   /* in the pool of abandoned heaps (read by the fork child handler) */
     uint32_t in_slow;             /* owner-only: inside a slow path (a fork child leaves such a heap alone) */
+    uint32_t sparse_pending;      /* owner-only: slabs were marked sparse since heap_purge_sparse looked */
     _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */
@@ -342,6 +353,7 @@ bool os_trim(char *raw, size_t over, char *keep, size_t len);
 bool os_unmap(void *p, size_t len);
 bool os_unmap_counted(void *p, size_t len, size_t committed);
 bool os_decommit(void *p, size_t len);
+bool os_purge_pages(void *p, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
 /* The last os_now_ms() any thread read (relaxed): a clock that costs one
@@ -392,6 +404,10 @@ COLD _Noreturn void bitslab_fatal_in(const char *entry, const char *what, const 
 
 /* slab.c */
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
+void slab_retrigger(slab_t *s);
+void slab_donate(slab_t *s);
+uint16_t slab_free_pages(const slab_t *s, const uint64_t *map);
+unsigned slab_decommit_pages(slab_t *s, uint16_t pages);
 uint32_t slab_merge_remote(slab_t *s);
 void slab_check_no_remote(slab_t *s);
 void slab_load_word(slab_t *s, word_cache_t *c);
@@ -423,12 +439,22 @@ void heap_collect_abandoned(void);
 bool heap_help_forked(void);
 enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit);
+void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age);
 heap_t *heap_by_id(uint32_t id);
 extern _Atomic uint32_t bitslab_heaps_total;
 extern _Atomic size_t bitslab_heaps_abandoned;
 
 /* remote.c */
 void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p);
+void remote_notify(superpage_t *sp, unsigned slab_index, const void *p);
+
+/* purger.c: pages of other threads' heaps (docs/purger.md) */
+unsigned purger_take_and_purge(superpage_t *sp, unsigned i);
+unsigned purger_pass(uint32_t now, uint32_t delay);
+void purger_start_if_enabled(void);
+void purger_atfork_child(void);
+bool purger_wants_restart(void);
+extern _Atomic int32_t bitslab_background_purge; /* 1: the purger thread runs */
 void remote_queue_init(heap_t *h);
 superpage_t *remote_queue_pop(heap_t *h, bool *stalled);
 
@@ -482,6 +508,8 @@ enum debug_park_point {
     PARK_EXIT_COLLECTED,    /* thread exit: heap collected, not yet in the pool */
     PARK_REFILL_MIDWAY,     /* word-cache refill: bits loaded, base not yet (tests/test_fork_park.c) */
     PARK_HEAP_NEW_MIDWAY,   /* heap_new: queue set up, id not yet (tests/test_fork_park.c) */
+    PARK_PURGER_HOLDING,    /* purger: bins taken from a remote map (P1), pages not yet purged */
+    PARK_PURGER_BEFORE_NOTIFY, /* purger: bins given back (P5), no notification yet (P6) */
     PARK_COUNT
 };
 void debug_park(enum debug_park_point point);

@@ -41,7 +41,8 @@
     X(verbose, BOOL, 0, 1, 0, "1: a one-line banner with the version and options at start-up")       \
     X(show_stats, BOOL, 0, 1, 0, "1: the statistics table on stderr at exit")                         \
     X(purge_delay_ms, INT, -1, 3600000, 250, "an empty slab's memory goes back this long after; -1 never") \
-    X(retain_superpages, INT, -1, 65536, -1, "empty superpages a heap keeps; -1: 1 + 1/8 of its own")
+    X(retain_superpages, INT, -1, 65536, -1, "empty superpages a heap keeps; -1: 1 + 1/8 of its own") \
+    X(background_purge, BOOL, 0, 1, 0, "1: a thread returns the free pages of heaps whose threads stopped calling")
 
 enum option_type { OPT_BOOL, OPT_INT };
 
@@ -297,7 +298,11 @@ void options_init_once(void)
     if (atomic_load_explicit(&bitslab_verbose, memory_order_relaxed)) print_banner();
 }
 
-__attribute__((constructor)) static void options_constructor(void) { options_init_once(); }
+__attribute__((constructor)) static void options_constructor(void)
+{
+    options_init_once();
+    purger_start_if_enabled(); /* background_purge=1: outside any slow path, as it must be */
+}
 
 /* ---- at exit ---------------------------------------------------------------- */
 

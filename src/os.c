@@ -123,6 +123,18 @@ bool os_decommit(void *p, size_t len)
     return true;
 }
 
+/* MADV_DONTNEED on pages inside a slab that stays configured (docs/purger.md):
+ * they are reused by page faults, not by a recommit, so `committed` does not
+ * count them out; the purge statistics do count them. */
+bool os_purge_pages(void *p, size_t len)
+{
+    int saved = errno;
+    stats_note_purge(len);
+    bool ok = madvise(p, len, MADV_DONTNEED) == 0;
+    errno = saved;
+    return ok;
+}
+
 /* Count a decommitted range as committed again when it is put back to use. */
 void os_recommit(size_t len)
 {

@@ -105,28 +105,17 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
     return NULL;
 }
 
-void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
+/* F3 and F4 of a remote free (and of a purger giving bins back,
+ * docs/purger.md): tell the owner that slab `slab_index` of sp has remote
+ * bits. Between the caller's F1 and F5. p names the block in a report. */
+void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
 {
-    /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
-     * that owner then reads inflight >= 1 until F5. */
-    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* F1 */
-    DEBUG_PARK(PARK_REMOTE_AFTER_F1);
-
-    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
-     * so our writes to the block happen before its reuse. An add, not an or:
-     * one lock xadd (see the top of this file); the old value catches a
-     * double free that has not been merged yet. */
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release); /* F2 */
-    if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
-    DEBUG_PARK(PARK_REMOTE_AFTER_F2);
-
     /* F3. Seq_cst (a lock or, its result unused): with the owner's seq_cst
      * store of queued = 0 and exchange of remote_slabs (D1, D2) this is a
      * Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
      * comes after D1 and sees queued == 0. Release also makes F2 visible to
      * the acquire side of D2. */
-    atomic_fetch_or_explicit(&sp->remote_slabs, 1u << s->index, memory_order_seq_cst); /* F3 */
+    atomic_fetch_or_explicit(&sp->remote_slabs, 1u << slab_index, memory_order_seq_cst); /* F3 */
     DEBUG_PARK(PARK_REMOTE_AFTER_F3);
 
     /* F4. Seq_cst load (a plain mov on x86-64), paired with D1 (above); a 1
@@ -158,6 +147,25 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
         DEBUG_PARK(PARK_REMOTE_BEFORE_PUSH);
         queue_push(owner, &sp->qnode);
     }
+}
+
+void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
+{
+    /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
+     * that owner then reads inflight >= 1 until F5. */
+    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* F1 */
+    DEBUG_PARK(PARK_REMOTE_AFTER_F1);
+
+    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
+     * so our writes to the block happen before its reuse. An add, not an or:
+     * one lock xadd (see the top of this file); the old value catches a
+     * double free that has not been merged yet. */
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release); /* F2 */
+    if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
+    DEBUG_PARK(PARK_REMOTE_AFTER_F2);
+
+    remote_notify(sp, s->index, p); /* F3, F4 */
     DEBUG_PARK(PARK_REMOTE_BEFORE_F5);
 
     /* F5. Release: pairs with the owner's acquire load of inflight in

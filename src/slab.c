@@ -82,7 +82,11 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* ceil(2^32 / size) */
     s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
     s->cached = NO_WORD;
+    s->trigger = 0;
+    s->donated = 0;
     slab_set_used(s, 0);
+    /* Relaxed: a hint only its owner and purgers use (docs/purger.md). */
+    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed); /* pairs with no one: a hint */
     /* Relaxed: the walker's snapshot (see slab_load_word). */
     atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
     /* Bins of a slab whose data was touched since its last decommit may hold
@@ -194,6 +198,7 @@ uint32_t slab_merge_remote(slab_t *s)
         if (atomic_load_explicit(&remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
 #endif
     }
+    s->donated = 0; /* taken back, or held by a purger that frees them again */
     if (merged) {
         slab_set_used(s, slab_used(s) - merged);
         /* Relaxed load and store: only the heap's current user writes this
@@ -205,4 +210,115 @@ uint32_t slab_merge_remote(slab_t *s)
                               memory_order_relaxed);
     }
     return merged;
+}
+
+/* ---- sparse slabs: the fast path's trigger, donation, page purge ----------
+ * (docs/purger.md) */
+
+/* The value of `used` at which the free fast path calls heap_slab_freed_slow:
+ * a FULL slab's first free (nbins - 1); for a PARTIAL slab the next sparse
+ * level below `used` (1/4, 1/8, 1/16, 1/32 of its bins; plus the bins it
+ * donated, which `used` counts), then 0 (empty); 0 for the others. Owner only, after any change of `used` or `state` outside
+ * the fast path. */
+void slab_retrigger(slab_t *s)
+{
+    /* Donated bins count in `used` but are free: the levels are of the rest. */
+    uint32_t t = 0, live = slab_used(s) - s->donated;
+    if (s->state == STATE_FULL) {
+        t = s->nbins - 1;
+    } else if (s->state == STATE_PARTIAL) {
+        for (unsigned k = 2; k <= 5; k++) {
+            uint32_t level = s->nbins >> k;
+            if (level && level < live) {
+                t = level + s->donated;
+                break;
+            }
+        }
+    }
+    s->trigger = t;
+}
+
+/* Move the free bins of a sparse PARTIAL slab (no cached word) from the local
+ * map to the remote map, where a purger can take them; the owner takes them
+ * back with slab_merge_remote. `used` counts them as out of the local map,
+ * like remote frees. Owner only. */
+void slab_donate(slab_t *s)
+{
+    uint64_t *local = slab_local(s);
+    _Atomic uint64_t *remote = slab_remote(s);
+    uint32_t n = 0;
+    for (uint64_t t = s->summary; t; t &= t - 1) {
+        unsigned w = ctz64(t);
+        uint64_t bits = local[w];
+        if (!bits) continue;
+        /* Release: pairs with the acquire exchange that takes the bins (a
+         * purger's P1, or our own merge); a bit already there is a bin freed
+         * by its owner and by another thread. */
+        uint64_t old = atomic_fetch_or_explicit(&remote[w], bits, memory_order_release); /* pairs with P1 */
+        if (unlikely(old & bits)) {
+            uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+            bitslab_fatal("double free (freed by its owner, then by another thread)",
+                          s->data + (size_t)(w * 64 + ctz64(old & bits)) * size);
+        }
+        local[w] = 0;
+        n += popcount64(bits);
+    }
+    s->summary = 0;
+    s->donated += n;
+    slab_set_used(s, slab_used(s) + n);
+}
+
+/* Bins first..last (inclusive) all set in map. */
+static bool bins_all_set(const uint64_t *map, uint32_t first, uint32_t last)
+{
+    for (uint32_t w = first >> 6; w <= last >> 6; w++) {
+        uint64_t m = ~(uint64_t)0;
+        if (w == first >> 6) m &= ~(uint64_t)0 << (first & 63);
+        if (w == last >> 6) m &= ~(uint64_t)0 >> (63 - (last & 63));
+        if ((map[w] & m) != m) return false;
+    }
+    return true;
+}
+
+/* The 4 KiB pages of s every bin of which is set in `map` (bit i: page i).
+ * The caller owns the slab, or holds bins of it (so its configuration cannot
+ * change). */
+uint16_t slab_free_pages(const slab_t *s, const uint64_t *map)
+{
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: fixed while held */
+    uint32_t nbins = s->nbins;
+    uint16_t pages = 0;
+    for (uint32_t pg = 0; pg < SLAB_SIZE / OS_PAGE; pg++) {
+        uint32_t first = pg * OS_PAGE / size, last = ((pg + 1) * OS_PAGE - 1) / size;
+        if (first >= nbins) break; /* the slab's tail: never handed out, never touched */
+        if (last >= nbins) last = nbins - 1;
+        if (bins_all_set(map, first, last)) pages |= (uint16_t)(1u << pg);
+    }
+    return pages;
+}
+
+/* madvise(MADV_DONTNEED) the pages of s in `pages` that are not decommitted
+ * already, one call per run; records those that went back in purged_pages
+ * (a failed call leaves its pages as they were). Returns how many went back.
+ * The caller owns every bin of those pages (docs/purger.md). */
+unsigned slab_decommit_pages(slab_t *s, uint16_t pages)
+{
+    superpage_t *sp = superpage_of_slab(s);
+    char *data = (char *)sp + (uintptr_t)(s - sp->slabs) * SLAB_SIZE;
+    /* Relaxed (load and store): a hint; see docs/purger.md, "stale purged_pages". */
+    uint32_t done = atomic_load_explicit(&s->purged_pages, memory_order_relaxed); /* a hint */
+    uint32_t m = pages & ~done;
+    unsigned n = 0;
+    while (m) {
+        unsigned first = ctz64(m);
+        unsigned len = ctz64(~(uint64_t)(m >> first));
+        uint32_t run = (uint32_t)((((uint64_t)1 << len) - 1) << first);
+        if (os_purge_pages(data + (size_t)first * OS_PAGE, (size_t)len * OS_PAGE)) {
+            done |= run;
+            n += len;
+        }
+        m &= ~run;
+    }
+    atomic_store_explicit(&s->purged_pages, (uint16_t)done, memory_order_relaxed); /* a hint, see above */
+    return n;
 }

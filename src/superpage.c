@@ -174,6 +174,8 @@ static void slab_reset(slab_t *s)
      * slab_check_no_remote looks at (a late remote bit can only be there). */
     s->summary = 0;
     s->cached = NO_WORD;
+    s->trigger = 0;
+    s->donated = 0;
     slab_set_used(s, 0);
     /* Relaxed (three stores): the walker's snapshot; no block of this slab
      * is live, so no freer reads them. */
@@ -189,6 +191,8 @@ static void slab_reset(slab_t *s)
 static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirty)
 {
     sp->free_mask = DATA_SLABS_MASK;
+    /* Relaxed: a hint; no slab of sp is configured, so no purger takes bins here. */
+    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed); /* a hint */
     for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
@@ -276,14 +280,18 @@ void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
     huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
-    if (mode != PURGE_ALL && (delay < 0 || h->dirty_free == 0)) return;
+    if (mode != PURGE_ALL && (delay < 0 || (h->dirty_free == 0 && !h->sparse_pending))) return;
     if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
     uint32_t now = os_now_ms();
     if (mode == PURGE_PERIODIC || mode == PURGE_TICK) {
         if ((int32_t)(now - h->next_purge) < 0) return;
         h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
     }
-    purge_aged(h, mode == PURGE_ALL ? 0 : (uint32_t)delay, limit, now);
+    uint32_t min_age = mode == PURGE_ALL ? 0 : (uint32_t)delay;
+    /* Sparse slabs only from the top of a slow path (the periodic modes):
+     * the other modes run inside slab returns, and heap_purge_sparse merges. */
+    if (h->sparse_pending && (mode == PURGE_PERIODIC || mode == PURGE_TICK)) heap_purge_sparse(h, now, min_age);
+    purge_aged(h, min_age, limit, now);
 }
 
 /* Release the empty superpages beyond the retention that have waited out the

@@ -18,7 +18,7 @@
 
 #include "bitslab.h"
 
-static const char *const names[] = {"verbose", "show_stats", "purge_delay_ms", "retain_superpages"};
+static const char *const names[] = {"verbose", "show_stats", "purge_delay_ms", "retain_superpages", "background_purge"};
 
 /* Priority 101: before every constructor of default priority, bitslab's included. */
 __attribute__((constructor(101))) static void early(void)

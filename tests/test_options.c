@@ -15,7 +15,7 @@
 
 DEFINE_THREAD_FAILURES;
 
-#define DEFAULTS "verbose=0 show_stats=0 purge_delay_ms=250 retain_superpages=-1"
+#define DEFAULTS "verbose=0 show_stats=0 purge_delay_ms=250 retain_superpages=-1 background_purge=0"
 #define WARNING "bitslab: warning: "
 
 typedef struct run {
@@ -120,13 +120,13 @@ END_TEST
 START_TEST(test_variables)
 {
     check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS=1000", "BITSLAB_RETAIN_SUPERPAGES=3", "BITSLAB_SHOW_STATS=0")),
-          "verbose=0 show_stats=0 purge_delay_ms=1000 retain_superpages=3", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=1000 retain_superpages=3 background_purge=0", 0, NULL);
     /* The ends of the ranges, a sign, spaces around the value. */
     check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS=-1", "BITSLAB_RETAIN_SUPERPAGES=65536")),
-          "verbose=0 show_stats=0 purge_delay_ms=-1 retain_superpages=65536", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=-1 retain_superpages=65536 background_purge=0", 0, NULL);
     check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS=3600000", "BITSLAB_RETAIN_SUPERPAGES=+0")),
-          "verbose=0 show_stats=0 purge_delay_ms=3600000 retain_superpages=0", 0, NULL);
-    check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS= 42 ")), "verbose=0 show_stats=0 purge_delay_ms=42 retain_superpages=-1",
+          "verbose=0 show_stats=0 purge_delay_ms=3600000 retain_superpages=0 background_purge=0", 0, NULL);
+    check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS= 42 ")), "verbose=0 show_stats=0 purge_delay_ms=42 retain_superpages=-1 background_purge=0",
           0, NULL);
     /* Other BITSLAB_ variables are not options: no warning. */
     check(probe("values", ENV("BITSLAB_STRESS_SCALE=2", "BITSLAB_NOT_AN_OPTION=1")), DEFAULTS, 0, NULL);
@@ -158,10 +158,10 @@ END_TEST
 START_TEST(test_options_string)
 {
     check(probe("values", ENV("BITSLAB_OPTIONS=show_stats=0,purge_delay_ms=10,retain_superpages=2")),
-          "verbose=0 show_stats=0 purge_delay_ms=10 retain_superpages=2", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=10 retain_superpages=2 background_purge=0", 0, NULL);
     /* Spaces around keys and values, empty items, a repeated key (the last wins). */
     check(probe("values", ENV("BITSLAB_OPTIONS= purge_delay_ms = 10 ,,retain_superpages=2, purge_delay_ms=11,")),
-          "verbose=0 show_stats=0 purge_delay_ms=11 retain_superpages=2", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=11 retain_superpages=2 background_purge=0", 0, NULL);
 }
 END_TEST
 
@@ -170,7 +170,7 @@ START_TEST(test_options_string_bad_items)
     /* Five bad items among good ones: the good ones apply, one line per bad one. */
     check(probe("values",
                 ENV("BITSLAB_OPTIONS=purge_delay_ms=abc,bogus=1,retain_superpages=4,verbose,=5,show_stats=7")),
-          "verbose=0 show_stats=0 purge_delay_ms=250 retain_superpages=4", 5,
+          "verbose=0 show_stats=0 purge_delay_ms=250 retain_superpages=4 background_purge=0", 5,
           EXPECT("BITSLAB_OPTIONS: purge_delay_ms=abc: expected an integer", "unknown option \"bogus\"",
                  "\"verbose\" is not key=value", "unknown option \"\"", "show_stats=7: expected 0 or 1"));
     check(probe("values", ENV("BITSLAB_OPTIONS=purge_delay_ms")), DEFAULTS, 1, EXPECT("is not key=value"));
@@ -182,12 +182,12 @@ END_TEST
 START_TEST(test_precedence)
 {
     check(probe("values", ENV("BITSLAB_OPTIONS=purge_delay_ms=10,retain_superpages=2", "BITSLAB_PURGE_DELAY_MS=20")),
-          "verbose=0 show_stats=0 purge_delay_ms=20 retain_superpages=2", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=20 retain_superpages=2 background_purge=0", 0, NULL);
     /* The same, with the variables in the other order in the environment. */
     check(probe("values", ENV("BITSLAB_PURGE_DELAY_MS=20", "BITSLAB_OPTIONS=purge_delay_ms=10")),
-          "verbose=0 show_stats=0 purge_delay_ms=20 retain_superpages=-1", 0, NULL);
+          "verbose=0 show_stats=0 purge_delay_ms=20 retain_superpages=-1 background_purge=0", 0, NULL);
     check(probe("values", ENV("BITSLAB_OPTIONS=purge_delay_ms=10", "BITSLAB_PURGE_DELAY_MS=abc")),
-          "verbose=0 show_stats=0 purge_delay_ms=10 retain_superpages=-1", 1, EXPECT("purge_delay_ms stays 10"));
+          "verbose=0 show_stats=0 purge_delay_ms=10 retain_superpages=-1 background_purge=0", 1, EXPECT("purge_delay_ms stays 10"));
 }
 END_TEST
 
@@ -205,12 +205,12 @@ START_TEST(test_verbose_banner)
     probe("values", ENV("BITSLAB_VERBOSE=1", "BITSLAB_PURGE_DELAY_MS=5"));
     ck_assert_int_eq(R.status, 0);
     ck_assert_int_eq(R.nlines, 1);
-    expect_banner(R.line[0], "verbose=1 show_stats=0 purge_delay_ms=5 retain_superpages=-1");
+    expect_banner(R.line[0], "verbose=1 show_stats=0 purge_delay_ms=5 retain_superpages=-1 background_purge=0");
     /* The banner shows the values the warnings left. */
     probe("values", ENV("BITSLAB_OPTIONS=verbose=1,purge_delay_ms=x"));
     ck_assert_int_eq(R.nlines, 2);
     ck_assert(starts_with(R.line[0], WARNING));
-    expect_banner(R.line[1], "verbose=1 show_stats=0 purge_delay_ms=250 retain_superpages=-1");
+    expect_banner(R.line[1], "verbose=1 show_stats=0 purge_delay_ms=250 retain_superpages=-1 background_purge=0");
 }
 END_TEST
 
@@ -221,9 +221,9 @@ START_TEST(test_read_on_first_malloc)
     probe("values", ENV("PROBE_EARLY=1", "BITSLAB_VERBOSE=1", "BITSLAB_PURGE_DELAY_MS=77"));
     ck_assert_msg(R.status == 0, "status %d, stderr: %s", R.status, R.err);
     ck_assert_msg(R.nlines == 2, "%d lines on stderr: %s", R.nlines, R.err);
-    expect_banner(R.line[0], "verbose=1 show_stats=0 purge_delay_ms=77 retain_superpages=-1");
+    expect_banner(R.line[0], "verbose=1 show_stats=0 purge_delay_ms=77 retain_superpages=-1 background_purge=0");
     ck_assert_str_eq(R.line[1], "probe: early malloc done");
-    ck_assert_str_eq(R.out, "verbose=1 show_stats=0 purge_delay_ms=77 retain_superpages=-1");
+    ck_assert_str_eq(R.out, "verbose=1 show_stats=0 purge_delay_ms=77 retain_superpages=-1 background_purge=0");
 }
 END_TEST
 
