@@ -15,4 +15,16 @@ static inline size_t rss_kib(void)
     return kib;
 }
 
+/* The process's address space (VmSize), in KiB. */
+static inline size_t vm_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib;
+}
+
 #endif
