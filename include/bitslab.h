@@ -177,7 +177,7 @@ typedef struct bitslab_stats {
     size_t cached;               /**< free bytes waiting in word caches (not in in_use) */
     size_t purged_bytes;         /**< bytes returned to the OS with madvise(MADV_DONTNEED), ever */
     size_t madvise_calls;        /**< madvise calls that returned them */
-    size_t superpages_total;     /**< superpages ever mapped (they are never unmapped) */
+    size_t superpages_total;     /**< superpages ever mapped (their first pages are never unmapped) */
     size_t superpages_owned;     /**< superpages owned by a heap */
     size_t superpages_orphaned;  /**< empty superpages in the orphanage */
     size_t huge_allocations;     /**< live huge allocations */
@@ -190,6 +190,8 @@ typedef struct bitslab_stats {
     size_t remote_frees_merged;  /**< remote frees merged by their owners, ever */
     size_t remote_frees_sent;    /**< remote frees ever made: merged + pending */
     bitslab_class_stats_t classes[BITSLAB_NUM_CLASSES];
+    size_t superpages_shrunk;    /**< orphaned superpages whose address space went back but for their first
+                                      8 KiB (counted in superpages_orphaned; added in 0.1.1, after classes) */
 } bitslab_stats_t;
 
 /**

@@ -326,4 +326,5 @@ void bitslab_collect(void)
     heap_collect(bitslab_tls_heap, true);
     heap_collect_abandoned();
     huge_cache_flush();
+    superpage_shrink_orphans(); /* their address space too */
 }

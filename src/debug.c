@@ -13,6 +13,7 @@ static const char *const window_names[WIN_COUNT] = {
     "remote_free_during_drain",  "release_deferred_inflight", "release_deferred_queued",
     "queue_producer_stalled",    "orphan_cas_retry",          "heap_pool_cas_retry",
     "free_into_abandoned_heap",  "adopt_with_pending_remote", "queued_exchange_lost", "empty_pop",
+    "shrink_walker_seen",
 };
 
 void debug_count(enum debug_window w)

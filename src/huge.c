@@ -439,7 +439,7 @@ static bool map_exactly_at(char *at, size_t len)
  * top-down, so it usually is), else os_map_aligned over-maps and trims. If
  * the kernel refuses to split off the tail, the block keeps it: *len grows.
  * NULL (errno ENOMEM) if memory is exhausted. */
-static char *huge_map(size_t *len)
+static char *huge_map_once(size_t *len)
 {
     size_t want = *len, span = (want + SUPERPAGE_SIZE - 1) & ~(SUPERPAGE_SIZE - 1);
     char *p = os_map(span);
@@ -457,6 +457,32 @@ static char *huge_map(size_t *len)
     }
     if (span > want && !os_unmap(p + want, span - want)) want = span;
     *len = want;
+    return p;
+}
+
+/* The kernel refused address space: give back what bitslab keeps mapped
+ * for reuse (orphaned superpages' address space, cached huge mappings).
+ * True if anything went. */
+static bool reclaim_address_space(void)
+{
+    /* Relaxed: statistics counters, compared before and after. */
+    size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
+    superpage_shrink_orphans();
+    huge_cache_flush();
+    return atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed) < before; /* stats */
+}
+
+/* huge_map_once, again after reclaim_address_space if the kernel refused. */
+static char *huge_map(size_t *len)
+{
+    size_t want = *len;
+    int saved = errno;
+    char *p = huge_map_once(len);
+    if (!p && reclaim_address_space()) {
+        *len = want;
+        p = huge_map_once(len);
+        if (p) errno = saved; /* a success leaves errno as it was */
+    }
     return p;
 }
 

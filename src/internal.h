@@ -186,6 +186,8 @@ typedef struct superpage {
                                         cleared by the owner or a purger that handled them */
     _Atomic uint32_t sparse_at;      /* bitslab_clock_ms when the owner last marked a slab sparse here */
     _Atomic uint32_t purger_at;      /* when a purger last took bins here (a hint for purger_pass) */
+    _Atomic uint32_t shrunk;         /* 1: only the first SHRINK_KEEP bytes are mapped (an orphan whose
+                                        address space went back); written by whoever owns the orphan */
 
     alignas(64) slab_t slabs[SLABS_PER_SUPERPAGE];
 
@@ -199,6 +201,9 @@ typedef struct superpage {
 #define BITMAP_ROW_SHIFT 9 /* one slab's bitmap row: 64 words of 8 bytes */
 _Static_assert(BITMAP_WORDS * sizeof(uint64_t) == (1u << BITMAP_ROW_SHIFT), "bitmap rows are 512 bytes");
 _Static_assert(sizeof(superpage_t) <= SLAB_SIZE, "metadata must fit in slab 0");
+/* What stays mapped of an orphan whose address space went back (shrunk): the
+ * header, the orphanage link and every slab record (superpage.c). */
+#define SHRINK_KEEP ((offsetof(superpage_t, local) + OS_PAGE - 1) & ~(size_t)(OS_PAGE - 1))
 
 /* ---- huge allocations ----------------------------------------------------- */
 
@@ -354,6 +359,7 @@ bool os_unmap(void *p, size_t len);
 bool os_unmap_counted(void *p, size_t len, size_t committed);
 bool os_decommit(void *p, size_t len);
 bool os_purge_pages(void *p, size_t len);
+bool os_map_at(void *addr, size_t len);
 void os_recommit(size_t len);
 uint32_t os_now_ms(void);
 /* The last os_now_ms() any thread read (relaxed): a clock that costs one
@@ -425,6 +431,14 @@ void slab_mark_in_use(heap_t *h, slab_t *s);
 bool dirty_over_process_cap(unsigned factor);
 void heap_trim_if_idle(heap_t *h);
 extern _Atomic(superpage_t *) bitslab_all_superpages;
+/* Reading superpages of bitslab_all_superpages past their first pages (the
+ * statistics, the heap map, the purger): between walk_begin and walk_end,
+ * and only those superpage_walkable says are mapped. */
+void superpage_walk_begin(void);
+void superpage_walk_end(void);
+bool superpage_walkable(superpage_t *sp);
+bool superpage_shrink_orphans(void);
+extern _Atomic size_t bitslab_superpages_shrunk;
 extern _Atomic size_t bitslab_superpages_total;
 extern _Atomic size_t bitslab_superpages_orphaned;
 
@@ -486,6 +500,7 @@ enum debug_window {
     WIN_ADOPT_WITH_PENDING_REMOTE,  /* adopter found remote frees waiting */
     WIN_QUEUED_EXCHANGE_LOST,       /* F4: queued read 0, but another freer won the exchange */
     WIN_EMPTY_POP,                  /* drain popped a superpage whose mask an earlier D2 took */
+    WIN_SHRINK_WALKER_SEEN,         /* an orphan's shrink saw a registry walker (S2) and left it mapped */
     WIN_COUNT
 };
 void debug_count(enum debug_window w);

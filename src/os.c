@@ -123,6 +123,24 @@ bool os_decommit(void *p, size_t len)
     return true;
 }
 
+/* Map len bytes at exactly addr (fresh zero pages, counted as mapped, not as
+ * committed: the caller counts them when it uses them), unless something is
+ * mapped there: then false, and nothing changed. */
+bool os_map_at(void *addr, size_t len)
+{
+    int saved = errno;
+    void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                   -1, 0);
+    if (p != addr) {
+        if (p != MAP_FAILED) munmap(p, len); /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
+        errno = saved;
+        return false;
+    }
+    /* Relaxed: a statistics counter. */
+    atomic_fetch_add_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
+    return true;
+}
+
 /* MADV_DONTNEED on pages inside a slab that stays configured (docs/purger.md):
  * they are reused by page faults, not by a recommit, so `committed` does not
  * count them out; the purge statistics do count them. */

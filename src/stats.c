@@ -266,8 +266,10 @@ void bitslab_stats(bitslab_stats_t *out)
     totals_t t = {.classes = st.classes};
     size_t resident = 0;
     /* Acquire: pairs with the release CAS that published each superpage. */
+    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
+        if (!superpage_walkable(sp)) continue; /* a shrunk orphan: its first pages only, not resident */
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
         if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) { /* a snapshot, see above */
             resident += stats_superpage_resident(sp, NULL);
@@ -276,6 +278,7 @@ void bitslab_stats(bitslab_stats_t *out)
         st.superpages_owned++;
         resident += add_superpage(&t, sp, self);
     }
+    superpage_walk_end();
     finish_classes(st.classes);
     /* Relaxed (each load): statistics counters; each pairs with its relaxed
      * fetch_add/fetch_sub (os.c, superpage.c, huge.c, heap.c, above). */
@@ -283,6 +286,7 @@ void bitslab_stats(bitslab_stats_t *out)
     st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
     st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
     st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
+    st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed); /* stats */
     st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
     st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
     st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */

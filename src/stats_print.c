@@ -182,6 +182,7 @@ static void print_json(sink_t *k, const bitslab_stats_t *st)
     json_u(k, " ", "superpages_total", st->superpages_total);
     json_u(k, ", ", "superpages_owned", st->superpages_owned);
     json_u(k, ", ", "superpages_orphaned", st->superpages_orphaned);
+    json_u(k, ", ", "superpages_shrunk", st->superpages_shrunk);
     put(k, ",\n");
     json_u(k, " ", "huge_allocations", st->huge_allocations);
     json_u(k, ", ", "huge_bytes", st->huge_bytes);
@@ -242,7 +243,9 @@ static void print_table(sink_t *k, const bitslab_stats_t *st, bool all_classes)
     put_u(k, st->superpages_owned);
     put(k, " owned, ");
     put_u(k, st->superpages_orphaned);
-    put(k, " orphaned; ");
+    put(k, " orphaned (");
+    put_u(k, st->superpages_shrunk);
+    put(k, " unmapped); ");
     put_u(k, slabs);
     put(k, " small slabs\n  heaps     ");
     put_u(k, st->heaps_total);
@@ -391,8 +394,10 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
     const heap_t *last_heap = NULL;
     uint32_t last_id = 0;
     /* Acquire: pairs with the release CAS that published each superpage. */
+    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
+        if (!superpage_walkable(sp)) continue; /* a shrunk orphan: nothing mapped to show */
         uint16_t resident[SLABS_PER_SUPERPAGE];
         size_t res = stats_superpage_resident(sp, resident);
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
@@ -414,6 +419,7 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
         for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) map_slab(&k, sp, i, self, owner != NULL, resident, &t);
         put(&k, "  ]}");
     }
+    superpage_walk_end();
     put(&k, "\n ],\n");
     json_u(&k, " \"totals\": {", "superpages", t.superpages);
     json_u(&k, ", ", "superpages_owned", t.owned);

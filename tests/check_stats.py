@@ -96,6 +96,7 @@ def check_stats(exe, docs):
     check(doc["committed"] <= doc["mapped"], "committed > mapped")
 
     # The workload reaches every figure.
+    check(doc["superpages_shrunk"] <= doc["superpages_orphaned"], "shrunk superpages are orphans")
     for key in ("in_use", "cached", "purged_bytes", "madvise_calls", "superpages_orphaned", "huge_allocations",
                 "wide_allocations", "heaps_abandoned", "remote_frees_pending", "remote_frees_merged", "resident"):
         check(doc[key] > 0, f"the workload left {key} at 0")
@@ -127,7 +128,8 @@ def check_heapmap(exe, docs):
     if not validate(validator, hm, "heap map"):
         return
     sps = hm["superpages"]
-    check(len(sps) == stats["superpages_total"], f"{len(sps)} superpages in the map, stats {stats['superpages_total']}")
+    check(len(sps) == stats["superpages_total"] - stats["superpages_shrunk"],
+          f"{len(sps)} superpages in the map, stats {stats['superpages_total']} of which {stats['superpages_shrunk']} shrunk")
     owned = [sp for sp in sps if sp["heap"] is not None]
     check(len(owned) == stats["superpages_owned"], f"{len(owned)} owned, stats {stats['superpages_owned']}")
     check(len({sp["address"] for sp in sps}) == len(sps), "a superpage appears twice")

@@ -244,7 +244,7 @@ static const struct {
     FIELD(mapped),           FIELD(committed),        FIELD(resident),
     FIELD(in_use),           FIELD(cached),           FIELD(purged_bytes),
     FIELD(madvise_calls),    FIELD(superpages_total), FIELD(superpages_owned),
-    FIELD(superpages_orphaned), FIELD(huge_allocations), FIELD(huge_bytes),
+    FIELD(superpages_orphaned), FIELD(superpages_shrunk), FIELD(huge_allocations), FIELD(huge_bytes),
     FIELD(wide_allocations), FIELD(wide_bytes),       FIELD(heaps_total),
     FIELD(heaps_abandoned),  FIELD(remote_frees_pending), FIELD(remote_frees_merged),
     FIELD(remote_frees_sent),

@@ -523,6 +523,16 @@ static size_t believed_decommitted(void)
                       (void *)sp, i, r);
                 total += SLAB_SIZE;
             }
+        } else if (atomic_load_explicit(&sp->shrunk, memory_order_relaxed)) { /* single-threaded test */
+            /* A shrunk orphan: all but its first SHRINK_KEEP bytes unmapped. */
+            for (unsigned i = 0; i < nranges; i++)
+                CHECK(ranges[i].hi <= (uintptr_t)sp + SHRINK_KEEP || ranges[i].lo >= (uintptr_t)sp + SUPERPAGE_SIZE,
+                      "orphan %p is marked shrunk but %#" PRIxPTR "..%#" PRIxPTR " is still mapped", (void *)sp,
+                      ranges[i].lo, ranges[i].hi);
+            /* Its kept pages past the first were decommitted before the shrink. */
+            size_t r = resident((uintptr_t)sp + OS_PAGE, SHRINK_KEEP - OS_PAGE);
+            CHECK(r == 0, "shrunk orphan %p: %zu bytes of its kept metadata are resident", (void *)sp, r);
+            total += SHRINK_KEEP - OS_PAGE;
         } else {
             /* An orphan: its slab_t array may be decommitted; the header says. */
             uint32_t clean = sp->orphan_clean;
