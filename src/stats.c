@@ -3,7 +3,8 @@
  * (the process, a snapshot), and the slab snapshot the heap map shares.
  *
  * The process walk follows the push-only registry of every superpage ever
- * mapped (superpages are never unmapped, so the walk never reads unmapped
+ * mapped (between superpage_walk_begin and _end, and skipping superpages
+ * that superpage_walkable says are shrunk, so it never reads unmapped
  * memory) and reads only the fields that are atomics for this purpose:
  * slab kind, bin_size, used, cached_bins, decommitted and heap, the remote
  * bitmaps, the superpage's heap, and each heap's remote_merged counter
@@ -116,7 +117,7 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
 
 /* Bytes of sp that the kernel reports resident, and (if `pages` is given)
  * a mask of the resident 4 KiB pages of each slab. mincore reads only the
- * page tables: superpages are never unmapped, so this is always valid. */
+ * page tables; the caller walks (superpage_walk_begin), so sp is mapped. */
 size_t stats_superpage_resident(superpage_t *sp, uint16_t *pages)
 {
     unsigned char vec[SUPERPAGE_SIZE / OS_PAGE];

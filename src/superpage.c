@@ -193,6 +193,7 @@ static bool superpage_shrink(superpage_t *sp)
 static bool superpage_regrow(superpage_t *sp)
 {
     if (!os_map_at((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP)) return false;
+    BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: as for a new superpage */
     /* Release: pairs with W2 (a walker reads the pages only after seeing 0). */
     atomic_store_explicit(&sp->shrunk, 0, memory_order_release); /* pairs with W2 */
     /* Relaxed: statistics only. */

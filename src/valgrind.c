@@ -74,7 +74,7 @@ void vg_metadata(void *p, size_t len)
     VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(p, len);
 }
 
-/* Superpages are never unmapped: this is done once per superpage. */
+/* A new superpage, or a shrunk one mapped again (superpage_regrow). */
 void vg_superpage(void *sp)
 {
     vg_metadata(sp, SLAB_SIZE);
