@@ -622,12 +622,19 @@ def callgrind(args, progs, alloc, lib):
 
 # ---- memory scenarios -----------------------------------------------------------------------------
 
+# The memory scenarios also run bitslab with its purger thread on (docs/purger.md), as a column of its own.
+PURGER_VARIANT = "bitslab+purger"
+
+
 def run_scenario(args, progs, alloc, lib, s, failures):
+    base = "bitslab" if alloc == PURGER_VARIANT else alloc
     argv = [progs["mem"], s, "-s", f"{args.mem_scale:g}", "--sleep", f"{args.sleep:g}", "--seed", str(args.seed),
-            "--expect-lib", EXPECT_LIB[alloc], "--alarm", f"{args.run_timeout + 3 * args.sleep:g}"]
+            "--expect-lib", EXPECT_LIB[base], "--alarm", f"{args.run_timeout + 3 * args.sleep:g}"]
     env = clean_env()
     if lib:
         env["LD_PRELOAD"] = lib
+    if alloc == PURGER_VARIANT:
+        env["BITSLAB_BACKGROUND_PURGE"] = "1"
     r, busy, _wall = measured(argv, env, args.run_timeout + 3 * args.sleep + 30)
     res = None if isinstance(r, subprocess.TimeoutExpired) else parse_result(r.stdout)
     if res is None or r.returncode != 0:
@@ -640,6 +647,11 @@ def run_scenario(args, progs, alloc, lib, s, failures):
 
 
 # ---- report -------------------------------------------------------------------------------------------
+
+def scenario_allocators(alloc_list):
+    """The memory scenarios' columns: the allocators, and bitslab with its purger thread next to bitslab."""
+    return alloc_list + [PURGER_VARIANT] if "bitslab" in alloc_list else list(alloc_list)
+
 
 def median(xs):
     xs = [x for x in xs if isinstance(x, (int, float))]
@@ -913,6 +925,7 @@ def report(args, alloc_list, cfgs, timing, profile, cg, scen, failures, wall, st
         L.append("")
 
     if scen:
+        cols = scenario_allocators(alloc_list)
         L.append("## Memory scenarios")
         L.append("")
         L.append(f"bench/mem_scenarios.c (`bitslab-mem`), one process per scenario and allocator, scale "
@@ -920,12 +933,12 @@ def report(args, alloc_list, cfgs, timing, profile, cg, scen, failures, wall, st
                  "growth = peak - base; a % is (RSS - base) / growth: 0 % = all given back, 100 % = none. "
                  + ("Medians of the runs. " if args.mem_reps > 1 else "") + "Headlines:")
         L.append("")
-        L.append("| scenario | headline |" + "".join(f" {a} |" for a in alloc_list))
-        L.append("|---|---|" + "---|" * len(alloc_list))
+        L.append("| scenario | headline |" + "".join(f" {a} |" for a in cols))
+        L.append("|---|---|" + "---|" * len(cols))
         for s in args.scenarios:
             key, what, fmt = SCENARIOS[s]
             row = f"| `{s}` | {what} |"
-            for a in alloc_list:
+            for a in cols:
                 v = median([r.get(key) for r in scen.get((s, a), [])])
                 row += f" {fmt.format(v)} |" if v is not None else " - |"
             L.append(row)
@@ -933,11 +946,11 @@ def report(args, alloc_list, cfgs, timing, profile, cg, scen, failures, wall, st
         for s in args.scenarios:
             L.append(f"`{s}`:")
             L.append("")
-            L.append("| |" + "".join(f" {a} |" for a in alloc_list))
-            L.append("|---|" + "---|" * len(alloc_list))
+            L.append("| |" + "".join(f" {a} |" for a in cols))
+            L.append("|---|" + "---|" * len(cols))
             for key, label, kind in SCENARIO_ROWS[s]:
                 row = f"| {label} |"
-                for a in alloc_list:
+                for a in cols:
                     v = median([r.get(key) for r in scen.get((s, a), [])])
                     if v is None:
                         row += " - |"
@@ -957,7 +970,8 @@ def report(args, alloc_list, cfgs, timing, profile, cg, scen, failures, wall, st
                  "then RLIMIT_AS = VmSize + headroom and 2..16 MiB blocks until malloc fails; `fork-child` two "
                  "threads hold 2 x 64 MiB x scale, the main thread forks, the child frees their blocks and "
                  "allocates as much again; `lazyfree` 165 MiB x scale allocated by the main thread, freed by a "
-                 "background thread, the main thread idles.")
+                 "background thread, the main thread idles. "
+                 f"`{PURGER_VARIANT}`: bitslab with `BITSLAB_BACKGROUND_PURGE=1` (its purger thread, docs/purger.md).")
         L.append("")
 
     if cg:
@@ -1168,17 +1182,18 @@ def main():
     scen = {}
     if args.scenarios:
         log(f"== memory scenarios (scale {args.mem_scale:g}, sleeps {args.sleep:g} s)")
+        scen_allocs = scenario_allocators(alloc_list)
         for rep in range(args.mem_reps):
             for i, s in enumerate(args.scenarios):
-                k = (i + rep) % len(alloc_list)
-                for a in alloc_list[k:] + alloc_list[:k]:
-                    r = run_scenario(args, progs, a, libs[a], s, failures)
+                k = (i + rep) % len(scen_allocs)
+                for a in scen_allocs[k:] + scen_allocs[:k]:
+                    r = run_scenario(args, progs, a, libs["bitslab" if a == PURGER_VARIANT else a], s, failures)
                     if r:
                         r["rep"] = rep + 1
                         scen.setdefault((s, a), []).append(r)
                 log(f"   {s}: " + ", ".join(
                     f"{a} " + SCENARIOS[s][2].format(scen[(s, a)][-1][SCENARIOS[s][0]])
-                    for a in alloc_list if scen.get((s, a)) and SCENARIOS[s][0] in scen[(s, a)][-1]))
+                    for a in scen_allocs if scen.get((s, a)) and SCENARIOS[s][0] in scen[(s, a)][-1]))
 
     phases["scenarios"] = time.monotonic() - t_phase
     args.phases = {k: round(v, 1) for k, v in phases.items()}
