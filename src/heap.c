@@ -434,7 +434,8 @@ static void slab_went_sparse(heap_t *h, slab_t *s)
     if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s); /* a setting */
     /* Relaxed (store and RMW): the purger reads them as hints; the bins it
      * takes are ordered by the donation's release and its acquire exchange. */
-    atomic_store_explicit(&sp->sparse_at, os_now_ms(), memory_order_relaxed); /* a hint for purgers */
+    uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed); /* a coarse date suffices */
+    atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed); /* a hint for purgers */
     atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed); /* a hint for purgers */
     h->sparse_pending = 1;
 }

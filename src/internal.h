@@ -410,7 +410,7 @@ COLD _Noreturn void bitslab_fatal_in(const char *entry, const char *what, const 
 
 /* slab.c */
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
-void slab_retrigger(slab_t *s);
+void slab_retrigger_partial(slab_t *s);
 void slab_donate(slab_t *s);
 uint16_t slab_free_pages(const slab_t *s, const uint64_t *map);
 unsigned slab_decommit_pages(slab_t *s, uint16_t pages);
@@ -591,6 +591,16 @@ void vg_superpage(void *sp);
 #endif
 
 /* ---- small helpers -------------------------------------------------------- */
+
+/* The value of `used` at which the free fast path calls heap_slab_freed_slow
+ * (slab.c: slab_retrigger_partial for a PARTIAL slab). Owner only, after any
+ * change of `used` or `state` outside the fast path. */
+void slab_retrigger_partial(slab_t *s);
+static inline void slab_retrigger(slab_t *s)
+{
+    if (s->state == STATE_PARTIAL) slab_retrigger_partial(s);
+    else s->trigger = s->state == STATE_FULL ? s->nbins - 1 : 0;
+}
 
 static inline superpage_t *superpage_of_slab(const slab_t *s)
 {

@@ -215,24 +215,19 @@ uint32_t slab_merge_remote(slab_t *s)
 /* ---- sparse slabs: the fast path's trigger, donation, page purge ----------
  * (docs/purger.md) */
 
-/* The value of `used` at which the free fast path calls heap_slab_freed_slow:
- * a FULL slab's first free (nbins - 1); for a PARTIAL slab the next sparse
- * level below `used` (1/4, 1/8, 1/16, 1/32 of its bins; plus the bins it
- * donated, which `used` counts), then 0 (empty); 0 for the others. Owner only, after any change of `used` or `state` outside
- * the fast path. */
-void slab_retrigger(slab_t *s)
+/* The trigger of a PARTIAL slab (slab_retrigger in internal.h): the next
+ * sparse level below its live bins (1/4, 1/8, 1/16, 1/32 of its bins; plus
+ * the bins it donated, which `used` counts), then 0 (empty). A FULL slab's
+ * is its first free (nbins - 1); any other's is 0. */
+void slab_retrigger_partial(slab_t *s)
 {
     /* Donated bins count in `used` but are free: the levels are of the rest. */
     uint32_t t = 0, live = slab_used(s) - s->donated;
-    if (s->state == STATE_FULL) {
-        t = s->nbins - 1;
-    } else if (s->state == STATE_PARTIAL) {
-        for (unsigned k = 2; k <= 5; k++) {
-            uint32_t level = s->nbins >> k;
-            if (level && level < live) {
-                t = level + s->donated;
-                break;
-            }
+    for (unsigned k = 2; k <= 5; k++) {
+        uint32_t level = s->nbins >> k;
+        if (level && level < live) {
+            t = level + s->donated;
+            break;
         }
     }
     s->trigger = t;
