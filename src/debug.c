@@ -13,7 +13,7 @@ static const char *const window_names[WIN_COUNT] = {
     "remote_free_during_drain",  "release_deferred_inflight", "release_deferred_queued",
     "queue_producer_stalled",    "orphan_cas_retry",          "heap_pool_cas_retry",
     "free_into_abandoned_heap",  "adopt_with_pending_remote", "queued_exchange_lost", "empty_pop",
-    "shrink_walker_seen",
+    "shrink_walker_seen",        "refill_while_purger_holds", "empty_while_purger_holds",
 };
 
 void debug_count(enum debug_window w)
@@ -141,6 +141,8 @@ void debug_check_heap(heap_t *h)
             }
             check(slab_used(s) + free_bits == s->nbins, "invariant: used + free bits != bins", s->data);
             check(slab_used(s) >= popcount64(cached), "invariant: cached bins not counted as used", s->data);
+            if (kind == SLAB_SMALL && (s->state == STATE_ACTIVE || s->state == STATE_FULL))
+                check(s->donated == 0, "invariant: an active or full slab has donated bins", s->data);
             /* The free fast path's trigger (slab_retrigger): below `used`, so
              * that frees reach it, and "was full" for a FULL slab. */
             if (kind == SLAB_SMALL && s->state == STATE_FULL)

@@ -404,6 +404,19 @@ static void wide_release(heap_t *h, slab_t *s, bool may_release)
     superpage_return_slabs(h, s, n, may_release);
 }
 
+/* An empty slab about to become FREE, with a purger between P0 and P8 on
+ * it. Every bit left in its remote map is a double free (reported now); the
+ * fence orders those exchanges before the purger check (a Dekker pair with
+ * the purger's P0 then P1, see slab_purger_holds). */
+static bool slab_empty_but_held(slab_t *s)
+{
+    slab_check_no_remote(s);
+    atomic_thread_fence(memory_order_seq_cst); /* pairs with P0 (see above) */
+    if (!slab_purger_holds(s)) return false;
+    DEBUG_COUNT(WIN_EMPTY_WHILE_PURGER_HOLDS);
+    return true;
+}
+
 /* Called after bins of s were freed: `was_full` if it had no free bin before,
  * `used` bins remain live. `may_release`: see superpage_return_slabs. */
 static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, bool may_release)
@@ -414,6 +427,14 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
     }
     if (used == 0) {
         if (s->state == STATE_ACTIVE) return; /* keep: the next malloc reuses it */
+        if (unlikely(slab_empty_but_held(s))) {
+            /* Stays configured and PARTIAL (reused by a malloc, or made FREE
+             * when it empties again): a purger holds bits of it, which can
+             * only be bins freed twice, reported when they come back. */
+            if (s->state != STATE_PARTIAL) partial_push(h, s);
+            else slab_retrigger(s);
+            return;
+        }
         if (s->state == STATE_PARTIAL) partial_unlink(h, s);
         superpage_return_slabs(h, s, 1, may_release);
         return;
@@ -435,7 +456,10 @@ static void slab_went_sparse(heap_t *h, slab_t *s)
     /* Relaxed (store and RMW): the purger reads them as hints; the bins it
      * takes are ordered by the donation's release and its acquire exchange. */
     uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed); /* a coarse date suffices */
-    atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed); /* a hint for purgers */
+    /* The date of the oldest mark: a later one does not put the others off
+     * (only the owner sets bits, so it knows when the mask was empty). */
+    if (!atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed)) /* a hint, our own bits */
+        atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed); /* a hint for purgers */
     atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed); /* a hint for purgers */
     h->sparse_pending = 1;
 }
@@ -498,6 +522,13 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
         slab_unload_word(s, &h->cache[s->cls]);
         h->active[s->cls] = NULL;
         s->state = STATE_NONE;
+    }
+    if (unlikely(s->donated) && used_after == s->donated) {
+        /* Every live bin of a slab that donated its free bins is gone: take
+         * them back (those a purger holds come back with a notification),
+         * so that the slab can empty. */
+        slab_merge_remote(s);
+        used_after = slab_used(s);
     }
     bool sparse = used_after && s->state == STATE_PARTIAL && used_after == s->trigger;
     slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
@@ -617,36 +648,53 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     superpage_release_aged(h);
     if (s) {
-        if (s->summary) {
-            slab_load_word(s, c);
-            return cache_pop(c, fresh);
-        }
+        if (s->summary && slab_load_word(s, c)) return cache_pop(c, fresh);
         slab_unload_word(s, c); /* the cache no longer speaks for s (it is empty) */
-        s->state = STATE_FULL;  /* off every list until a free makes room */
-        slab_retrigger(s);
         h->active[cls] = NULL;
+        if (s->summary) {
+            partial_push(h, s); /* a purger holds bins of it: another slab for now */
+        } else {
+            s->state = STATE_FULL; /* off every list until a free makes room */
+            slab_retrigger(s);
+        }
     }
     /* A sparse slab may have given its free bins to the remote map
      * (slab_donate): take them back. One whose bins a purger holds right now
-     * waits as FULL; the purger gives them back with a notification. */
-    while ((s = h->partial[cls])) {
-        partial_unlink(h, s);
-        if (!s->summary) slab_merge_remote(s);
-        if (s->summary) break;
-        s->state = STATE_FULL;
-        slab_retrigger(s);
-    }
-    if (!s) {
-        s = superpage_take_slabs(h, 1, 1);
+     * waits as FULL (the purger gives them back with a notification), or,
+     * if it has free bins the owner may not hand out yet (slab_load_word),
+     * goes back to the partial list after this search. */
+    slab_t *held = NULL;
+    for (;;) { /* ends: each purger holds one slab at a time, and slabs run out */
+        s = h->partial[cls];
         if (!s) {
-            errno = ENOMEM;
-            return NULL;
+            s = superpage_take_slabs(h, 1, 1);
+            if (!s) {
+                errno = ENOMEM;
+                break;
+            }
+            slab_configure_small(s, h, cls);
+        } else {
+            partial_unlink(h, s);
+            if (!s->summary || s->donated) slab_merge_remote(s); /* donated bins are ours again */
+            if (!s->summary) {
+                s->state = STATE_FULL;
+                slab_retrigger(s);
+                continue;
+            }
         }
-        slab_configure_small(s, h, cls);
+        slab_activate(h, s);
+        if (slab_load_word(s, c)) break;
+        h->active[cls] = NULL; /* a purger holds bins of it: set it aside */
+        s->state = STATE_NONE;
+        s->next = held;
+        held = s;
     }
-    slab_activate(h, s);
-    slab_load_word(s, c);
-    return cache_pop(c, fresh);
+    while (held) { /* back on the partial list */
+        slab_t *t = held;
+        held = t->next;
+        partial_push(h, t);
+    }
+    return s ? cache_pop(c, fresh) : NULL;
 }
 
 
@@ -671,10 +719,9 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
      * out: it costs more than the refill itself. */
     if (likely(s && s->summary && (++h->refills & 7))) {
         slow_enter(h);
-        slab_load_word(s, c);
-        void *p = cache_pop(c, fresh);
+        void *p = slab_load_word(s, c) ? cache_pop(c, fresh) : NULL;
         slow_leave(h);
-        return p;
+        if (likely(p)) return p;
     }
     if (unlikely(purger_wants_restart())) purger_start_if_enabled(); /* a fork child: before slow_enter */
     slow_enter(h);

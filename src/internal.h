@@ -129,6 +129,8 @@ typedef struct slab {
                                     purged again until it is used (or its superpage is released) */
     _Atomic uint16_t purged_pages; /* 4 KiB pages decommitted while the slab stayed configured and not
                                     handed out since (a hint against a second madvise; docs/purger.md) */
+    _Atomic uint8_t purgers;     /* purgers between P0 and P8 on this slab: its owner hands out no bin
+                                    of it meanwhile (slab_load_word), nor makes it FREE */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -416,7 +418,8 @@ uint16_t slab_free_pages(const slab_t *s, const uint64_t *map);
 unsigned slab_decommit_pages(slab_t *s, uint16_t pages);
 uint32_t slab_merge_remote(slab_t *s);
 void slab_check_no_remote(slab_t *s);
-void slab_load_word(slab_t *s, word_cache_t *c);
+bool slab_load_word(slab_t *s, word_cache_t *c);
+bool slab_purger_holds(slab_t *s);
 void slab_unload_word(slab_t *s, word_cache_t *c);
 
 /* superpage.c */
@@ -501,6 +504,8 @@ enum debug_window {
     WIN_QUEUED_EXCHANGE_LOST,       /* F4: queued read 0, but another freer won the exchange */
     WIN_EMPTY_POP,                  /* drain popped a superpage whose mask an earlier D2 took */
     WIN_SHRINK_WALKER_SEEN,         /* an orphan's shrink saw a registry walker (S2) and left it mapped */
+    WIN_REFILL_WHILE_PURGER_HOLDS,  /* a refill passed over a slab a purger holds bins of */
+    WIN_EMPTY_WHILE_PURGER_HOLDS,   /* an empty slab stayed configured: a purger holds bins of it */
     WIN_COUNT
 };
 void debug_count(enum debug_window w);

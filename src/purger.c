@@ -30,7 +30,13 @@
 unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
 {
     _Atomic uint64_t *remote = sp->remote[i];
+    slab_t *s = &sp->slabs[i];
     uint64_t held[BITMAP_WORDS], any = 0;
+    /* P0. Seq_cst: a Dekker pair with the owner's peek then check in
+     * slab_load_word (and the empty-slab check in slab_after_free): the
+     * owner hands out no bin of s, and does not make s FREE, while we may
+     * hold bits of it, some of which may be stale (bins freed twice). */
+    atomic_fetch_add_explicit(&s->purgers, 1, memory_order_seq_cst); /* P0: pairs with slab_purger_holds */
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         held[w] = 0;
         /* Relaxed peek: a word that reads 0 has nothing for us (and we do not
@@ -42,9 +48,12 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
         held[w] = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* P1: pairs with F2 */
         any |= held[w];
     }
-    if (!any) return 0;
+    if (!any) {
+        /* P8, early. Release: nothing taken, nothing to order. */
+        atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
+        return 0;
+    }
     DEBUG_PARK(PARK_PURGER_HOLDING);
-    slab_t *s = &sp->slabs[i];
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
     /* P2. While we hold bins the slab keeps its configuration (its `used`
      * counts them). Relaxed: ordered by P1. A wide block is not purged here. */
@@ -63,6 +72,9 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
             bitslab_fatal("double free (freed again while the purger held it)",
                           data + (size_t)(w * 64 + ctz64(old & held[w])) * size);
     }
+    /* P8. Release: the bins are back (P5) before the owner may hand out bins
+     * of s again (it reads purgers after peeking at the remote map). */
+    atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
     DEBUG_PARK(PARK_PURGER_BEFORE_NOTIFY);
     remote_notify(sp, i, data); /* P6: F3, F4 */
     /* P7 (F5). Release: pairs with the owner's acquire load of inflight

@@ -102,9 +102,20 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* the block's hand-off orders it */
 }
 
+/* A purger is between P0 and P8 on s (docs/purger.md). Seq_cst: with the
+ * purger's P0 (seq_cst increment before it takes bins) a Dekker pair: if
+ * this reads 0, the purger's exchanges come after our peek at the remote map
+ * just before, so they can only take bits that peek saw (and reported). */
+bool slab_purger_holds(slab_t *s)
+{
+    return atomic_load_explicit(&s->purgers, memory_order_seq_cst) != 0; /* pairs with P0 */
+}
+
 /* Move the lowest local word with free bins into the word cache. The slab
- * must have one (summary != 0). */
-void slab_load_word(slab_t *s, word_cache_t *c)
+ * must have one (summary != 0). False, and nothing changed, while a purger
+ * holds bins of s: one it holds may be a bin freed twice, which it gives
+ * back (and the merge then reports) only after P5. */
+bool slab_load_word(slab_t *s, word_cache_t *c)
 {
     uint64_t *local = slab_local(s);
     unsigned w = ctz64(s->summary);
@@ -113,12 +124,17 @@ void slab_load_word(slab_t *s, word_cache_t *c)
      * freed twice: the owner's free, then a free by a thread that could not
      * see the owner's map. Caught now, before the bin is handed out (the
      * merge would catch it too, but only after it was handed out again).
-     * Relaxed: a peek at a word only freers and our merge write. */
-    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* a peek */
+     * Seq_cst: a peek (only freers, purgers and our merge write the word),
+     * ordered before slab_purger_holds (the Dekker pair there). */
+    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst); /* a peek; see above */
     if (unlikely(twice)) {
         uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
         bitslab_fatal("double free (freed by its owner, then by another thread)",
                       s->data + (size_t)(w * 64 + ctz64(twice)) * size);
+    }
+    if (unlikely(slab_purger_holds(s))) {
+        DEBUG_COUNT(WIN_REFILL_WHILE_PURGER_HOLDS);
+        return false;
     }
     local[w] = 0;
     s->summary &= ~((uint64_t)1 << w);
@@ -148,6 +164,7 @@ void slab_load_word(slab_t *s, word_cache_t *c)
     c->base = s->data + (size_t)first * size;
     c->size = size;
     c->word = w;
+    return true;
 }
 
 /* Put the cached word's free bins back into the slab's local map. */
@@ -217,12 +234,13 @@ uint32_t slab_merge_remote(slab_t *s)
 
 /* The trigger of a PARTIAL slab (slab_retrigger in internal.h): the next
  * sparse level below its live bins (1/4, 1/8, 1/16, 1/32 of its bins; plus
- * the bins it donated, which `used` counts), then 0 (empty). A FULL slab's
+ * the bins it donated, which `used` counts), then `donated` (no bin live:
+ * empty, or empty once the donated bins are back). A FULL slab's
  * is its first free (nbins - 1); any other's is 0. */
 void slab_retrigger_partial(slab_t *s)
 {
     /* Donated bins count in `used` but are free: the levels are of the rest. */
-    uint32_t t = 0, live = slab_used(s) - s->donated;
+    uint32_t t = s->donated, live = slab_used(s) - s->donated; /* no level left: when no bin is live */
     for (unsigned k = 2; k <= 5; k++) {
         uint32_t level = s->nbins >> k;
         if (level && level < live) {

@@ -595,6 +595,8 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     h->nempty--;
     /* Relaxed: nobody holds a block in sp; the push below releases it. */
     atomic_store_explicit(&sp->heap, NULL, memory_order_relaxed);
+    /* Relaxed: a hint; an empty superpage has no sparse slab for purgers. */
+    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed); /* a hint */
     /* Keep the first page (header, links); return the rest to the OS. */
     superpage_decommit_for_orphanage(h, sp);
     /* Relaxed: a count compared with the reserve (any recent value does). */
