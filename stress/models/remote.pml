@@ -16,7 +16,11 @@
  *                    checks before remote_free)
  *
  * Processes: one owner heap and two remote freers A and B, each freeing one
- * block the owner handed it (before the run, or during it in SCEN 3).
+ * block the owner handed it (before the run, or during it in SCEN 3). In
+ * SCEN 7..10 the purger P runs beside them (or instead of B, or of both),
+ * and the owner may also donate a slab's local free bins: that part follows
+ * the protocol as docs/purger.md writes it (purger_pass, purge_slab_pages,
+ * src/purger.c), not the C code, which was being written at the same time.
  * stress/models/README.md explains the abstraction, bounds and results.
  *
  * Granularity: every C atomic operation is one Promela step (a d_step that
@@ -37,6 +41,28 @@
  *   SCEN=5  double free: the owner and B free the same block (word cache)
  *   SCEN=6  double free racing with the slab emptying (no block keeps the
  *           slab alive): NOT always detected; a model of the limit
+ *   SCEN=7  the purger (docs/purger.md): one slab of three bins; A frees
+ *           bin 0, the owner holds bin 1, bin 2 is free in its local map; the
+ *           owner may allocate and free; the purger P takes bins from the
+ *           remote word and gives them back (P1..P7), NPASS passes
+ *   SCEN=8  the purger and the owner's donation: as SCEN 7 without A (bins
+ *           0 and 2 free in the local map); the owner may donate them
+ *   SCEN=9  double free while the purger holds the bin: A and B free bin 0,
+ *           the owner keeps bin 1 and allocates nothing
+ *   SCEN=10 double free while the purger holds the bin: A and the owner
+ *           free bin 0, the owner allocates once: NOT always detected (a
+ *           model of the limit; expected to fail)
+ *   Purger options (SCEN 7..10):
+ *   NPASS=n  passes of the purger (default 2; 1 in SCEN 9, 10)
+ *   MAXDONATE=n  donations the owner may make (default 1 in SCEN 8, else 0)
+ *   STRAND=1  at quiescence, every donated bin still in a remote word is
+ *           announced (remote_slabs) or parked: a purger pass will look at it
+ *   PARK_CLEAR=1  the purger clears a slab's parked bit before its P1 (the
+ *           doc clears the bits it handled after the pass)
+ *   PARKED_MERGE=1  the owner knows that a slab needs a merge before use from
+ *           its parked bit (default: from an owner-private flag)
+ *   DF_AT_P5=1  assert that a double free made while P holds the bin is
+ *           reported at P5 (docs/purger.md's claim)
  *   MERGE_MAY_RELEASE=1  superpage_merge may release the superpage while it
  *           still walks the mask (the code before commit ed96630): the model
  *           must then find a violation.
@@ -49,6 +75,14 @@
  *           7 drain clears the mask after the merge
  *           8 merge without the overlap check      9 F2 without the old-bit check
  *           10 F4 looks at queued before F3 sets remote_slabs
+ *           purger (SCEN 7..9; caught by the checks of SCEN 7..9):
+ *           11 P4 (inflight++) after P5            12 no P4 and no P7
+ *           13 no P6 (no notification)             14 P1 reads the remote word
+ *                                                     without taking it (a load)
+ *           15 P3 decommits a page of which only some bins are held
+ *           16 the donation does not clear the local word
+ *           17 P1 takes the owner's local map instead of the remote word
+ *           18 P5 without the double-free check
  *   WITNESS=n  fail at witness point n (REACH(n) below): shows the window
  *           is reached. 1 pop finds a push half-way   2 release deferred by
  *           inflight   3 release deferred because queued   4 stale
@@ -59,6 +93,14 @@
  *           10 all frees done, nothing queued, and an empty superpage is
  *           still held beyond the retention (a deferred release)
  *           11 F4 read queued == 0 but lost the exchange to another freer
+ *           purger: 12 a merge peeked bits that P's P1 took before its
+ *           exchange   13 P peeked bits that the owner's merge took before P's
+ *           exchange   14 a release deferred by P's inflight alone (P past P5)
+ *           15 the owner needs a donated slab whose bins P holds   16 P3
+ *           decommits a page   17 P5 reports a double free   18 the owner
+ *           frees its last block of a slab while P, before P4 and with no
+ *           freer inside, holds all the others (only `used` keeps it alive)
+ *           19 P clears the parked bit of a superpage already handed on
  */
 
 #ifndef SCEN
@@ -78,6 +120,7 @@
 #define REACH(n) assert(WITNESS != (n))
 
 #define NONE 255                        /* NULL slab / no slab */
+#define NOB 254                         /* no such freer (FB_S when B does not run) */
 
 /* ---- scenarios -------------------------------------------------------------- */
 /* NSP superpages, NSL modelled slabs per superpage, NB bins per slab (<= 3,
@@ -189,6 +232,70 @@
 #define OFREE_0 2
 #define MAXALLOC 0
 #define DF 1
+#elif SCEN == 7 || SCEN == 8
+/* The purger. SCEN 7: A frees bin 0 (a remote free for P to take), no
+ * donation. SCEN 8: no freer, the owner donates (bin 0 and bin 2 are free in
+ * its local map at the start). In both the owner holds bin 1 and may free
+ * it, and may allocate once; bin 2 is free in the local map of the PARTIAL
+ * slab. Pages: bin 0 straddles pages 0 and 1, bin 1 starts on page 1 (its
+ * other pages and bin 2's are not modelled: they are never purged whole).
+ * A freer and donations together (-DSCEN=7 -DMAXDONATE=1) are too big for
+ * the suite (stress/models/README.md). */
+#define NSP 1
+#define NSL 1
+#define NB 3
+#if SCEN == 7
+#define FA_S 0
+#ifndef MAXDONATE
+#define MAXDONATE 0
+#endif
+#else
+#define FA_S NOB
+#endif
+#define FA_B 0
+#define FB_S NOB
+#define FB_B 0
+#define OWN_0 2
+#define OFREE_0 2
+#define MAXALLOC 1
+#define DF 0
+#define PURGE 1
+#define PG0 1                           /* bins overlapping page 0 */
+#define PG1 3                           /* bins overlapping page 1 */
+#elif SCEN == 9 || SCEN == 10
+/* Double free while the purger runs; the owner keeps bin 1 (the slab never
+ * empties) and donates nothing. One page per bin. SCEN 9: A and B both free
+ * bin 0; the owner allocates nothing. SCEN 10: A and the owner free bin 0,
+ * and the owner allocates once. */
+#define NSP 1
+#define NSL 1
+#define NB 2
+#define FA_S 0
+#define FA_B 0
+#if SCEN == 9
+#define FB_S 0
+#define FB_B 0
+#define OWN_0 2
+#define OFREE_0 0
+#define MAXALLOC 0
+#else
+#define FB_S NOB
+#define FB_B 0
+#define OWN_0 3
+#define OFREE_0 1
+#define MAXALLOC 1
+#define DF_ALLOC 1
+#define DF_S 0
+#define DF_B 0
+#endif
+#define DF 1
+#define PURGE 1
+#define MAXDONATE 0
+#ifndef NPASS
+#define NPASS 1
+#endif
+#define PG0 1
+#define PG1 2
 #endif
 
 #ifndef OWN_1
@@ -198,7 +305,44 @@
 #ifndef INIT_ACTIVE
 #define INIT_ACTIVE NONE
 #endif
-#define NFREERS 2
+#ifndef DF_S
+#define DF_S FB_S                       /* the doubly freed block */
+#define DF_B FB_B
+#endif
+#ifndef PURGE
+#define PURGE 0
+#endif
+#ifndef NPASS
+#define NPASS 2
+#endif
+#ifndef MAXDONATE
+#define MAXDONATE (PURGE -> 1 : 0)
+#endif
+#ifndef DF_ALLOC
+#define DF_ALLOC 0
+#endif
+#ifndef DF_AT_P5
+#define DF_AT_P5 0
+#endif
+#ifndef STRAND
+#define STRAND 0
+#endif
+#ifndef PARK_CLEAR
+#define PARK_CLEAR 0
+#endif
+#ifndef PARKED_MERGE
+#define PARKED_MERGE 0
+#endif
+#if FA_S == NOB
+#define NFREE 0                         /* no freer */
+#elif FB_S == NOB
+#define NFREE 1                         /* freers: A only */
+#else
+#define NFREE 2                         /* A and B */
+#endif
+#define NFREERS (NFREE + PURGE)         /* processes the owner waits for (nfin) */
+#define PPID (NFREE + 2)                /* the purger's _pid (init 0, owner 1, freers) */
+#define WHO ((PURGE && _pid == PPID) -> 80 : 63 + _pid)   /* 'A', 'B', 'P' */
 
 /* Other empty superpages the heap holds (not modelled in detail; only their
  * number matters, through h->nempty). One is the steady state: the heap
@@ -252,7 +396,74 @@ byte in_queue[NSP];                     /* times the superpage's node is in the 
 bit detected;                           /* a double (or invalid) free was reported */
 byte dup_frees;                         /* DF: frees of the doubly freed block FB */
 byte handoff;                           /* SCEN 3: the block given to B, slab * NB + bin + 1 */
-byte nfin;                              /* freers that finished */
+byte nfin;                              /* freers (and the purger) that finished */
+
+#if PURGE
+/* ---- the purger (docs/purger.md) ------------------------------------------ */
+byte parked[NSP];                       /* superpage_t.parked (bit k: modelled slab k) */
+/* ghosts */
+byte phold[NS];                         /* bins the purger holds (taken at P1, put back at P5) */
+bit pin[NSP];                           /* the purger holds bins of sp, or is between P4 and P7 */
+byte glive[NS];                         /* bins handed out and not freed (live blocks) */
+bit dfheld;                             /* a free of a bin the purger held (a double free) */
+bit det_p5;                             /* the double free was reported at P5 */
+#endif
+
+/* F3 and F4 of a remote free, with the push (remote_notify in the C code):
+ * slab s of superpage sp; `was` and `prv` are the caller's temporaries. The
+ * freers and the purger's P6 use it. */
+inline remote_notify()
+{
+#if MUT != 10
+    /* F3: atomic_fetch_or(&sp->remote_slabs, 1u << s->index) (seq_cst, result unused) */
+    d_step {
+        assert(detected || !released[sp]);
+        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
+        printf("%c: F3 remote_slabs[sp%d] |= slab%d\n", WHO, sp, s)
+    }
+#endif
+    /* F4: if (load(&sp->queued) == 0 && exchange(&sp->queued, 1) == 0) push */
+    d_step { assert(detected || !released[sp]); was = queued[sp] }
+    if
+    :: was == 0 ->
+        d_step {
+            assert(detected || !released[sp]);
+            was = queued[sp]; queued[sp] = 1;
+            printf("%c: F4 queued[sp%d] exchange -> was %d\n", WHO, sp, was)
+        };
+        if :: was != 0 -> REACH(11) :: else -> skip fi
+    :: else -> REACH(9)
+    fi;
+#if MUT == 10
+    d_step {
+        assert(detected || !released[sp]);
+        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
+        printf("%c: F3 (late) remote_slabs[sp%d] |= slab%d\n", WHO, sp, s)
+    }
+#endif
+    if
+    :: was == 0 || MUT == 6 ->
+        /* queue_push(sp->heap, &sp->qnode): n->next = NULL (relaxed) */
+        d_step { assert(detected || !released[sp]); qnext[NODE(sp)] = NIL }
+        /* prev = atomic_exchange(&h->q_head, n): from here the node is queued */
+        d_step {
+            assert(detected || !released[sp]);
+            prv = q_head; q_head = NODE(sp);
+            printf("%c: push sp%d: exchange head, prev = node %d\n", WHO, sp, prv);
+            in_queue[sp]++;
+            assert(detected || in_queue[sp] == 1)   /* (c) never queued twice */
+        }
+        /* atomic_store(&prev->next, n) (release): a write into the previous
+         * node, the stub or another superpage, which must not be handed on */
+        d_step {
+            assert(detected || prv == STUB || !released[SPOF(prv)]);
+            if :: prv != STUB -> REACH(7) :: else -> skip fi;
+            qnext[prv] = NODE(sp);
+            printf("%c: push sp%d: link node %d -> node %d\n", WHO, sp, prv, NODE(sp))
+        }
+    :: else -> skip
+    fi
+}
 
 /* ---- a remote freer: heap_free_slow + remote_free ------------------------ */
 proctype freer(byte s; byte b)
@@ -269,7 +480,7 @@ proctype freer(byte s; byte b)
     /* heap_free_slow: owner = s->heap (relaxed); !owner -> invalid_free */
     d_step {
         if
-        :: !sheap[s] -> printf("%c: free into a FREE slab: invalid free\n", 63 + _pid); DETECT()
+        :: !sheap[s] -> printf("%c: free into a FREE slab: invalid free\n", WHO); DETECT()
         :: else -> skip
         fi
     }
@@ -282,7 +493,7 @@ proctype freer(byte s; byte b)
     d_step {
         assert(detected || !released[sp]);  /* (b) no touch of a handed-on superpage */
         inflight[sp]++;
-        printf("%c: F1 inflight[sp%d]++ -> %d\n", 63 + _pid, sp, inflight[sp])
+        printf("%c: F1 inflight[sp%d]++ -> %d\n", WHO, sp, inflight[sp])
     }
 
     /* F2: old = atomic_fetch_add(&remote[idx >> 6], bit). For a clear bit
@@ -290,8 +501,12 @@ proctype freer(byte s; byte b)
      * the carry the add made is never used (the process aborts). */
     d_step {
         old = remote[s]; remote[s] = old | (1 << b);
-        if :: DF && s == FB_S && b == FB_B -> dup_frees++ :: else -> skip fi;
-        printf("%c: F2 remote[slab%d] += bin%d\n", 63 + _pid, s, b)
+        if :: DF && s == DF_S && b == DF_B -> dup_frees++ :: else -> skip fi;
+#if PURGE
+        glive[s] = glive[s] & ~(1 << b);
+        if :: phold[s] & (1 << b) -> dfheld = 1 :: else -> skip fi;
+#endif
+        printf("%c: F2 remote[slab%d] += bin%d\n", WHO, s, b)
     }
     if
     :: old & (1 << b) && MUT != 9 ->    /* "double free (freed twice by other threads)" */
@@ -301,61 +516,13 @@ proctype freer(byte s; byte b)
     fi;
 
 #if MUT == 3
-    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", 63 + _pid, sp) }
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", WHO, sp) }
 #endif
-#if MUT != 10
-    /* F3: atomic_fetch_or(&sp->remote_slabs, 1u << s->index) (seq_cst, result unused) */
-    d_step {
-        assert(detected || !released[sp]);
-        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
-        printf("%c: F3 remote_slabs[sp%d] |= slab%d\n", 63 + _pid, sp, s)
-    }
-#endif
-    /* F4: if (load(&sp->queued) == 0 && exchange(&sp->queued, 1) == 0) push */
-    d_step { assert(detected || !released[sp]); was = queued[sp] }
-    if
-    :: was == 0 ->
-        d_step {
-            assert(detected || !released[sp]);
-            was = queued[sp]; queued[sp] = 1;
-            printf("%c: F4 queued[sp%d] exchange -> was %d\n", 63 + _pid, sp, was)
-        };
-        if :: was != 0 -> REACH(11) :: else -> skip fi
-    :: else -> REACH(9)
-    fi;
-#if MUT == 10
-    d_step {
-        assert(detected || !released[sp]);
-        remote_slabs[sp] = remote_slabs[sp] | SLBIT(s);
-        printf("%c: F3 (late) remote_slabs[sp%d] |= slab%d\n", 63 + _pid, sp, s)
-    }
-#endif
-    if
-    :: was == 0 || MUT == 6 ->
-        /* queue_push(sp->heap, &sp->qnode): n->next = NULL (relaxed) */
-        d_step { assert(detected || !released[sp]); qnext[NODE(sp)] = NIL }
-        /* prev = atomic_exchange(&h->q_head, n): from here the node is queued */
-        d_step {
-            assert(detected || !released[sp]);
-            prv = q_head; q_head = NODE(sp);
-            printf("%c: push sp%d: exchange head, prev = node %d\n", 63 + _pid, sp, prv);
-            in_queue[sp]++;
-            assert(detected || in_queue[sp] == 1)   /* (c) never queued twice */
-        }
-        /* atomic_store(&prev->next, n) (release): a write into the previous
-         * node, the stub or another superpage, which must not be handed on */
-        d_step {
-            assert(detected || prv == STUB || !released[SPOF(prv)]);
-            if :: prv != STUB -> REACH(7) :: else -> skip fi;
-            qnext[prv] = NODE(sp);
-            printf("%c: push sp%d: link node %d -> node %d\n", 63 + _pid, sp, prv, NODE(sp))
-        }
-    :: else -> skip
-    fi;
+    remote_notify();
 
 #if MUT != 3
     /* F5: atomic_fetch_sub(&sp->inflight, 1) (release) */
-    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", 63 + _pid, sp) }
+    d_step { assert(detected || !released[sp]); inflight[sp]--; printf("%c: F5 inflight[sp%d]--\n", WHO, sp) }
 #endif
 done:
     nfin++
@@ -435,6 +602,10 @@ inline superpage_try_release()
         tr_v = (MUT == 1 -> 0 : inflight[tr_sp]);             /* load inflight (acquire) */
         if
         :: tr_v != 0 -> printf("O: sp%d empty, release deferred (inflight)\n", tr_sp); REACH(2)
+#if PURGE
+            /* witness 14: only the purger, past its P5, holds it back */
+            ; if :: pin[tr_sp] && phold[tr_sp * NSL] == 0 && phold[tr_sp * NSL + NSL - 1] == 0 -> REACH(14) :: else -> skip fi
+#endif
         :: else ->
             tr_v = (MUT == 2 -> 0 : queued[tr_sp]);           /* load queued (relaxed) */
             if :: tr_v == 0 -> tr_v = (MUT == 2 -> 0 : remote_slabs[tr_sp]) :: else -> skip fi;  /* load remote_slabs */
@@ -446,6 +617,10 @@ inline superpage_try_release()
                     assert(detected || owned[tr_sp]);         /* released twice */
                     assert(detected || in_queue[tr_sp] == 0); /* a queued node in a handed-on superpage */
                     assert(detected || inflight[tr_sp] == 0); /* a freer still inside */
+#if PURGE
+                    assert(detected || !pin[tr_sp]);          /* (f) the purger holds bins or is between P4 and P7 */
+                    for (t_i : 0 .. NSL - 1) { assert(detected || phold[tr_sp * NSL + t_i] == 0) }
+#endif
                     for (t_i : 0 .. NSL - 1) {
                         assert(detected || (kind[tr_sp * NSL + t_i] == FREE &&
                                             remote[tr_sp * NSL + t_i] == 0 &&
@@ -488,6 +663,10 @@ inline superpage_return_slabs()
         rs_sp = SPOFSLAB(rs_s);
         assert(detected || oheld[rs_s] == 0);
         assert(cslab != rs_s);                                /* nothing of it in the word cache */
+#if PURGE
+        assert(detected || phold[rs_s] == 0);                 /* no FREE slab while the purger holds its bins */
+        dnt[rs_s] = 0;
+#endif
         state[rs_s] = ST_NONE;
         kind[rs_s] = FREE;
         lmap[rs_s] = 0;
@@ -546,6 +725,7 @@ inline superpage_merge()
                 :: m_bits == 0 -> skip
                 :: else ->
                     d_step {                                  /* bits = exchange(&remote[w], 0) (acquire) */
+                        if :: (remote[m_s] & m_bits) != m_bits -> REACH(12) :: else -> skip fi;  /* P took bits we peeked */
                         m_bits = remote[m_s]; remote[m_s] = 0;
                         printf("O: merge slab%d: remote bits %d, local %d, cache %d\n", m_s, m_bits, lmap[m_s],
                                (cslab == m_s -> cbits : 0))
@@ -557,6 +737,9 @@ inline superpage_merge()
                             DETECT()                          /* "double free (freed by another thread and again)" */
                         :: else -> skip
                         fi;
+#if PURGE
+                        assert(detected || DF || (m_bits & phold[m_s]) == 0);  /* no bin both merged and held by P (a double free breaks it) */
+#endif
                         lmap[m_s] = lmap[m_s] | m_bits;
                         used[m_s] = used[m_s] - POPC(m_bits);
                         saf_s = m_s;
@@ -684,6 +867,88 @@ inline heap_collect_rest()
     c_i = 0                             /* (landing point, as above) */
 }
 
+#if PURGE
+/* The owner knows that a donated slab needs a merge before it uses it again:
+ * from an owner-private flag (dnt), or, with PARKED_MERGE, from the slab's
+ * bit in parked (which the purger clears after a pass). */
+#if PARKED_MERGE
+#define NEEDS_MERGE(S) ((parked[SPOFSLAB(S)] >> ((S) % NSL)) & 1)
+#else
+#define NEEDS_MERGE(S) dnt[S]
+#endif
+
+/* The donation (docs/purger.md, the owner's slow path when its frees bring a
+ * PARTIAL slab down to a trigger level): OR the local word into the remote
+ * word, clear the local word, mark the slab in parked. The slab stays on its
+ * PARTIAL list. (The model also checks the old remote bits against the local
+ * ones: a bin in both is a double free the OR would otherwise hide.) */
+inline donate()
+{
+    d_step {                                                  /* old = fetch_or(&remote[w], local[w]) (release) */
+        k_bits = remote[dn_s];
+        remote[dn_s] = k_bits | lmap[dn_s];
+        printf("O: donate slab%d: remote |= local %d (old %d)\n", dn_s, lmap[dn_s], k_bits);
+        if :: k_bits & lmap[dn_s] -> DETECT() :: else -> skip fi;
+#if MUT != 16
+        used[dn_s] = used[dn_s] + POPC(lmap[dn_s]);
+        lmap[dn_s] = 0;                                       /* local[w] = 0 */
+#endif
+        dnt[dn_s] = 1
+    }
+    /* parked |= 1u << s->index (atomic or), parked_at = now */
+    d_step { parked[SPOFSLAB(dn_s)] = parked[SPOFSLAB(dn_s)] | SLBIT(dn_s); printf("O: parked[sp%d] |= slab%d\n", SPOFSLAB(dn_s), dn_s) }
+}
+
+/* The owner's merge of donated slab dn_s before it uses it again: the merge
+ * of slab_merge_remote (peek, exchange, overlap check). */
+inline merge_donated()
+{
+    m_bits = remote[dn_s];                                    /* relaxed peek */
+    if
+    :: m_bits == 0 -> if :: phold[dn_s] != 0 -> REACH(15) :: else -> skip fi
+    :: else ->
+        d_step {                                              /* bits = exchange(&remote[w], 0) (acquire) */
+            if :: (remote[dn_s] & m_bits) != m_bits -> REACH(12) :: else -> skip fi;
+            m_bits = remote[dn_s]; remote[dn_s] = 0;
+            printf("O: merge donated slab%d: remote bits %d, local %d\n", dn_s, m_bits, lmap[dn_s])
+        }
+        d_step {
+            if :: m_bits & (lmap[dn_s] | (cslab == dn_s -> cbits : 0)) -> DETECT() :: else -> skip fi;
+            assert(detected || DF || (m_bits & phold[dn_s]) == 0);
+            lmap[dn_s] = lmap[dn_s] | m_bits;
+            used[dn_s] = used[dn_s] - POPC(m_bits)
+        }
+    fi;
+#if PARKED_MERGE
+    d_step { parked[SPOFSLAB(dn_s)] = parked[SPOFSLAB(dn_s)] & ~SLBIT(dn_s) }
+#endif
+    dnt[dn_s] = 0
+}
+
+/* In the final round, after the drain: every donated slab is merged, as the
+ * owner's next use of it would (what the check at the end then asks is that
+ * the owner can reuse every freed bin). docs/purger.md does not say whether
+ * heap_collect or thread exit merges donated slabs. */
+inline final_donated()
+{
+    dn_i = 0;
+    do
+    :: dn_i == NS -> break
+    :: else ->
+        if
+        :: kind[dn_i] == SMALL && NEEDS_MERGE(dn_i) ->
+            dn_s = dn_i; m_before = used[dn_i];
+            merge_donated();
+            saf_s = dn_i; saf_u = used[dn_i]; saf_wf = (m_before == NB); saf_mr = 0;
+            slab_after_free()
+        :: else -> skip
+        fi;
+        dn_i++
+    od;
+    dn_i = 0
+}
+#endif
+
 /* slab_load_word(h, a_s, c): the slab's (only) local word into the cache */
 #define LOAD_WORD(S) \
     cbits = lmap[S]; lmap[S] = 0; used[S] = used[S] + POPC(cbits); cslab = S
@@ -693,6 +958,29 @@ inline heap_collect_rest()
  * modelled */
 inline alloc_rest()
 {
+#if PURGE
+    /* a donated slab is merged before the owner uses it again (the slab the
+     * refill below takes: the first partial one) */
+    if
+    :: cbits == 0 && !(actv != NONE && lmap[actv] != 0) ->
+        d_step {
+            a_s = NONE;
+            for (a_i : 0 .. NS - 1) {
+                if
+                :: a_s == NONE && state[a_i] == ST_PARTIAL -> a_s = a_i
+                :: else -> skip
+                fi
+            }
+            a_i = 0
+        }
+        if
+        :: a_s != NONE && NEEDS_MERGE(a_s) -> dn_s = a_s; merge_donated()
+        :: else -> skip
+        fi;
+        a_s = 0
+    :: else -> skip
+    fi;
+#endif
     if
     :: cbits != 0 -> skip                                     /* fast path: the cached word has a bin */
     :: else ->
@@ -744,6 +1032,10 @@ inline alloc_rest()
         d_step {
             a_i = LOWBIT(cbits);
             cbits = cbits & ~a_i;
+#if PURGE
+            assert(detected || (phold[cslab] & a_i) == 0);   /* (e) never hand out a bin the purger holds */
+            glive[cslab] = glive[cslab] | a_i;
+#endif
             oheld[cslab] = oheld[cslab] | a_i;
             ofree[cslab] = ofree[cslab] | a_i;                /* it may free it again */
             printf("O: alloc slab%d bin%d\n", cslab, BINOF(a_i))
@@ -767,7 +1059,11 @@ inline local_free()
     d_step {
         oheld[f_s] = oheld[f_s] & ~(1 << f_b);
         printf("O: local free slab%d bin%d\n", f_s, f_b);
-        if :: DF && f_s == FB_S && f_b == FB_B -> dup_frees++ :: else -> skip fi;
+#if PURGE
+        glive[f_s] = glive[f_s] & ~(1 << f_b);
+        if :: phold[f_s] & (1 << f_b) -> dfheld = 1 :: else -> skip fi;
+#endif
+        if :: DF && f_s == DF_S && f_b == DF_B -> dup_frees++ :: else -> skip fi;
         /* taken = local[w] | relaxed peek at remote[w] */
         f_t = lmap[f_s] | remote[f_s];
         if
@@ -779,6 +1075,11 @@ inline local_free()
             if :: f_t & (1 << f_b) -> DETECT() :: else -> skip fi;
             lmap[f_s] = lmap[f_s] | (1 << f_b);
             used[f_s]--;
+#if PURGE
+            /* witness 18: the owner frees its last block of the slab while
+             * the purger, before P4 (no freer inside), holds the rest */
+            if :: phold[f_s] != 0 && used[f_s] == POPC(phold[f_s]) && inflight[SPOFSLAB(f_s)] == 0 -> REACH(18) :: else -> skip fi;
+#endif
             saf_s = f_s;
             saf_u = used[f_s];
             saf_wf = (saf_u + 1 == NB);
@@ -798,7 +1099,12 @@ inline local_free()
     d_sp = 0; d_mask = 0; m_sp = 0; m_mask = 0; m_k = 0; m_s = 0; m_bits = 0; m_before = 0; \
     saf_s = 0; saf_u = 0; saf_wf = 0; saf_mr = 0; rs_s = 0; rs_sp = 0; ck_s = 0; k_bits = 0; \
     tr_sp = 0; tr_ret = 0; tr_v = 0; t_i = 0; c_i = 0; c_sp = 0; c_m = 0; c_start = 0; c_full = 0; \
-    a_s = 0; a_i = 0; f_s = 0; f_b = 0; f_t = 0; f_done = 0; o_op = 0
+    a_s = 0; a_i = 0; f_s = 0; f_b = 0; f_t = 0; f_done = 0; o_op = 0 PURGE_TEMPS
+#if PURGE
+#define PURGE_TEMPS ; dn_s = 0; dn_i = 0
+#else
+#define PURGE_TEMPS
+#endif
 
 #define OWNER_FREE(S, B) \
     :: (S) < NS && (ofree[S] >> (B)) & 1 && (oheld[S] >> (B)) & 1 -> \
@@ -809,6 +1115,8 @@ inline local_free()
 #define OP_ALLOC 2
 #define OP_FREE 3
 #define OP_FINAL 4
+#define OP_DONATE 5
+#define DONATABLE(S) (state[S] == ST_PARTIAL && lmap[S] != 0)   /* a PARTIAL slab with local free bins */
 
 proctype owner()
 {
@@ -842,6 +1150,11 @@ proctype owner()
     byte f_s, f_b, f_t;
     bit f_done;
     byte o_op;                          /* the operation of this round */
+#if PURGE
+    bit dnt[NS];                        /* donated: merge the slab before using it again */
+    byte ndon;                          /* donations made */
+    byte dn_s, dn_i;
+#endif
 
     /* The start: every modelled slab is SMALL, FULL or PARTIAL (or active,
      * its word in the cache); the freers' and the owner's blocks are live,
@@ -890,6 +1203,14 @@ proctype owner()
                     :: else -> skip
                     fi
                 }
+#if PURGE && STRAND
+                /* every donated bin still in a remote word is announced or
+                 * parked: some purger pass will look at it */
+                for (t_i : 0 .. NS - 1) {
+                    assert(remote[t_i] == 0 || (remote_slabs[SPOFSLAB(t_i)] & SLBIT(t_i)) ||
+                           (parked[SPOFSLAB(t_i)] & SLBIT(t_i)))
+                }
+#endif
                 t_i = 0
             };
             o_op = OP_FINAL; c_full = 1
@@ -904,15 +1225,27 @@ proctype owner()
             OWNER_FREE(0, 2)
             OWNER_FREE(1, 0)
             OWNER_FREE(1, 1)
+#if PURGE
+            :: ndon < MAXDONATE && DONATABLE(0) -> o_op = OP_DONATE; dn_s = 0; ndon++
+            :: NS > 1 && ndon < MAXDONATE && DONATABLE(NS - 1) -> o_op = OP_DONATE; dn_s = NS - 1; ndon++
+#endif
             fi
         fi;
         if
         :: o_op == OP_FREE -> local_free()
+#if PURGE
+        :: o_op == OP_DONATE -> donate()
+#endif
         :: o_op == OP_ALLOC && cbits != 0 -> skip             /* the fast path does not drain */
         :: else -> heap_drain_remote()
         fi;
         if
+#if PURGE
+        :: o_op == OP_FINAL -> final_donated(); heap_collect_rest()
+        :: o_op == OP_COLLECT -> heap_collect_rest()
+#else
         :: o_op == OP_COLLECT || o_op == OP_FINAL -> heap_collect_rest()
+#endif
         :: o_op == OP_ALLOC -> alloc_rest()
         :: else -> skip
         fi;
@@ -924,7 +1257,14 @@ proctype owner()
     t_i = 0;                            /* (landing point for the break) */
 
 #if DF
+#if DF_ALLOC
+    assert(!dfheld || detected);        /* (d) a double free of a bin the purger held was reported */
+#else
     assert(detected);                   /* (d) the double free was reported */
+#endif
+#if PURGE && DF_AT_P5
+    assert(!dfheld || det_p5);          /* ... and at P5 (docs/purger.md) */
+#endif
 #else
     d_step {
         /* (a) no lost free, no phantom free: a bin is free exactly when nobody
@@ -939,6 +1279,10 @@ proctype owner()
         }
         for (t_i : 0 .. NS - 1) {
             assert(remote[t_i] == 0);
+#if PURGE
+            assert(phold[t_i] == 0);
+            assert(glive[t_i] == oheld[t_i]);                  /* ghost check: the live blocks are the owner's */
+#endif
             if
             :: kind[t_i] == SMALL ->
                 assert(sheap[t_i]);
@@ -951,6 +1295,133 @@ proctype owner()
     }
 #endif
 }
+
+#if PURGE
+/* ---- the purger: purger_pass + purge_slab_pages (docs/purger.md) ----------
+ * NPASS passes; each takes one slab. Which slabs a pass looks at (remote_slabs
+ * of a superpage queued longer than the delay, and parked) and the delay are
+ * heuristics that safety must not depend on: the model lets a pass take any
+ * slab at any time. It keeps the doc's bookkeeping of parked: the bit read at
+ * the start of the pass is cleared after it. P3's decommit is an assertion
+ * that no bin on a decommitted page is live (the pages' contents are lost);
+ * purged_pages is not modelled (it only makes P skip pages). */
+#define PAGEOK(PG, H) (((PG) & (H)) == (PG))   /* every bin overlapping the page is held */
+
+proctype purger()
+{
+    byte s, sp, held, old, was, prv, dec, pass;
+    bit pk;
+
+    do
+    :: pass == NPASS -> break
+    :: else ->
+        if
+        :: s = 0
+        :: NS > 1 -> s = NS - 1
+        fi;
+        sp = SPOFSLAB(s);
+#if PARK_CLEAR
+        /* (variant) clear the slab's parked bit first: fetch_and(&parked, ~bit) */
+        d_step { pk = 0; parked[sp] = parked[sp] & ~SLBIT(s) }
+#else
+        pk = (parked[sp] >> (s % NSL)) & 1;                   /* load parked (acquire) */
+#endif
+
+        /* P1: held = exchange(&remote[w], 0) (acquire) after a relaxed peek */
+#if MUT == 17
+        held = owner[1]:lmap[s];                              /* (broken) the owner's local map */
+        d_step { phold[s] = held; pin[sp] = (held != 0); printf("P: P1 (broken) slab%d takes local %d\n", s, held) }
+#else
+        held = remote[s];                                     /* relaxed peek */
+        if
+        :: held != 0 ->
+            d_step {
+                if :: (remote[s] & held) != held -> REACH(13) :: else -> skip fi;
+                held = remote[s];
+#if MUT != 14
+                remote[s] = 0;
+#endif
+                assert(detected || held == 0 || !released[sp]);
+                phold[s] = held;
+                pin[sp] = (held != 0);
+                printf("P: P1 slab%d takes %d\n", s, held)
+            }
+        :: else -> skip
+        fi;
+#endif
+        if
+        :: held == 0 -> skip                                  /* P2: nothing taken: stop */
+        :: else ->
+            /* P2: read the slab's configuration (fixed while P holds bins).
+             * P3: madvise(MADV_DONTNEED) the pages all of whose bins are held */
+            d_step {
+                assert(detected || !released[sp]);
+                dec = 0;
+#if MUT == 15
+                if :: PG0 & held -> dec = dec | PG0 :: else -> skip fi;   /* (broken) any held bin */
+                if :: PG1 & held -> dec = dec | PG1 :: else -> skip fi;
+#else
+                if :: PAGEOK(PG0, held) -> dec = dec | PG0 :: else -> skip fi;
+                if :: PAGEOK(PG1, held) -> dec = dec | PG1 :: else -> skip fi;
+#endif
+                /* (e) no live block on a decommitted page */
+                assert(detected || (dec & glive[s]) == 0);
+                if :: dec != 0 -> REACH(16); printf("P: P3 slab%d decommits bins %d\n", s, dec) :: else -> skip fi
+            }
+#if MUT != 11 && MUT != 12
+            /* P4: F1, inflight += 1 */
+            d_step { assert(detected || !released[sp]); inflight[sp]++; printf("P: P4 inflight[sp%d]++ -> %d\n", sp, inflight[sp]) }
+#endif
+            /* P5: old = fetch_or(&remote[w], held) (release) */
+            d_step {
+                assert(detected || !released[sp]);
+                old = remote[s]; remote[s] = old | held;
+                phold[s] = 0;
+                printf("P: P5 remote[slab%d] |= %d (old %d)\n", s, held, old)
+            }
+            if
+            :: old & held && MUT != 18 ->                     /* "double free" with the block's address */
+                printf("P: P5 finds a double free\n"); REACH(17);
+                det_p5 = 1;
+                DETECT();
+                goto done
+            :: else -> skip
+            fi;
+#if MUT == 11
+            d_step { assert(detected || !released[sp]); inflight[sp]++; printf("P: P4 (late) inflight[sp%d]++ -> %d\n", sp, inflight[sp]) }
+#endif
+#if MUT != 13
+            /* P6: F3, F4 and the push */
+            remote_notify();
+#endif
+            /* P7: F5, inflight -= 1 (release) */
+#if MUT != 12
+            d_step {
+                assert(detected || !released[sp]);
+                inflight[sp]--;
+                pin[sp] = 0;
+                printf("P: P7 inflight[sp%d]-- -> %d\n", sp, inflight[sp])
+            }
+#else
+            pin[sp] = 0;
+#endif
+        fi;
+        /* after the pass: clear the parked bits it handled (atomic and) */
+        if
+        :: pk ->
+            d_step {
+                if :: released[sp] -> REACH(19) :: else -> skip fi;   /* (an RMW on a handed-on superpage) */
+                parked[sp] = parked[sp] & ~SLBIT(s);
+                printf("P: parked[sp%d] &= ~slab%d\n", sp, s)
+            }
+        :: else -> skip
+        fi;
+        pass++
+    od;
+done:
+    nfin++
+}
+#endif
 
 #if DF
 /* (d) as a liveness property: in every weakly fair run in which the block has
@@ -966,8 +1437,21 @@ init
     atomic {
         for (i : 0 .. NSP) { qnext[i] = NIL }
         for (i : 0 .. NS - 1) { sheap[i] = 1 }       /* every modelled slab is configured */
+#if PURGE
+        for (i : 0 .. NS - 1) {
+            glive[i] = (i == 0 -> OWN_0 : OWN_1) | (FA_S == i -> 1 << FA_B : 0) | (FB_S == i -> 1 << FB_B : 0)
+        }
+#endif
         run owner();
+#if NFREE > 0
         run freer(FA_S, FA_B);
-        run freer(FB_S, FB_B)
+#endif
+#if NFREE > 1
+        run freer(FB_S, FB_B);
+#endif
+#if PURGE
+        run purger();
+#endif
+        skip
     }
 }
