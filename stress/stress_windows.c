@@ -12,7 +12,11 @@
  *                 free it and collect, so each round trip pushes a superpage
  *                 to the orphanage and pops one: orphan_cas_retry. The main
  *                 thread walks the statistics meanwhile, over superpages
- *                 that are being released and reset.
+ *                 that are being released, shrunk (bitslab_collect unmaps
+ *                 an orphan's address space) and mapped again: a shrink
+ *                 that finds the walker leaves the orphan mapped
+ *                 (shrink_walker_seen), and a walker that read an unmapped
+ *                 superpage would crash.
  *   heap-pool     two threads start and end short threads as fast as they
  *                 can (every start pops the abandoned-heap pool, every exit
  *                 pushes it) while two others call bitslab_collect in a loop
@@ -183,7 +187,7 @@ int main(int argc, char **argv)
      * deferred-release windows need a freer preempted between two atomic
      * steps, which park.c forces instead. */
     static const char *const required[] = {"orphan_cas_retry", "heap_pool_cas_retry", "remote_free_during_drain",
-                                           "queue_producer_stalled", NULL};
+                                           "queue_producer_stalled", "shrink_walker_seen", NULL};
     for (size_t rep = 0; stress_more_rounds(rep, 1) || (rep < 40 && stress_windows_missing(required)); rep++) {
         pthread_t t[THREADS];
         stress_barrier_init(&start_line, THREADS);
