@@ -200,6 +200,7 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
          * freeing thread wrote into the block happens before we reuse it. */
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
+        if (!bits) continue; /* a purger's P1 took the word after our peek (docs/purger.md) */
         uint64_t free_here = local[w];
         if (w == s->cached) free_here |= cache->bits; /* bins waiting in the word cache are free too */
         if (unlikely(bits & free_here)) {
