@@ -13,6 +13,9 @@ static const char *const window_names[WIN_COUNT] = {
     "remote_free_during_drain",  "release_deferred_inflight", "release_deferred_queued",
     "queue_producer_stalled",    "orphan_cas_retry",          "heap_pool_cas_retry",
     "free_into_abandoned_heap",  "adopt_with_pending_remote", "queued_exchange_lost", "empty_pop",
+    "purger_took_bins",          "purger_purged_pages",       "free_while_purger_held",
+    "purger_notify_pushed",      "merge_while_purger_held",   "reclaim_waits_for_purger",
+    "purged_slab_activated",
 };
 
 void debug_count(enum debug_window w)
@@ -45,6 +48,7 @@ static const char *const park_names[PARK_COUNT] = {
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
     "refill_midway",       "heap_new_midway",   "purger_holding",    "purger_before_notify",
+    "purger_before_P7",
 };
 
 const char *bitslab_debug_park_name(int point)
@@ -74,8 +78,16 @@ void bitslab_debug_park_release(void)
     atomic_store_explicit(&park_state, 2, memory_order_release);
 }
 
+/* Set between the purger's PARK_PURGER_BEFORE_NOTIFY and PARK_PURGER_BEFORE_P7
+ * (its P6, remote_notify): a push there (PARK_REMOTE_BEFORE_PUSH, reached
+ * only by the F4 that won the queued exchange) is the purger's. */
+static _Thread_local int purger_notifying;
+
 void debug_park(enum debug_park_point point)
 {
+    if (point == PARK_PURGER_BEFORE_NOTIFY) purger_notifying = 1;
+    else if (point == PARK_PURGER_BEFORE_P7) purger_notifying = 0;
+    else if (point == PARK_REMOTE_BEFORE_PUSH && purger_notifying) debug_count(WIN_PURGER_NOTIFY_PUSHED);
     if (!park_eligible) return;
     int expected = (int)point;
     /* Acq_rel: one shot; pairs with the arm's release store. */
@@ -159,5 +171,53 @@ void bitslab_debug_check(void)
 {
     heap_t *h = bitslab_tls_heap;
     if (!h->is_static) debug_check_heap(h);
+}
+
+unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
+{
+    uint32_t now = os_now_ms();
+    unsigned pages = fresh_ms ? 0 : purger_pass(now, 0);
+    /* Acquire: pairs with the release CAS that published each superpage
+     * (superpage_map), as in purger_pass; all_next never changes. */
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    for (; sp; sp = sp->all_next) {
+        /* Relaxed (three loads): hints, as in purger_pass; P1 decides. */
+        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0;
+        if (!fresh_ms) take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        /* From the highest slab down: the owner's partial lists are LIFO and
+         * its slabs were configured from the lowest up, so the slab it will
+         * want back first is more likely held first. */
+        for (take &= DATA_SLABS_MASK; take;) {
+            unsigned i = 31u - (unsigned)__builtin_clz(take);
+            take &= ~(1u << i);
+            pages += purger_take_and_purge(sp, i);
+        }
+    }
+    return pages;
+}
+
+size_t bitslab_debug_unhinted_remote(int take)
+{
+    size_t bins = 0;
+    /* Acquire: as in bitslab_debug_purger_pass. */
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    for (; sp; sp = sp->all_next) {
+        /* Relaxed: an orphan has no configured slab (and its bitmap pages
+         * are decommitted: not read, not faulted in). */
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
+        /* Relaxed (two loads): the hints, read as purger_pass reads them. */
+        uint32_t hinted = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) |
+                          atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        for (uint32_t m = DATA_SLABS_MASK & ~hinted; m; m &= m - 1) {
+            unsigned i = ctz64(m), n = 0;
+            for (unsigned w = 0; w < BITMAP_WORDS; w++)
+                /* Relaxed: a count; what is taken is decided by P1's exchange. */
+                n += popcount64(atomic_load_explicit(&sp->remote[i][w], memory_order_relaxed));
+            bins += n;
+            if (n && take) purger_take_and_purge(sp, i);
+        }
+    }
+    return bins;
 }
 #endif

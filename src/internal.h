@@ -486,6 +486,16 @@ enum debug_window {
     WIN_ADOPT_WITH_PENDING_REMOTE,  /* adopter found remote frees waiting */
     WIN_QUEUED_EXCHANGE_LOST,       /* F4: queued read 0, but another freer won the exchange */
     WIN_EMPTY_POP,                  /* drain popped a superpage whose mask an earlier D2 took */
+    /* The purger (docs/purger.md). A release deferred by a purger between P4
+     * and P7 counts as WIN_RELEASE_DEFERRED_INFLIGHT, like a freer's (the
+     * park test tells them apart: stress/park.c, purger points). */
+    WIN_PURGER_TOOK_BINS,           /* P1 took at least one bin of a slab */
+    WIN_PURGER_PURGED_PAGES,        /* P3 gave back at least one page of a slab in use */
+    WIN_FREE_WHILE_PURGER_HELD,     /* P5 found bits it had not taken in a word it held bins of */
+    WIN_PURGER_NOTIFY_PUSHED,       /* P6: the purger's F4 won the queued exchange and pushed */
+    WIN_MERGE_WHILE_PURGER_HELD,    /* owner merge found fewer bins than the slab donated */
+    WIN_RECLAIM_WAITS_FOR_PURGER,   /* reclaim loop: a donated slab's bins all held, it waits as FULL */
+    WIN_PURGED_SLAB_ACTIVATED,      /* a slab with purged pages becomes active: they are handed out again */
     WIN_COUNT
 };
 void debug_count(enum debug_window w);
@@ -510,6 +520,7 @@ enum debug_park_point {
     PARK_HEAP_NEW_MIDWAY,   /* heap_new: queue set up, id not yet (tests/test_fork_park.c) */
     PARK_PURGER_HOLDING,    /* purger: bins taken from a remote map (P1), pages not yet purged */
     PARK_PURGER_BEFORE_NOTIFY, /* purger: bins given back (P5), no notification yet (P6) */
+    PARK_PURGER_BEFORE_P7,  /* purger: notified (P6), inflight not yet decremented (P7) */
     PARK_COUNT
 };
 void debug_park(enum debug_park_point point);
@@ -527,6 +538,21 @@ BITSLAB_API const char *bitslab_debug_park_name(int point);
 BITSLAB_API unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max);
 /* For tests: run the invariant checker on the calling thread's heap. */
 BITSLAB_API void bitslab_debug_check(void);
+/* For tests: one purger pass by the calling thread, any thread, with no
+ * delay and no revisit limit: purger_pass(now, 0), then P1..P7
+ * (purger_take_and_purge) on every slab of every superpage that has a
+ * sparse mark or a remote notification, whatever its dates. With
+ * fresh_ms > 0, only the sparse slabs of superpages that had one marked in
+ * the last fresh_ms ms (just donated: the owner is likely to want them
+ * back). Returns the pages decommitted. The calling thread may park at the
+ * purger's points. */
+BITSLAB_API unsigned bitslab_debug_purger_pass(unsigned fresh_ms);
+/* For tests: the bins set in remote maps of slabs that neither hint names
+ * (no sparse mark, no remote_slabs bit): no drain, scan, sparse purge or
+ * purger_pass looks there, so in a quiescent process they are bins nobody
+ * will merge. With take != 0, also runs P1..P7 on those slabs (the purger's
+ * notification, P6, then brings them to their owner). */
+BITSLAB_API size_t bitslab_debug_unhinted_remote(int take);
 void debug_check_heap(heap_t *h);
 bool bitslab_heap_is_abandoned(heap_t *h);
 #define DEBUG_COUNT(w) debug_count(w)

@@ -198,6 +198,9 @@ uint32_t slab_merge_remote(slab_t *s)
         if (atomic_load_explicit(&remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
 #endif
     }
+    /* Donated bins are in the remote map or held by a purger: fewer merged
+     * means a purger holds some of them now. */
+    if (merged < s->donated) DEBUG_COUNT(WIN_MERGE_WHILE_PURGER_HELD);
     s->donated = 0; /* taken back, or held by a purger that frees them again */
     if (merged) {
         slab_set_used(s, slab_used(s) - merged);
