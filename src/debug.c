@@ -40,7 +40,7 @@ unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max)
  * for the test to release it. The allocator itself never waits. */
 
 static _Atomic int park_armed = -1; /* the armed point, -1 = none */
-static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: released */
+static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: released, not yet gone */
 static _Thread_local int park_eligible;
 
 static const char *const park_names[PARK_COUNT] = {
@@ -60,10 +60,21 @@ void bitslab_debug_park_self(int on) { park_eligible = on; }
 
 void bitslab_debug_park_arm(int point)
 {
+    /* A thread released just now may not have seen it yet: resetting the
+     * state under it would park it for good. Acquire: pairs with its store. */
+    while (atomic_load_explicit(&park_state, memory_order_acquire) == 2) sched_yield();
     /* Relaxed: ordered before the arm by the release store below. */
     atomic_store_explicit(&park_state, 0, memory_order_relaxed);
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
+}
+
+int bitslab_debug_park_disarm(void)
+{
+    int armed = atomic_load_explicit(&park_armed, memory_order_relaxed); /* the CAS re-validates */
+    /* Relaxed: on success nobody parks, nothing is published. */
+    return armed >= 0 &&
+           atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
 }
 
 int bitslab_debug_park_parked(void)
@@ -98,6 +109,8 @@ void debug_park(enum debug_park_point point)
     atomic_store_explicit(&park_state, 1, memory_order_release);
     /* Acquire: pairs with bitslab_debug_park_release. */
     while (atomic_load_explicit(&park_state, memory_order_acquire) != 2) sched_yield();
+    /* Gone: the point may be armed again. Release: pairs with the arm's wait. */
+    atomic_store_explicit(&park_state, 0, memory_order_release);
 }
 
 static void check(bool ok, const char *what, const void *p)

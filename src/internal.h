@@ -528,6 +528,10 @@ void debug_park(enum debug_park_point point);
 BITSLAB_API void bitslab_debug_park_self(int on);
 /* Arm one park point: the next eligible thread reaching it stops there. */
 BITSLAB_API void bitslab_debug_park_arm(int point);
+/* Take back an armed point nobody reached yet: 1 if it was (no thread
+ * will park), 0 if none was armed or a thread took it (it parks, or is
+ * parked: release it once bitslab_debug_park_parked says so). */
+BITSLAB_API int bitslab_debug_park_disarm(void);
 /* 1 while a thread is parked. */
 BITSLAB_API int bitslab_debug_park_parked(void);
 /* Let the parked thread go on. */
