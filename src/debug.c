@@ -40,7 +40,10 @@ unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max)
  * for the test to release it. The allocator itself never waits. */
 
 static _Atomic int park_armed = -1; /* the armed point, -1 = none */
-static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: released, not yet gone */
+/* Per point, so that two threads can be parked at two points at once: 0 idle,
+ * 1 a thread is parked there, 2 released, not yet gone. */
+static _Atomic int park_state[PARK_COUNT];
+static _Atomic int park_last = -1; /* the last point armed: what the calls without _at act on */
 static _Thread_local int park_eligible;
 
 static const char *const park_names[PARK_COUNT] = {
@@ -48,7 +51,7 @@ static const char *const park_names[PARK_COUNT] = {
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
     "refill_midway",       "heap_new_midway",   "purger_holding",    "purger_before_notify",
-    "purger_before_P7",
+    "purger_before_P7",    "merge_peeked",
 };
 
 const char *bitslab_debug_park_name(int point)
@@ -60,11 +63,14 @@ void bitslab_debug_park_self(int on) { park_eligible = on; }
 
 void bitslab_debug_park_arm(int point)
 {
-    /* A thread released just now may not have seen it yet: resetting the
-     * state under it would park it for good. Acquire: pairs with its store. */
-    while (atomic_load_explicit(&park_state, memory_order_acquire) == 2) sched_yield();
-    /* Relaxed: ordered before the arm by the release store below. */
-    atomic_store_explicit(&park_state, 0, memory_order_relaxed);
+    if (point < 0 || point >= PARK_COUNT) return;
+    /* A thread released from this point just now may not have seen it yet:
+     * resetting the state under it would park it for good. Acquire: pairs
+     * with its store on leaving. */
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield();
+    /* Relaxed (two stores): ordered before the arm by the release store below. */
+    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed);
+    atomic_store_explicit(&park_last, point, memory_order_relaxed);
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
 }
@@ -77,16 +83,27 @@ int bitslab_debug_park_disarm(void)
            atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
 }
 
-int bitslab_debug_park_parked(void)
+int bitslab_debug_park_parked_at(int point)
 {
     /* Acquire: pairs with the parked thread's release store. */
-    return atomic_load_explicit(&park_state, memory_order_acquire) == 1;
+    return point >= 0 && point < PARK_COUNT && atomic_load_explicit(&park_state[point], memory_order_acquire) == 1;
+}
+
+void bitslab_debug_park_release_at(int point)
+{
+    /* Release: pairs with the parked thread's acquire load. */
+    if (point >= 0 && point < PARK_COUNT) atomic_store_explicit(&park_state[point], 2, memory_order_release);
+}
+
+/* Relaxed loads of park_last: the test thread that armed reads it back. */
+int bitslab_debug_park_parked(void)
+{
+    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
 
 void bitslab_debug_park_release(void)
 {
-    /* Release: pairs with the parked thread's acquire load. */
-    atomic_store_explicit(&park_state, 2, memory_order_release);
+    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
 
 /* Set between the purger's PARK_PURGER_BEFORE_NOTIFY and PARK_PURGER_BEFORE_P7
@@ -106,11 +123,11 @@ void debug_park(enum debug_park_point point)
                                                  memory_order_relaxed))
         return;
     /* Release: pairs with bitslab_debug_park_parked's acquire load. */
-    atomic_store_explicit(&park_state, 1, memory_order_release);
+    atomic_store_explicit(&park_state[point], 1, memory_order_release);
     /* Acquire: pairs with bitslab_debug_park_release. */
-    while (atomic_load_explicit(&park_state, memory_order_acquire) != 2) sched_yield();
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) != 2) sched_yield();
     /* Gone: the point may be armed again. Release: pairs with the arm's wait. */
-    atomic_store_explicit(&park_state, 0, memory_order_release);
+    atomic_store_explicit(&park_state[point], 0, memory_order_release);
 }
 
 static void check(bool ok, const char *what, const void *p)

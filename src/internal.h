@@ -521,6 +521,7 @@ enum debug_park_point {
     PARK_PURGER_HOLDING,    /* purger: bins taken from a remote map (P1), pages not yet purged */
     PARK_PURGER_BEFORE_NOTIFY, /* purger: bins given back (P5), no notification yet (P6) */
     PARK_PURGER_BEFORE_P7,  /* purger: notified (P6), inflight not yet decremented (P7) */
+    PARK_MERGE_PEEKED,      /* owner merge: a remote word peeked non-zero, not yet exchanged */
     PARK_COUNT
 };
 void debug_park(enum debug_park_point point);
@@ -532,10 +533,14 @@ BITSLAB_API void bitslab_debug_park_arm(int point);
  * will park), 0 if none was armed or a thread took it (it parks, or is
  * parked: release it once bitslab_debug_park_parked says so). */
 BITSLAB_API int bitslab_debug_park_disarm(void);
-/* 1 while a thread is parked. */
+/* 1 while a thread is parked (at the point armed last). */
 BITSLAB_API int bitslab_debug_park_parked(void);
-/* Let the parked thread go on. */
+/* Let the parked thread go on (the one at the point armed last). */
 BITSLAB_API void bitslab_debug_park_release(void);
+/* The same for a given point: with two points armed in turn, two threads
+ * can be parked at once, and released in either order. */
+BITSLAB_API int bitslab_debug_park_parked_at(int point);
+BITSLAB_API void bitslab_debug_park_release_at(int point);
 BITSLAB_API const char *bitslab_debug_park_name(int point);
 #define DEBUG_PARK(p) debug_park(p)
 /* For tests: names and hit counts of the race windows; returns WIN_COUNT. */

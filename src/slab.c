@@ -180,6 +180,7 @@ uint32_t slab_merge_remote(slab_t *s)
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
         if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
+        DEBUG_PARK(PARK_MERGE_PEEKED);
         /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
          * freeing thread wrote into the block happens before we reuse it. */
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
