@@ -42,8 +42,9 @@
  * At the end everything is freed, the purgers stop (all but the purger
  * thread, which finds nothing left to take), and stress_finish requires
  * nothing in use or pending, every superpage back in the orphanage,
- * committed memory down to the headers and a bound on superpages that does
- * not depend on the rounds (every freed bin was reused); every worker ran
+ * committed memory down to the headers (and resident pages, by mincore,
+ * within it) and a bound on superpages that does not depend on the rounds
+ * (every freed bin was reused); every worker ran
  * the heap invariant checker before it exited. The purger's race windows
  * are required: like stress_windows, it goes on (up to EXTRA_REPS more
  * rounds) until each was hit, and fails if one never was.
