@@ -5,7 +5,8 @@
  * BITSLAB_BACKGROUND_PURGE=1 (owners donate sparse slabs) and
  * BITSLAB_PURGE_DELAY_MS=-1 (the purger thread never passes: deterministic);
  * the meson test sets both. The first three are single-threaded and use the
- * public API only; `peeked` parks two threads (debug builds only).
+ * public API only; `peeked` and `peeked_active` park two threads (debug
+ * builds only).
  *
  * The test passes while every case still reproduces its defect, and FAILS
  * once one does not: then the defect was fixed (or moved). Drop the case,
@@ -51,6 +52,13 @@
  *              frees it again while it is live); with clang a wild pointer.
  *              stress_purger hits it in about one TSan run in 20 to 50
  *              ("pointer bitslab never returned: 0x1fd52e86ce3a000").
+ *   peeked_active  The same race on the owner's active slab: a drain's
+ *              merge names a word the owner handed out long ago; the purger
+ *              finishes; the next refill loads the empty word and malloc
+ *              returns a block the owner holds (gcc): handed out twice.
+ *              Also seen on main at 356a418 (the park hooks ported to a
+ *              scratch copy): its purgers count does not cover it, since
+ *              the purger is gone when the word is loaded.
  *
  * Suggested fixes (not made here; a scratch copy with all three passes
  * these cases, the unit and stress suites, and stress_purger with
@@ -249,18 +257,99 @@ static int peeked_case(void)
      * child ends here. */
     return shows;
 }
+
+/* The same race on an active slab, where no purger is left when the owner
+ * loads the word: the owner's drain (here bitslab_collect) peeks word 0 of
+ * its active slab A (remote frees there), a purger takes the word, the
+ * exchange returns 0 and word 0 (handed out long ago: local[0] == 0) gets a
+ * summary bit anyway; the purger finishes (the bins back in the remote map,
+ * notified); the owner's next refill of A (heap_alloc_slow's common path,
+ * no drain) loads the empty word 0. gcc: malloc returns bin 64, a block the
+ * owner holds: handed out twice. (Checked against main at 356a418 as well,
+ * whose purgers count does not cover this: the purger is gone by then.) */
+static void *pa_blocks[128];
+static void *pa_got;
+static atomic_int pa_stage;
+static superpage_t *pa_sp;
+static unsigned pa_index;
+
+static void *pa_owner(void *arg)
+{
+    (void)arg;
+    bitslab_debug_park_self(1);
+    for (size_t i = 0; i < 128; i++) pa_blocks[i] = xmalloc(256); /* words 0 and 1 of A handed out */
+    atomic_store(&pa_stage, 1);
+    while (atomic_load(&pa_stage) != 2) sched_yield();
+    bitslab_collect(); /* its drain merges A and parks after the peek of word 0 */
+    atomic_store(&pa_stage, 3);
+    while (atomic_load(&pa_stage) != 4) sched_yield();
+    pa_got = bitslab_malloc(256); /* the word cache is empty: A's next word */
+    atomic_store(&pa_stage, 5);
+    while (atomic_load(&pa_stage) != 6) sched_yield();
+    for (size_t i = 0; i < 128; i++)
+        if (pa_blocks[i]) bitslab_free(pa_blocks[i]);
+    return NULL;
+}
+
+static void *pa_purger(void *arg)
+{
+    (void)arg;
+    bitslab_debug_park_self(1);
+    purger_take_and_purge(pa_sp, pa_index);
+    return NULL;
+}
+
+static int peeked_active_case(void)
+{
+    pthread_t owner, purger;
+    if (pthread_create(&owner, NULL, pa_owner, NULL)) abort();
+    while (atomic_load(&pa_stage) != 1) sched_yield();
+    pa_sp = (superpage_t *)((uintptr_t)pa_blocks[0] & ~(uintptr_t)(SUPERPAGE_SIZE - 1));
+    pa_index = (unsigned)(((uintptr_t)pa_blocks[0] >> 16) & (SLABS_PER_SUPERPAGE - 1));
+    for (size_t i = 0; i < 8; i++) { /* remote frees into word 0 of A */
+        bitslab_free(pa_blocks[i]);
+        pa_blocks[i] = NULL;
+    }
+    bitslab_debug_park_arm(PARK_MERGE_PEEKED);
+    atomic_store(&pa_stage, 2);
+    pk_wait(PARK_MERGE_PEEKED);
+    bitslab_debug_park_arm(PARK_PURGER_HOLDING);
+    if (pthread_create(&purger, NULL, pa_purger, NULL)) abort();
+    pk_wait(PARK_PURGER_HOLDING);
+    bitslab_debug_park_release_at(PARK_MERGE_PEEKED); /* its exchange finds the word taken */
+    while (atomic_load(&pa_stage) != 3) sched_yield();
+    bitslab_debug_park_release_at(PARK_PURGER_HOLDING); /* the purger finishes */
+    pthread_join(purger, NULL);
+    atomic_store(&pa_stage, 4);
+    while (atomic_load(&pa_stage) != 5) sched_yield();
+    int live = -1;
+    for (int i = 0; i < 128; i++)
+        if (pa_blocks[i] == pa_got) live = i;
+    uintptr_t p = (uintptr_t)pa_got, sp = (uintptr_t)pa_sp;
+    int wild = p < sp || p >= sp + SUPERPAGE_SIZE;
+    printf("peeked_active: the owner's malloc returned %#lx (%s)\n", (unsigned long)p,
+           live >= 0 ? "a block the owner holds: handed out twice" : wild ? "a wild pointer" : "a free bin: correct");
+    int shows = live >= 0 || wild;
+    if (!shows) {
+        bitslab_free(pa_got);
+        atomic_store(&pa_stage, 6);
+        pthread_join(owner, NULL);
+    }
+    fflush(stdout);
+    return shows;
+}
 #endif
 
-static const char *const cases[] = {"activated", "refilled", "collect", "peeked"};
+static const char *const cases[] = {"activated", "refilled", "collect", "peeked", "peeked_active"};
 
 static int run_case(const char *name)
 {
     if (!strcmp(name, "activated")) return orphaned_case(0);
     if (!strcmp(name, "refilled")) return orphaned_case(1);
     if (!strcmp(name, "collect")) return collect_case();
-    if (!strcmp(name, "peeked")) {
+    if (!strcmp(name, "peeked") || !strcmp(name, "peeked_active")) {
 #if BITSLAB_DEBUG
-        return peeked_case();
+        return name[6] ? peeked_active_case() : peeked_case();
 #else
         puts("peeked: needs a -Ddebug_checks=true build (park hooks); skipped");
         exit(77);
