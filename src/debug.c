@@ -14,6 +14,9 @@ static const char *const window_names[WIN_COUNT] = {
     "queue_producer_stalled",    "orphan_cas_retry",          "heap_pool_cas_retry",
     "free_into_abandoned_heap",  "adopt_with_pending_remote", "queued_exchange_lost", "empty_pop",
     "shrink_walker_seen",        "refill_while_purger_holds", "empty_while_purger_holds",
+    "purger_took_bins",          "purger_purged_pages",       "free_while_purger_held",
+    "purger_notify_pushed",      "merge_while_purger_held",   "reclaim_waits_for_purger",
+    "purged_slab_activated",
 };
 
 void debug_count(enum debug_window w)
@@ -38,7 +41,10 @@ unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max)
  * for the test to release it. The allocator itself never waits. */
 
 static _Atomic int park_armed = -1; /* the armed point, -1 = none */
-static _Atomic int park_state;      /* 0: idle, 1: a thread is parked, 2: released */
+/* Per point, so that two threads can be parked at two points at once: 0 idle,
+ * 1 a thread is parked there, 2 released, not yet gone. */
+static _Atomic int park_state[PARK_COUNT];
+static _Atomic int park_last = -1; /* the last point armed: what the calls without _at act on */
 static _Thread_local int park_eligible;
 
 static const char *const park_names[PARK_COUNT] = {
@@ -46,6 +52,7 @@ static const char *const park_names[PARK_COUNT] = {
     "queue_link",          "remote_before_F5",    "drain_after_pop",   "orphan_push_cas",   "orphan_pop_cas",
     "pool_push_cas",       "pool_pop_cas",      "exit_collected",
     "refill_midway",       "heap_new_midway",   "purger_holding",    "purger_before_notify",
+    "purger_before_P7",    "merge_peeked",
 };
 
 const char *bitslab_debug_park_name(int point)
@@ -57,26 +64,59 @@ void bitslab_debug_park_self(int on) { park_eligible = on; }
 
 void bitslab_debug_park_arm(int point)
 {
-    /* Relaxed: ordered before the arm by the release store below. */
-    atomic_store_explicit(&park_state, 0, memory_order_relaxed);
+    if (point < 0 || point >= PARK_COUNT) return;
+    /* A thread released from this point just now may not have seen it yet:
+     * resetting the state under it would park it for good. Acquire: pairs
+     * with its store on leaving. */
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield();
+    /* Relaxed (two stores): ordered before the arm by the release store below. */
+    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed);
+    atomic_store_explicit(&park_last, point, memory_order_relaxed);
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
 }
 
-int bitslab_debug_park_parked(void)
+int bitslab_debug_park_disarm(void)
+{
+    int armed = atomic_load_explicit(&park_armed, memory_order_relaxed); /* the CAS re-validates */
+    /* Relaxed: on success nobody parks, nothing is published. */
+    return armed >= 0 &&
+           atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
+}
+
+int bitslab_debug_park_parked_at(int point)
 {
     /* Acquire: pairs with the parked thread's release store. */
-    return atomic_load_explicit(&park_state, memory_order_acquire) == 1;
+    return point >= 0 && point < PARK_COUNT && atomic_load_explicit(&park_state[point], memory_order_acquire) == 1;
+}
+
+void bitslab_debug_park_release_at(int point)
+{
+    /* Release: pairs with the parked thread's acquire load. */
+    if (point >= 0 && point < PARK_COUNT) atomic_store_explicit(&park_state[point], 2, memory_order_release);
+}
+
+/* Relaxed loads of park_last: the test thread that armed reads it back. */
+int bitslab_debug_park_parked(void)
+{
+    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
 
 void bitslab_debug_park_release(void)
 {
-    /* Release: pairs with the parked thread's acquire load. */
-    atomic_store_explicit(&park_state, 2, memory_order_release);
+    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
+
+/* Set between the purger's PARK_PURGER_BEFORE_NOTIFY and PARK_PURGER_BEFORE_P7
+ * (its P6, remote_notify): a push there (PARK_REMOTE_BEFORE_PUSH, reached
+ * only by the F4 that won the queued exchange) is the purger's. */
+static _Thread_local int purger_notifying;
 
 void debug_park(enum debug_park_point point)
 {
+    if (point == PARK_PURGER_BEFORE_NOTIFY) purger_notifying = 1;
+    else if (point == PARK_PURGER_BEFORE_P7) purger_notifying = 0;
+    else if (point == PARK_REMOTE_BEFORE_PUSH && purger_notifying) debug_count(WIN_PURGER_NOTIFY_PUSHED);
     if (!park_eligible) return;
     int expected = (int)point;
     /* Acq_rel: one shot; pairs with the arm's release store. */
@@ -84,9 +124,11 @@ void debug_park(enum debug_park_point point)
                                                  memory_order_relaxed))
         return;
     /* Release: pairs with bitslab_debug_park_parked's acquire load. */
-    atomic_store_explicit(&park_state, 1, memory_order_release);
+    atomic_store_explicit(&park_state[point], 1, memory_order_release);
     /* Acquire: pairs with bitslab_debug_park_release. */
-    while (atomic_load_explicit(&park_state, memory_order_acquire) != 2) sched_yield();
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) != 2) sched_yield();
+    /* Gone: the point may be armed again. Release: pairs with the arm's wait. */
+    atomic_store_explicit(&park_state[point], 0, memory_order_release);
 }
 
 static void check(bool ok, const char *what, const void *p)
@@ -162,5 +204,53 @@ void bitslab_debug_check(void)
 {
     heap_t *h = bitslab_tls_heap;
     if (!h->is_static) debug_check_heap(h);
+}
+
+unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
+{
+    uint32_t now = os_now_ms();
+    unsigned pages = fresh_ms ? 0 : purger_pass(now, 0);
+    /* Acquire: pairs with the release CAS that published each superpage
+     * (superpage_map), as in purger_pass; all_next never changes. */
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    for (; sp; sp = sp->all_next) {
+        /* Relaxed (three loads): hints, as in purger_pass; P1 decides. */
+        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0;
+        if (!fresh_ms) take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        /* From the highest slab down: the owner's partial lists are LIFO and
+         * its slabs were configured from the lowest up, so the slab it will
+         * want back first is more likely held first. */
+        for (take &= DATA_SLABS_MASK; take;) {
+            unsigned i = 31u - (unsigned)__builtin_clz(take);
+            take &= ~(1u << i);
+            pages += purger_take_and_purge(sp, i);
+        }
+    }
+    return pages;
+}
+
+size_t bitslab_debug_unhinted_remote(int take)
+{
+    size_t bins = 0;
+    /* Acquire: as in bitslab_debug_purger_pass. */
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    for (; sp; sp = sp->all_next) {
+        /* Relaxed: an orphan has no configured slab (and its bitmap pages
+         * are decommitted: not read, not faulted in). */
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
+        /* Relaxed (two loads): the hints, read as purger_pass reads them. */
+        uint32_t hinted = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) |
+                          atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        for (uint32_t m = DATA_SLABS_MASK & ~hinted; m; m &= m - 1) {
+            unsigned i = ctz64(m), n = 0;
+            for (unsigned w = 0; w < BITMAP_WORDS; w++)
+                /* Relaxed: a count; what is taken is decided by P1's exchange. */
+                n += popcount64(atomic_load_explicit(&sp->remote[i][w], memory_order_relaxed));
+            bins += n;
+            if (n && take) purger_take_and_purge(sp, i);
+        }
+    }
+    return bins;
 }
 #endif

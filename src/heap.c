@@ -473,6 +473,10 @@ static void slab_activate(heap_t *h, slab_t *s)
     s->state = STATE_ACTIVE;
     s->trigger = 0;
     h->active[s->cls] = s;
+#if BITSLAB_DEBUG
+    /* Relaxed: only counts pages purged in place that are about to be reused. */
+    if (atomic_load_explicit(&s->purged_pages, memory_order_relaxed)) DEBUG_COUNT(WIN_PURGED_SLAB_ACTIVATED);
+#endif
     /* Relaxed (load and RMW): hints, as in slab_went_sparse. */
     if (atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) & (1u << s->index)) /* a hint */
         atomic_fetch_and_explicit(&sp->sparse_slabs, ~(1u << s->index), memory_order_relaxed); /* a hint */
@@ -677,6 +681,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
             partial_unlink(h, s);
             if (!s->summary || s->donated) slab_merge_remote(s); /* donated bins are ours again */
             if (!s->summary) {
+                DEBUG_COUNT(WIN_RECLAIM_WAITS_FOR_PURGER); /* its free bins are all donated and held */
                 s->state = STATE_FULL;
                 slab_retrigger(s);
                 continue;

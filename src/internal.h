@@ -506,6 +506,16 @@ enum debug_window {
     WIN_SHRINK_WALKER_SEEN,         /* an orphan's shrink saw a registry walker (S2) and left it mapped */
     WIN_REFILL_WHILE_PURGER_HOLDS,  /* a refill passed over a slab a purger holds bins of */
     WIN_EMPTY_WHILE_PURGER_HOLDS,   /* an empty slab stayed configured: a purger holds bins of it */
+    /* The purger (docs/purger.md). A release deferred by a purger between P4
+     * and P7 counts as WIN_RELEASE_DEFERRED_INFLIGHT, like a freer's (the
+     * park test tells them apart: stress/park.c, purger points). */
+    WIN_PURGER_TOOK_BINS,           /* P1 took at least one bin of a slab */
+    WIN_PURGER_PURGED_PAGES,        /* P3 gave back at least one page of a slab in use */
+    WIN_FREE_WHILE_PURGER_HELD,     /* P5 found bits it had not taken in a word it held bins of */
+    WIN_PURGER_NOTIFY_PUSHED,       /* P6: the purger's F4 won the queued exchange and pushed */
+    WIN_MERGE_WHILE_PURGER_HELD,    /* owner merge found fewer bins than the slab donated */
+    WIN_RECLAIM_WAITS_FOR_PURGER,   /* reclaim loop: a donated slab's bins all held, it waits as FULL */
+    WIN_PURGED_SLAB_ACTIVATED,      /* a slab with purged pages becomes active: they are handed out again */
     WIN_COUNT
 };
 void debug_count(enum debug_window w);
@@ -530,6 +540,8 @@ enum debug_park_point {
     PARK_HEAP_NEW_MIDWAY,   /* heap_new: queue set up, id not yet (tests/test_fork_park.c) */
     PARK_PURGER_HOLDING,    /* purger: bins taken from a remote map (P1), pages not yet purged */
     PARK_PURGER_BEFORE_NOTIFY, /* purger: bins given back (P5), no notification yet (P6) */
+    PARK_PURGER_BEFORE_P7,  /* purger: notified (P6), inflight not yet decremented (P7) */
+    PARK_MERGE_PEEKED,      /* owner merge: a remote word peeked non-zero, not yet exchanged */
     PARK_COUNT
 };
 void debug_park(enum debug_park_point point);
@@ -537,16 +549,39 @@ void debug_park(enum debug_park_point point);
 BITSLAB_API void bitslab_debug_park_self(int on);
 /* Arm one park point: the next eligible thread reaching it stops there. */
 BITSLAB_API void bitslab_debug_park_arm(int point);
-/* 1 while a thread is parked. */
+/* Take back an armed point nobody reached yet: 1 if it was (no thread
+ * will park), 0 if none was armed or a thread took it (it parks, or is
+ * parked: release it once bitslab_debug_park_parked says so). */
+BITSLAB_API int bitslab_debug_park_disarm(void);
+/* 1 while a thread is parked (at the point armed last). */
 BITSLAB_API int bitslab_debug_park_parked(void);
-/* Let the parked thread go on. */
+/* Let the parked thread go on (the one at the point armed last). */
 BITSLAB_API void bitslab_debug_park_release(void);
+/* The same for a given point: with two points armed in turn, two threads
+ * can be parked at once, and released in either order. */
+BITSLAB_API int bitslab_debug_park_parked_at(int point);
+BITSLAB_API void bitslab_debug_park_release_at(int point);
 BITSLAB_API const char *bitslab_debug_park_name(int point);
 #define DEBUG_PARK(p) debug_park(p)
 /* For tests: names and hit counts of the race windows; returns WIN_COUNT. */
 BITSLAB_API unsigned bitslab_debug_windows(const char **names, uint64_t *hits, unsigned max);
 /* For tests: run the invariant checker on the calling thread's heap. */
 BITSLAB_API void bitslab_debug_check(void);
+/* For tests: one purger pass by the calling thread, any thread, with no
+ * delay and no revisit limit: purger_pass(now, 0), then P1..P7
+ * (purger_take_and_purge) on every slab of every superpage that has a
+ * sparse mark or a remote notification, whatever its dates. With
+ * fresh_ms > 0, only the sparse slabs of superpages that had one marked in
+ * the last fresh_ms ms (just donated: the owner is likely to want them
+ * back). Returns the pages decommitted. The calling thread may park at the
+ * purger's points. */
+BITSLAB_API unsigned bitslab_debug_purger_pass(unsigned fresh_ms);
+/* For tests: the bins set in remote maps of slabs that neither hint names
+ * (no sparse mark, no remote_slabs bit): no drain, scan, sparse purge or
+ * purger_pass looks there, so in a quiescent process they are bins nobody
+ * will merge. With take != 0, also runs P1..P7 on those slabs (the purger's
+ * notification, P6, then brings them to their owner). */
+BITSLAB_API size_t bitslab_debug_unhinted_remote(int take);
 void debug_check_heap(heap_t *h);
 bool bitslab_heap_is_abandoned(heap_t *h);
 #define DEBUG_COUNT(w) debug_count(w)

@@ -53,6 +53,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
         atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
         return 0;
     }
+    DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
     DEBUG_PARK(PARK_PURGER_HOLDING);
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
     /* P2. While we hold bins the slab keeps its configuration (its `used`
@@ -60,6 +61,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* ordered by P1 */
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* ordered by P1 */
     unsigned pages = kind == SLAB_SMALL ? slab_decommit_pages(s, slab_free_pages(s, held)) : 0; /* P3 */
+    if (pages) DEBUG_COUNT(WIN_PURGER_PURGED_PAGES);
     /* P4 (F1). Relaxed: P5's release orders it before any owner that merges
      * our bits; that owner then reads inflight >= 1 until P7. */
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* P4: as F1 */
@@ -68,6 +70,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
         /* P5. Release: pairs with the owner's acquire exchange (merge), as
          * F2. A bit set meanwhile is a bin freed while we held it. */
         uint64_t old = atomic_fetch_or_explicit(&remote[w], held[w], memory_order_release); /* P5: as F2 */
+        if (old & ~held[w]) DEBUG_COUNT(WIN_FREE_WHILE_PURGER_HELD); /* an OR, not a store, keeps them */
         if (unlikely(old & held[w]))
             bitslab_fatal("double free (freed again while the purger held it)",
                           data + (size_t)(w * 64 + ctz64(old & held[w])) * size);
@@ -77,6 +80,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
     DEBUG_PARK(PARK_PURGER_BEFORE_NOTIFY);
     remote_notify(sp, i, data); /* P6: F3, F4 */
+    DEBUG_PARK(PARK_PURGER_BEFORE_P7);
     /* P7 (F5). Release: pairs with the owner's acquire load of inflight
      * before a release (superpage_try_release). */
     atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* P7: as F5 */

@@ -197,6 +197,7 @@ uint32_t slab_merge_remote(slab_t *s)
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
         if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
+        DEBUG_PARK(PARK_MERGE_PEEKED);
         /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
          * freeing thread wrote into the block happens before we reuse it. */
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
@@ -216,6 +217,9 @@ uint32_t slab_merge_remote(slab_t *s)
         if (atomic_load_explicit(&remote[w], memory_order_relaxed)) DEBUG_COUNT(WIN_REMOTE_FREE_DURING_DRAIN);
 #endif
     }
+    /* Donated bins are in the remote map or held by a purger: fewer merged
+     * means a purger holds some of them now. */
+    if (merged < s->donated) DEBUG_COUNT(WIN_MERGE_WHILE_PURGER_HELD);
     s->donated = 0; /* taken back, or held by a purger that frees them again */
     if (merged) {
         slab_set_used(s, slab_used(s) - merged);

@@ -395,8 +395,268 @@ static void run_point(int point)
            bitslab_debug_park_name(point), grew);
 }
 
+/* ---- the purger's points (docs/purger.md) -----------------------------------
+ *
+ * The parker runs a purger pass (bitslab_debug_purger_pass) and stops, with
+ * the bins of one sparse slab of the owner, at
+ *   purger_holding        P1 done: the bins are in neither map (held);
+ *   purger_before_notify  P5 done: back in the remote map, not announced,
+ *                         inflight held;
+ *   purger_before_P7      P6 done: announced, inflight still held.
+ * The owner's slab A (256-byte bins) was freed down to 1/4 live, every 4th
+ * block kept, and donated: its 192 free bins are in the remote map, in the
+ * same words as its live ones. While the parker is stopped:
+ *   - the owner allocates that class again: its reclaim loop meets A with
+ *     no local free bin and merges it. Held (purger_holding): it merges
+ *     nothing, A waits as FULL (reclaim_waits_for_purger,
+ *     merge_while_purger_held) and the owner takes a new slab. Given back
+ *     (the other two): it merges them at once. Either way, no wait;
+ *   - another thread frees some of A's live blocks, remote frees landing in
+ *     the words the parker holds (purger_holding: just before it resumes, so
+ *     that its P5 finds them there: free_while_purger_held);
+ *   - the owner allocates 256 KiB and another thread frees it, 12 rounds:
+ *     it must not grow by more than one superpage; and what it counts in
+ *     use beyond the blocks the test holds (the held bins: in neither map,
+ *     so `used` counts them) is at most one slab's bins, 64 KiB: a purger
+ *     holds one slab's bins at a time (P1..P5 of one purger_take_and_purge);
+ *   - the owner frees everything and collects: with bins held, A cannot
+ *     empty (its `used` counts them) and its superpage stays; with inflight
+ *     held (the other two), the superpage empties and its release is
+ *     deferred (release_deferred_inflight, counted while no freer is in
+ *     flight: the purger's);
+ *   - other threads allocate, free, start and exit.
+ * Then the parker resumes: its notification brings the bins back (it
+ * pushes the superpage itself when the owner's queue is idle:
+ * purger_notify_pushed), and after a collect nothing is in use, pending or
+ * owned: no bin lost. Run with BITSLAB_BACKGROUND_PURGE=1 (donations) and
+ * BITSLAB_PURGE_DELAY_MS=-1 (the purger thread never passes). */
+
+#define PG_SIZE 256
+#define PG_BINS 256 /* 64 KiB / 256 */
+static void *pg_owner[3 * PG_BINS];  /* slabs A, B, C of the owner */
+static void *pg_more[2 * PG_BINS];   /* allocated while the parker is stopped */
+static void *pg_cycle[CYCLE_N];
+static void *pg_late[PG_BINS / 16];  /* live blocks of A that another thread frees late */
+static size_t pg_held_bytes;         /* owner's in-use bytes beyond the blocks the test holds */
+static size_t pg_superpages;
+
+static size_t usable_sum(void **p, size_t n)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) sum += bitslab_usable_size(p[i]);
+    return sum;
+}
+
+static void pg_fill(void **p, size_t n, int c)
+{
+    for (size_t i = 0; i < n; i++) {
+        p[i] = bitslab_malloc(PG_SIZE);
+        if (!p[i]) FAIL("malloc");
+        memset(p[i], c, PG_SIZE);
+    }
+}
+
+static void pg_release(void **p, size_t n, int c, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *b = p[i];
+        if (!b) continue;
+        if (b[0] != (unsigned char)c || b[PG_SIZE - 1] != (unsigned char)c)
+            FAIL("%s block %zu corrupted: %02x %02x", what, i, b[0], b[PG_SIZE - 1]);
+        bitslab_free(b);
+        p[i] = NULL;
+    }
+}
+
+/* Owner: slabs A, B, C full; A down to every 4th block, donated at 1/4.
+ * Every 16th block of A is set aside for late remote frees. */
+static void job_pg_setup(void *arg)
+{
+    (void)arg;
+    pg_fill(pg_owner, 3 * PG_BINS, 0x5a);
+    for (size_t i = 0; i < PG_BINS; i++) {
+        if (i % 16 == 0) pg_late[i / 16] = pg_owner[i];
+        if (i % 4 == 0 && i % 16) continue;
+        if (i % 16) bitslab_free(pg_owner[i]);
+        pg_owner[i] = NULL;
+    }
+}
+
+static void job_pg_alloc_more(void *arg)
+{
+    (void)arg;
+    pg_fill(pg_more, 2 * PG_BINS, 0x6b); /* C is used up: the reclaim loop meets A */
+}
+
+static void job_pg_cycle(void *arg)
+{
+    (void)arg;
+    pg_fill(pg_cycle, CYCLE_N, 0x7c);
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
+    bitslab_heap_info(&hi);
+    size_t known = usable_sum(pg_owner, 3 * PG_BINS) + usable_sum(pg_more, 2 * PG_BINS) +
+                   usable_sum(pg_cycle, CYCLE_N) + usable_sum(pg_late, PG_BINS / 16);
+    if (hi.bytes_in_use < known) FAIL("owner counts %zu bytes in use, the test holds %zu", hi.bytes_in_use, known);
+    if (hi.bytes_in_use - known > pg_held_bytes) pg_held_bytes = hi.bytes_in_use - known;
+    pg_superpages = hi.superpages;
+}
+
+static void job_pg_free_all_collect(void *arg)
+{
+    (void)arg;
+    pg_release(pg_owner, 3 * PG_BINS, 0x5a, "owner");
+    pg_release(pg_more, 2 * PG_BINS, 0x6b, "more");
+    bitslab_collect();
+    bitslab_debug_check();
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
+    bitslab_heap_info(&hi);
+    pg_superpages = hi.superpages;
+    owner_pending = hi.remote_frees_pending;
+}
+
+static void job_purger_pass(void *arg)
+{
+    (void)arg;
+    bitslab_debug_purger_pass(0);
+}
+
+static uint64_t window_hits(const char *name)
+{
+    const char *names[32];
+    uint64_t hits[32];
+    unsigned n = bitslab_debug_windows(names, hits, 32);
+    for (unsigned i = 0; i < n && i < 32; i++)
+        if (!strcmp(names[i], name)) return hits[i];
+    FAIL("no window %s", name);
+}
+
+static void run_purger_point(int point)
+{
+    worker_t owner, parker, busy;
+    worker_start(&owner, 0);
+    worker_start(&parker, 1);
+    worker_start(&busy, 0);
+    memset(pg_more, 0, sizeof pg_more);
+    pg_held_bytes = 0;
+    const char *name = bitslab_debug_park_name(point);
+    uint64_t reclaim0 = window_hits("reclaim_waits_for_purger"), during0 = window_hits("free_while_purger_held");
+
+    worker_post(&owner, job_pg_setup, NULL);
+    worker_wait(&owner);
+    bitslab_debug_park_arm(point);
+    worker_post(&parker, job_purger_pass, NULL);
+    wait_parked(point);
+
+    /* The owner wants that class again: its reclaim loop meets A. */
+    worker_post(&owner, job_pg_alloc_more, NULL);
+    worker_wait(&owner);
+    if (point == PARK_PURGER_HOLDING && window_hits("reclaim_waits_for_purger") == reclaim0)
+        FAIL("%s: the owner's reclaim loop did not find A's bins held", name);
+    /* Remote frees of A's live blocks: into the words the parker holds, just
+     * before it resumes (purger_holding: the owner, idle then, does not merge
+     * them first, so its P5 finds them), or now (A must empty meanwhile). */
+    if (point != PARK_PURGER_HOLDING) pg_release(pg_late, PG_BINS / 16, 0x5a, "late");
+    /* The owner reallocates what another thread frees, 12 rounds. */
+    size_t first = 0;
+    for (int r = 0; r < CYCLE_ROUNDS; r++) {
+        worker_post(&owner, job_pg_cycle, NULL);
+        worker_wait(&owner);
+        if (r == 0) first = pg_superpages;
+        pg_release(pg_cycle, CYCLE_N, 0x7c, "cycle");
+    }
+    size_t grew = pg_superpages - first;
+    if (grew > 1) FAIL("%s: the owner grew by %zu superpages in %d rounds", name, grew, CYCLE_ROUNDS);
+    if (pg_held_bytes > SLAB_SIZE)
+        FAIL("%s: the owner counts %zu bytes in use beyond the live blocks: more than one slab's bins held", name,
+             pg_held_bytes);
+    if (point == PARK_PURGER_HOLDING && pg_held_bytes == 0) FAIL("%s: no bins held?", name);
+    if (point != PARK_PURGER_HOLDING && pg_held_bytes != 0)
+        FAIL("%s: %zu bytes held after P5", name, pg_held_bytes);
+
+    /* Other threads go on. */
+    int which = 0;
+    memset(&owner_blocks, 0, sizeof owner_blocks);
+    memset(&parker_blocks, 0, sizeof parker_blocks);
+    busy_may_free_parker = 0;
+    worker_post(&busy, job_busy, &which);
+    worker_wait(&busy);
+
+    /* The owner frees everything and collects. No freer is in flight now (our
+     * frees are done): a release deferred for inflight is the purger's. */
+    uint64_t deferred0 = window_hits("release_deferred_inflight");
+    worker_post(&owner, job_pg_free_all_collect, NULL);
+    worker_wait(&owner);
+    worker_post(&owner, job_collect, NULL); /* once more: a superpage the sparse purge emptied */
+    worker_wait(&owner);
+    uint64_t deferred = window_hits("release_deferred_inflight") - deferred0;
+    if (point == PARK_PURGER_HOLDING && !pg_superpages)
+        FAIL("%s: the owner released A's superpage while bins of A were held", name);
+    if (point != PARK_PURGER_HOLDING && !deferred)
+        FAIL("%s: the owner's release of the emptied superpage was not deferred for the purger", name);
+    if (!bitslab_debug_park_parked()) FAIL("%s: parker left early", name);
+    size_t held_superpages = pg_superpages;
+
+    pg_release(pg_late, PG_BINS / 16, 0x5a, "late");
+    bitslab_debug_park_release();
+    worker_wait(&parker);
+    if (window_hits("free_while_purger_held") == during0 && point == PARK_PURGER_HOLDING)
+        FAIL("%s: the remote frees into held words were not seen at P5", name);
+
+    /* Everything comes back: nothing in use, pending or owned. */
+    worker_post(&owner, job_collect, NULL);
+    worker_wait(&owner);
+    worker_post(&owner, job_collect, NULL);
+    worker_wait(&owner);
+    bitslab_heap_info_t hi = {.struct_size = sizeof hi};
+    worker_stop(&owner);
+    worker_stop(&parker);
+    worker_stop(&busy);
+    bitslab_collect();
+    bitslab_collect();
+    bitslab_heap_info(&hi);
+    size_t left = stats_in_use();
+    bitslab_stats_t st = {.struct_size = sizeof st};
+    bitslab_stats(&st);
+    if (left || st.remote_frees_pending || owner_pending)
+        FAIL("%s: after resuming: %zu bytes in use, %zu remote frees pending (bins lost?)", name, left,
+             st.remote_frees_pending);
+    if (st.superpages_owned) FAIL("%s: %zu superpages still owned after everything was freed", name, st.superpages_owned);
+    printf("park: %-20s parked; owner reclaimed around it, grew by %zu superpages, held %zu bytes, kept %zu "
+           "superpages, %llu release(s) deferred; resumed; nothing lost\n",
+           name, grew, pg_held_bytes, held_superpages, (unsigned long long)deferred);
+}
+
+static int run_purger_points(void)
+{
+    long bg = 0, delay = 0;
+    if (bitslab_option_get("background_purge", &bg) || bitslab_option_get("purge_delay_ms", &delay) || bg != 1 ||
+        delay != -1) {
+        puts("park purger: needs BITSLAB_BACKGROUND_PURGE=1 BITSLAB_PURGE_DELAY_MS=-1; skipped");
+        return 77;
+    }
+    bitslab_free(bitslab_malloc(16)); /* main's heap */
+    run_purger_point(PARK_PURGER_HOLDING);
+    run_purger_point(PARK_PURGER_BEFORE_NOTIFY);
+    run_purger_point(PARK_PURGER_BEFORE_P7);
+    static const char *const required[] = {
+        "purger_took_bins",       "reclaim_waits_for_purger",  "merge_while_purger_held",
+        "free_while_purger_held", "purger_notify_pushed",      "release_deferred_inflight",
+    };
+    int missing = 0;
+    for (unsigned r = 0; r < sizeof required / sizeof *required; r++) {
+        uint64_t h = window_hits(required[r]);
+        printf("window %-28s %8llu  (required)\n", required[r], (unsigned long long)h);
+        if (!h) missing++;
+    }
+    if (missing) FAIL("%d required race window(s) never reached", missing);
+    puts("park: all purger points passed");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "purger")) return run_purger_points();
     if (argc > 1) { /* one point, by number, for debugging */
         run_point(atoi(argv[1]));
         return 0;
