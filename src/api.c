@@ -9,9 +9,10 @@
  * index bits of p -> owner test -> bin index by a reciprocal multiply,
  * checked exact -> set the bit in the local map (a bit already set, there or
  * in the remote map, is a double free) -> one compare of `used` with the
- * slab's trigger (full, sparse, empty: the slow path). Everything else (NULL, huge, not
- * ours, another thread's slab) goes to heap_free_slow(), which validates the
- * pointer with block_lookup(), the lookup realloc and usable_size use too.
+ * slab's trigger (full, sparse, empty: the slow path). Everything else
+ * (NULL, huge, not ours, another thread's slab) goes to heap_free_slow(),
+ * which validates the pointer with block_lookup(), the lookup realloc and
+ * usable_size use too.
  */
 #include <errno.h>
 #include <string.h>
