@@ -68,10 +68,10 @@ void bitslab_debug_park_arm(int point)
     /* A thread released from this point just now may not have seen it yet:
      * resetting the state under it would park it for good. Acquire: pairs
      * with its store on leaving. */
-    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield();
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield(); /* see above */
     /* Relaxed (two stores): ordered before the arm by the release store below. */
-    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed);
-    atomic_store_explicit(&park_last, point, memory_order_relaxed);
+    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed); /* published by the arm */
+    atomic_store_explicit(&park_last, point, memory_order_relaxed);     /* published by the arm */
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
 }
@@ -80,7 +80,7 @@ int bitslab_debug_park_disarm(void)
 {
     int armed = atomic_load_explicit(&park_armed, memory_order_relaxed); /* the CAS re-validates */
     /* Relaxed: on success nobody parks, nothing is published. */
-    return armed >= 0 &&
+    return armed >= 0 && /* relaxed CAS: see above */
            atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
 }
 
@@ -99,12 +99,12 @@ void bitslab_debug_park_release_at(int point)
 /* Relaxed loads of park_last: the test thread that armed reads it back. */
 int bitslab_debug_park_parked(void)
 {
-    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed));
+    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed)); /* see above */
 }
 
 void bitslab_debug_park_release(void)
 {
-    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed));
+    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed)); /* see above */
 }
 
 /* Set between the purger's PARK_PURGER_BEFORE_NOTIFY and PARK_PURGER_BEFORE_P7
@@ -212,12 +212,14 @@ unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
     unsigned pages = fresh_ms ? 0 : purger_pass(now, 0);
     /* Acquire: pairs with the release CAS that published each superpage
      * (superpage_map), as in purger_pass; all_next never changes. */
-    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); /* see above */
+    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     for (; sp; sp = sp->all_next) {
+        if (!superpage_walkable(sp)) continue;
         /* Relaxed (three loads): hints, as in purger_pass; P1 decides. */
-        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
-        if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0;
-        if (!fresh_ms) take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed); /* a hint */
+        if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0; /* hint */
+        if (!fresh_ms) take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed); /* a hint */
         /* From the highest slab down: the owner's partial lists are LIFO and
          * its slabs were configured from the lowest up, so the slab it will
          * want back first is more likely held first. */
@@ -227,6 +229,7 @@ unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
             pages += purger_take_and_purge(sp, i);
         }
     }
+    superpage_walk_end();
     return pages;
 }
 
@@ -234,14 +237,16 @@ size_t bitslab_debug_unhinted_remote(int take)
 {
     size_t bins = 0;
     /* Acquire: as in bitslab_debug_purger_pass. */
-    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); /* see above */
+    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     for (; sp; sp = sp->all_next) {
+        if (!superpage_walkable(sp)) continue;
         /* Relaxed: an orphan has no configured slab (and its bitmap pages
          * are decommitted: not read, not faulted in). */
-        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue; /* see above */
         /* Relaxed (two loads): the hints, read as purger_pass reads them. */
-        uint32_t hinted = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) |
-                          atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
+        uint32_t hinted = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) | /* a hint */
+                          atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);  /* a hint */
         for (uint32_t m = DATA_SLABS_MASK & ~hinted; m; m &= m - 1) {
             unsigned i = ctz64(m), n = 0;
             for (unsigned w = 0; w < BITMAP_WORDS; w++)
@@ -251,6 +256,7 @@ size_t bitslab_debug_unhinted_remote(int take)
             if (n && take) purger_take_and_purge(sp, i);
         }
     }
+    superpage_walk_end();
     return bins;
 }
 #endif
