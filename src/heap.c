@@ -822,13 +822,15 @@ void heap_collect(heap_t *h, bool full)
             slab_t *s = h->active[c];
             if (!s) continue;
             slab_unload_word(s, &h->cache[c]);
-            if (slab_used(s) == 0) {
+            if (slab_used(s) == 0 && !slab_empty_but_held(s)) {
                 h->active[c] = NULL;
                 s->state = STATE_NONE;
                 superpage_return_slabs(h, s, 1, true);
             }
         }
     }
+    /* Every sparse slab now (its merge may empty it), before the releases. */
+    if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0);
     size_t retain = full ? 0 : HEAP_RETAIN_EMPTY(h);
     superpage_t *sp = h->superpages;
     while (sp) {
@@ -836,7 +838,6 @@ void heap_collect(heap_t *h, bool full)
         superpage_try_release(h, sp, retain);
         sp = next;
     }
-    if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0); /* every sparse slab, now */
     heap_purge(h, full ? PURGE_ALL : PURGE_EXPIRED, SIZE_MAX);
     slow_leave(h);
 }
