@@ -405,14 +405,15 @@ static void wide_release(heap_t *h, slab_t *s, bool may_release)
 }
 
 /* An empty slab about to become FREE, with a purger between P0 and P8 on
- * it. Every bit left in its remote map is a double free (reported now); the
- * fence orders those exchanges before the purger check (a Dekker pair with
- * the purger's P0 then P1, see slab_purger_holds). */
+ * it, or one that came and went while we looked. Every bit left in its
+ * remote map is a double free (reported now); the fence orders those
+ * exchanges before the second read of `purgers` (slab_purgers). */
 static bool slab_empty_but_held(slab_t *s)
 {
+    uint32_t purgers = slab_purgers(s);
     slab_check_no_remote(s);
     atomic_thread_fence(memory_order_seq_cst); /* pairs with P0 (see above) */
-    if (!slab_purger_holds(s)) return false;
+    if (!slab_purger_was_there(s, purgers)) return false;
     DEBUG_COUNT(WIN_EMPTY_WHILE_PURGER_HOLDS);
     return true;
 }

@@ -129,8 +129,9 @@ typedef struct slab {
                                     purged again until it is used (or its superpage is released) */
     _Atomic uint16_t purged_pages; /* 4 KiB pages decommitted while the slab stayed configured and not
                                     handed out since (a hint against a second madvise; docs/purger.md) */
-    _Atomic uint8_t purgers;     /* purgers between P0 and P8 on this slab: its owner hands out no bin
-                                    of it meanwhile (slab_load_word), nor makes it FREE */
+    _Atomic uint32_t purgers;    /* low 8 bits: purgers between P0 and P8 on this slab (its owner hands
+                                    out no bin of it meanwhile, nor makes it FREE); the rest: a count
+                                    of P0s, so that the owner sees a purger that came and went */
     char *data;                  /* first byte of the slab */
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
@@ -419,7 +420,9 @@ unsigned slab_decommit_pages(slab_t *s, uint16_t pages);
 uint32_t slab_merge_remote(slab_t *s);
 void slab_check_no_remote(slab_t *s);
 bool slab_load_word(slab_t *s, word_cache_t *c);
-bool slab_purger_holds(slab_t *s);
+uint32_t slab_purgers(slab_t *s);
+bool slab_purger_was_there(slab_t *s, uint32_t before);
+#define PURGER_P0 ((1u << 8) + 1u) /* P0 adds: one more purger, one more visit */
 void slab_unload_word(slab_t *s, word_cache_t *c);
 
 /* superpage.c */

@@ -32,11 +32,11 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     _Atomic uint64_t *remote = sp->remote[i];
     slab_t *s = &sp->slabs[i];
     uint64_t held[BITMAP_WORDS], any = 0;
-    /* P0. Seq_cst: a Dekker pair with the owner's peek then check in
-     * slab_load_word (and the empty-slab check in slab_after_free): the
-     * owner hands out no bin of s, and does not make s FREE, while we may
-     * hold bits of it, some of which may be stale (bins freed twice). */
-    atomic_fetch_add_explicit(&s->purgers, 1, memory_order_seq_cst); /* P0: pairs with slab_purger_holds */
+    /* P0. Seq_cst: a Dekker pair with the owner's two reads around its look
+     * at the remote map (slab_purgers): the owner hands out no bin of s, and
+     * does not make s FREE, while we may hold bits of it, some of which may
+     * be stale (bins freed twice), nor if we came and went while it looked. */
+    atomic_fetch_add_explicit(&s->purgers, PURGER_P0, memory_order_seq_cst); /* P0: pairs with slab_purgers */
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         held[w] = 0;
         /* Relaxed peek: a word that reads 0 has nothing for us (and we do not
@@ -50,7 +50,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     }
     if (!any) {
         /* P8, early. Release: nothing taken, nothing to order. */
-        atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
+        atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purgers */
         return 0;
     }
     DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
@@ -77,7 +77,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     }
     /* P8. Release: the bins are back (P5) before the owner may hand out bins
      * of s again (it reads purgers after peeking at the remote map). */
-    atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purger_holds */
+    atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purgers */
     DEBUG_PARK(PARK_PURGER_BEFORE_NOTIFY);
     remote_notify(sp, i, data); /* P6: F3, F4 */
     DEBUG_PARK(PARK_PURGER_BEFORE_P7);

@@ -102,13 +102,23 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* the block's hand-off orders it */
 }
 
-/* A purger is between P0 and P8 on s (docs/purger.md). Seq_cst: with the
- * purger's P0 (seq_cst increment before it takes bins) a Dekker pair: if
- * this reads 0, the purger's exchanges come after our peek at the remote map
- * just before, so they can only take bits that peek saw (and reported). */
-bool slab_purger_holds(slab_t *s)
+/* The owner's look at a slab's remote map against purgers (docs/purger.md):
+ * read `purgers` before (slab_purgers) and after (slab_purger_was_there).
+ * Seq_cst, with the purger's seq_cst P0: if both reads agree and count no
+ * purger, no purger took bits before the look and gave them back during it
+ * (its P0 came before the first read and its P8 after it: the count shows
+ * it; or its P0 came between the reads: the visit count changed), and any
+ * purger that comes later exchanges after the look, so it can only take
+ * bits the look saw. */
+uint32_t slab_purgers(slab_t *s)
 {
-    return atomic_load_explicit(&s->purgers, memory_order_seq_cst) != 0; /* pairs with P0 */
+    return atomic_load_explicit(&s->purgers, memory_order_seq_cst); /* pairs with P0 */
+}
+
+bool slab_purger_was_there(slab_t *s, uint32_t before)
+{
+    uint32_t now = atomic_load_explicit(&s->purgers, memory_order_seq_cst); /* pairs with P0 */
+    return (now & 0xFFu) != 0 || now != before;
 }
 
 /* Move the lowest local word with free bins into the word cache. The slab
@@ -120,19 +130,20 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
     uint64_t *local = slab_local(s);
     unsigned w = ctz64(s->summary);
     uint64_t bits = local[w];
+    uint32_t purgers = slab_purgers(s); /* before the peek: see slab_purgers */
     /* A bin free here and also freed by another thread (not merged yet) was
      * freed twice: the owner's free, then a free by a thread that could not
      * see the owner's map. Caught now, before the bin is handed out (the
      * merge would catch it too, but only after it was handed out again).
      * Seq_cst: a peek (only freers, purgers and our merge write the word),
-     * ordered before slab_purger_holds (the Dekker pair there). */
+     * between the two reads of `purgers` (the Dekker pair at slab_purgers). */
     uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst); /* a peek; see above */
     if (unlikely(twice)) {
         uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
         bitslab_fatal("double free (freed by its owner, then by another thread)",
                       s->data + (size_t)(w * 64 + ctz64(twice)) * size);
     }
-    if (unlikely(slab_purger_holds(s))) {
+    if (unlikely(slab_purger_was_there(s, purgers))) {
         DEBUG_COUNT(WIN_REFILL_WHILE_PURGER_HOLDS);
         return false;
     }
