@@ -17,10 +17,18 @@
  *
  * Processes: one owner heap and two remote freers A and B, each freeing one
  * block the owner handed it (before the run, or during it in SCEN 3). In
- * SCEN 7..10 the purger P runs beside them (or instead of B, or of both),
- * and the owner may also donate a slab's local free bins: that part follows
- * the protocol as docs/purger.md writes it (purger_pass, purge_slab_pages,
- * src/purger.c), not the C code, which was being written at the same time.
+ * SCEN 7..12 the purger P runs beside them (or instead of B, or of both),
+ * and the owner may also donate a slab's local free bins. That part follows
+ *
+ *   src/purger.c     purger_take_and_purge (P0, P1, P3, P4, P5, P8, P6, P7)
+ *   src/slab.c       slab_load_word (the peek at the remote word, then
+ *                    slab_purger_holds), slab_donate, slab_merge_remote
+ *   src/heap.c       slab_after_free + slab_empty_but_held, alloc_from_slabs,
+ *                    heap_slab_freed_slow, slab_went_sparse, slab_activate,
+ *                    heap_purge_sparse
+ *
+ * and docs/purger.md (the code after its review; purger_pass's choice of
+ * slabs is replaced by "any slab, any time").
  * stress/models/README.md explains the abstraction, bounds and results.
  *
  * Granularity: every C atomic operation is one Promela step (a d_step that
@@ -44,25 +52,37 @@
  *   SCEN=7  the purger (docs/purger.md): one slab of three bins; A frees
  *           bin 0, the owner holds bin 1, bin 2 is free in its local map; the
  *           owner may allocate and free; the purger P takes bins from the
- *           remote word and gives them back (P1..P7), NPASS passes
+ *           remote word and gives them back (P0..P8), NPASS passes
  *   SCEN=8  the purger and the owner's donation: as SCEN 7 without A (bins
  *           0 and 2 free in the local map); the owner may donate them
+ *           (-DOWN8=3: the owner holds bins 0 and 1, bin 2 is free)
  *   SCEN=9  double free while the purger holds the bin: A and B free bin 0,
- *           the owner keeps bin 1 and allocates nothing
+ *           the owner keeps bin 1 and allocates nothing (-DMAXALLOC=1: once)
  *   SCEN=10 double free while the purger holds the bin: A and the owner
- *           free bin 0, the owner allocates once: NOT always detected (a
- *           model of the limit; expected to fail)
- *   Purger options (SCEN 7..10):
- *   NPASS=n  passes of the purger (default 2; 1 in SCEN 9, 10)
+ *           free bin 0, the owner keeps bin 1 and allocates once
+ *   SCEN=11 A and the owner free bin 0, the owner also frees bin 1 (once
+ *           A has passed F2) and allocates nothing: the slab may empty while
+ *           the purger holds a stale bit of it (slab_empty_but_held)
+ *   SCEN=12 as SCEN 11 with the slab active and its word in the cache: the
+ *           slab empties in the cache, heap_collect(full) returns it
+ *   Purger options (SCEN 7..12):
+ *   NPASS=n  passes of the purger (default 2; 1 in SCEN 9..12)
  *   MAXDONATE=n  donations the owner may make (default 1 in SCEN 8, else 0)
  *   STRAND=1  at quiescence, every donated bin still in a remote word is
- *           announced (remote_slabs) or parked: a purger pass will look at it
- *   PARK_CLEAR=1  the purger clears a slab's parked bit before its P1 (the
- *           doc clears the bits it handled after the pass)
- *   PARKED_MERGE=1  the owner knows that a slab needs a merge before use from
- *           its parked bit (default: from an owner-private flag)
+ *           announced (remote_slabs) or marked sparse: a purger pass will
+ *           look at it
  *   DF_AT_P5=1  assert that a double free made while P holds the bin is
- *           reported at P5 (docs/purger.md's claim)
+ *           reported at P5 (not so: an observation, not registered)
+ *   AFIRST=1  (SCEN 11, 12) the owner frees bin 1 once A has passed F1
+ *           (default 2: once A has passed F2, its bit is in the remote word)
+ *   FIX_GEN=1  (a proposed fix) purgers carries a generation, bumped at
+ *           P0; the refill reads it before and after its peek, and the
+ *           empty-slab check before and after its slab_check_no_remote, and
+ *           they go on only if both reads find no purger and the same
+ *           generation (the code reads purgers once, after the look);
+ *           FIX_GEN=2: (weaker, refill only) peek, purgers, peek again
+ *   FIX_COLLECT=1  heap_collect(full) makes an empty active slab FREE only
+ *           after slab_empty_but_held's check (the code does not: SCEN 12)
  *   MERGE_MAY_RELEASE=1  superpage_merge may release the superpage while it
  *           still walks the mask (the code before commit ed96630): the model
  *           must then find a violation.
@@ -75,7 +95,7 @@
  *           7 drain clears the mask after the merge
  *           8 merge without the overlap check      9 F2 without the old-bit check
  *           10 F4 looks at queued before F3 sets remote_slabs
- *           purger (SCEN 7..9; caught by the checks of SCEN 7..9):
+ *           purger (SCEN 7..12; caught by the checks of SCEN 7..12):
  *           11 P4 (inflight++) after P5            12 no P4 and no P7
  *           13 no P6 (no notification)             14 P1 reads the remote word
  *                                                     without taking it (a load)
@@ -83,6 +103,17 @@
  *           16 the donation does not clear the local word
  *           17 P1 takes the owner's local map instead of the remote word
  *           18 P5 without the double-free check
+ *           19 the refill does not read purgers    20 the refill reads purgers
+ *                                                     before its remote peek only
+ *              (with FIX_GEN=1: 19 neither read, 20 only the read before)
+ *           21 P8 before P5                        22 an empty slab is made FREE
+ *                                                     without reading purgers
+ *           23 the purger clears the sparse mark it found at the start of
+ *              its pass after the pass (docs/purger.md before the review)
+ *           24 no merge when a donated slab's last live bin goes
+ *              (heap_slab_freed_slow)
+ *           25 alloc_from_slabs merges a reused slab only when its local
+ *              map is empty (not when it has donated bins)
  *   WITNESS=n  fail at witness point n (REACH(n) below): shows the window
  *           is reached. 1 pop finds a push half-way   2 release deferred by
  *           inflight   3 release deferred because queued   4 stale
@@ -100,7 +131,12 @@
  *           decommits a page   17 P5 reports a double free   18 the owner
  *           frees its last block of a slab while P, before P4 and with no
  *           freer inside, holds all the others (only `used` keeps it alive)
- *           19 P clears the parked bit of a superpage already handed on
+ *           (19: retired, P no longer writes the sparse marks)
+ *           20 the owner's refill refuses the slab (purgers != 0) while P
+ *           holds bins of it   21 an empty slab stays configured (purgers
+ *           != 0) while P holds (stale) bits of it, no report yet   22 the
+ *           refill's peek is the first to report a double free (a bin free
+ *           in both maps) that met the purger (P gave the bit back)
  */
 
 #ifndef SCEN
@@ -255,18 +291,36 @@
 #define FA_B 0
 #define FB_S NOB
 #define FB_B 0
+#ifndef OWN8
+#define OWN8 2                          /* SCEN 8: -DOWN8=3, the owner holds bins 0 and 1 */
+#endif
+#if SCEN == 8
+#define OWN_0 OWN8
+#define OFREE_0 OWN8
+#else
 #define OWN_0 2
 #define OFREE_0 2
+#endif
 #define MAXALLOC 1
 #define DF 0
 #define PURGE 1
 #define PG0 1                           /* bins overlapping page 0 */
 #define PG1 3                           /* bins overlapping page 1 */
-#elif SCEN == 9 || SCEN == 10
-/* Double free while the purger runs; the owner keeps bin 1 (the slab never
- * empties) and donates nothing. One page per bin. SCEN 9: A and B both free
- * bin 0; the owner allocates nothing. SCEN 10: A and the owner free bin 0,
- * and the owner allocates once. */
+#elif SCEN >= 9 && SCEN <= 12
+/* Double free while the purger runs; donates nothing. One page per bin.
+ * SCEN 9: A and B both free bin 0; the owner keeps bin 1 and allocates
+ * nothing (-DMAXALLOC=1: once). SCEN 10: A and the owner free bin 0, the
+ * owner keeps bin 1 and allocates once. SCEN 11: A and the owner free bin
+ * 0, the owner frees bin 1 too and allocates nothing: the slab may empty
+ * while P holds a stale bit of it. SCEN 12: as 11 with the slab active and
+ * its (used up) word in the word cache, so that the owner's frees go to the
+ * cache and heap_collect(full) returns the emptied slab. In 11 and 12 the
+ * owner frees bin 1 only once A has passed F2 (AFIRST=2): the second free
+ * of bin 0 is in the remote word before the slab can empty. With AFIRST=1
+ * (after A's F1) it may land after the owner's empty-slab check, a double
+ * free racing with the emptying (SCEN 6's limit, where the purger can hold
+ * the late bit); without AFIRST the slab could go FREE and its superpage be
+ * handed on between A's check of s->heap and its F1 (SCEN 6 itself). */
 #define NSP 1
 #define NSL 1
 #define NB 2
@@ -277,16 +331,31 @@
 #define FB_B 0
 #define OWN_0 2
 #define OFREE_0 0
+#ifndef MAXALLOC
 #define MAXALLOC 0
+#endif
 #else
 #define FB_S NOB
 #define FB_B 0
 #define OWN_0 3
+#if SCEN == 10
 #define OFREE_0 1
 #define MAXALLOC 1
-#define DF_ALLOC 1
+#else
+#define OFREE_0 3
+#define MAXALLOC 0
+#ifndef AFIRST
+#define AFIRST 2                        /* the owner's frees but bin 0's wait for A's F2 */
+#endif
+#if SCEN == 12
+#define INIT_ACTIVE 0
+#endif
+#endif
 #define DF_S 0
 #define DF_B 0
+#endif
+#if MAXALLOC > 0
+#define DF_ALLOC 1                      /* (d) only for double frees that met the purger */
 #endif
 #define DF 1
 #define PURGE 1
@@ -327,11 +396,14 @@
 #ifndef STRAND
 #define STRAND 0
 #endif
-#ifndef PARK_CLEAR
-#define PARK_CLEAR 0
+#ifndef FIX_COLLECT
+#define FIX_COLLECT 0
 #endif
-#ifndef PARKED_MERGE
-#define PARKED_MERGE 0
+#ifndef FIX_GEN
+#define FIX_GEN 0
+#endif
+#ifndef AFIRST
+#define AFIRST 0
 #endif
 #if FA_S == NOB
 #define NFREE 0                         /* no freer */
@@ -381,6 +453,24 @@
  * `detected` (after abort() nothing runs). */
 #define DETECT() printf("double free reported\n"); assert(DF); detected = 1
 
+/* the owner's operations (o_op) */
+#define OP_DRAIN 0
+#define OP_COLLECT 1
+#define OP_ALLOC 2
+#define OP_FREE 3
+#define OP_FINAL 4
+#define OP_DONATE 5
+#define OP_PURGE 6
+
+/* No block of slab S is live (a slab going FREE, a superpage handed on).
+ * In the purger's double-free scenarios the owner may still "hold" a block
+ * that A has freed (SCEN 11): there, live means handed out and not freed. */
+#if PURGE && DF
+#define OHELD_GONE(S) (glive[S] == 0)
+#else
+#define OHELD_GONE(S) (oheld[S] == 0)
+#endif
+
 /* ---- shared state (read or written by more than one thread) --------------- */
 byte q_head = STUB;                     /* heap_t.q_head */
 byte qnext[NSP + 1];                    /* qnode_t.next: [STUB] = h->q_stub, [NODE(sp)] = sp->qnode */
@@ -389,6 +479,12 @@ bit queued[NSP];                        /* superpage_t.queued */
 byte inflight[NSP];                     /* superpage_t.inflight */
 byte remote[NS];                        /* the slab's remote bitmap word */
 bit sheap[NS];                          /* slab_t.heap: 1 = the owner, 0 = NULL (FREE slab) */
+
+#if PURGE
+/* ---- owner-only state that ghost code of the freers reads (SCEN 7..12) ----- */
+byte cbits;                             /* heap_t.cache[cls].bits */
+byte cslab = NONE;                      /* the slab s with s->cached != NO_WORD */
+#endif
 
 /* ---- ghosts ----------------------------------------------------------------- */
 bit released[NSP];                      /* superpage handed to the orphanage */
@@ -400,13 +496,30 @@ byte nfin;                              /* freers (and the purger) that finished
 
 #if PURGE
 /* ---- the purger (docs/purger.md) ------------------------------------------ */
-byte parked[NSP];                       /* superpage_t.parked (bit k: modelled slab k) */
+byte purgers[NS];                       /* slab_t.purgers: purgers between P0 and P8 */
+#if FIX_GEN == 1
+byte pgen[NS];                          /* FIX_GEN: the generation half of the same word */
+#endif
+byte sparse[NSP];                       /* superpage_t.sparse_slabs (bit k: modelled slab k);
+                                           written by the owner only, read by purger_pass
+                                           as a hint (the model's P takes any slab) */
 /* ghosts */
 byte phold[NS];                         /* bins the purger holds (taken at P1, put back at P5) */
 bit pin[NSP];                           /* the purger holds bins of sp, or is between P4 and P7 */
 byte glive[NS];                         /* bins handed out and not freed (live blocks) */
-bit dfheld;                             /* a free of a bin the purger held (a double free) */
+byte life[NS];                          /* configurations of the slab (FREE -> SMALL) so far */
+byte gdup[NS];                          /* bins freed while not live (freed twice) */
+byte gpeek[NS];                         /* bins of a refill between its peek and its load */
+bit dfheld;                             /* a double free met the purger: a free of a bin it
+                                           held, or it took the bit of a bin free in the
+                                           owner's maps */
 bit det_p5;                             /* the double free was reported at P5 */
+#if AFIRST
+byte afstep;                            /* AFIRST: A has passed F1 (1), F2 (2) */
+#endif
+#if DF && MAXALLOC > 0
+byte nf2;                               /* freers past F2 */
+#endif
 #endif
 
 /* F3 and F4 of a remote free, with the push (remote_notify in the C code):
@@ -493,6 +606,11 @@ proctype freer(byte s; byte b)
     d_step {
         assert(detected || !released[sp]);  /* (b) no touch of a handed-on superpage */
         inflight[sp]++;
+#if PURGE
+#if AFIRST
+        afstep = 1;
+#endif
+#endif
         printf("%c: F1 inflight[sp%d]++ -> %d\n", WHO, sp, inflight[sp])
     }
 
@@ -503,7 +621,22 @@ proctype freer(byte s; byte b)
         old = remote[s]; remote[s] = old | (1 << b);
         if :: DF && s == DF_S && b == DF_B -> dup_frees++ :: else -> skip fi;
 #if PURGE
+        /* a free of a bin already free; not when the bin sits in the
+         * owner's word cache, or in the word a refill is loading, past its
+         * peek: that double free is not caught, with or without a purger
+         * (docs/purger.md, "Double frees") */
+        if
+        :: !(glive[s] & (1 << b)) && !(cslab == s && (cbits & (1 << b))) && !(gpeek[s] & (1 << b)) ->
+            gdup[s] = gdup[s] | (1 << b)
+        :: else -> skip
+        fi;
         glive[s] = glive[s] & ~(1 << b);
+#if AFIRST
+        afstep = 2;
+#endif
+#if DF && MAXALLOC > 0
+        nf2++;
+#endif
         if :: phold[s] & (1 << b) -> dfheld = 1 :: else -> skip fi;
 #endif
         printf("%c: F2 remote[slab%d] += bin%d\n", WHO, s, b)
@@ -624,11 +757,14 @@ inline superpage_try_release()
                     for (t_i : 0 .. NSL - 1) {
                         assert(detected || (kind[tr_sp * NSL + t_i] == FREE &&
                                             remote[tr_sp * NSL + t_i] == 0 &&
-                                            oheld[tr_sp * NSL + t_i] == 0))
+                                            OHELD_GONE(tr_sp * NSL + t_i)))
                     }
                     owned[tr_sp] = 0;
                     n_empty--;
                     released[tr_sp] = 1;
+#if PURGE
+                    sparse[tr_sp] = 0;                        /* sp->sparse_slabs = 0 (relaxed) */
+#endif
                     REACH(6);
                     printf("O: sp%d released to the orphanage\n", tr_sp)
                 }
@@ -661,7 +797,7 @@ inline superpage_return_slabs()
     ck_s = rs_s; slab_check_no_remote();
     d_step {
         rs_sp = SPOFSLAB(rs_s);
-        assert(detected || oheld[rs_s] == 0);
+        assert(detected || OHELD_GONE(rs_s));
         assert(cslab != rs_s);                                /* nothing of it in the word cache */
 #if PURGE
         assert(detected || phold[rs_s] == 0);                 /* no FREE slab while the purger holds its bins */
@@ -686,14 +822,55 @@ inline superpage_return_slabs()
     fi
 }
 
-/* slab_after_free(h, saf_s, saf_wf, saf_u, saf_mr) */
+#if PURGE
+/* slab_empty_but_held(saf_s): e_v = purgers (0: the slab may go FREE) */
+inline slab_empty_but_held()
+{
+#if FIX_GEN == 1 && MUT != 22
+    d_step { e_v = purgers[saf_s]; e_g = pgen[saf_s] }        /* (the fix) v = load(&s->purgers) */
+#endif
+    ck_s = saf_s; slab_check_no_remote();                     /* every bit left is a double free */
+    /* atomic_thread_fence(seq_cst); slab_purger_holds: load purgers (seq_cst) */
+#if MUT != 22
+    d_step {
+#if FIX_GEN == 1
+        e_v = e_v | (purgers[saf_s] != 0) | (pgen[saf_s] != e_g); e_g = 0;   /* (the fix) and unchanged */
+#else
+        e_v = purgers[saf_s];
+#endif
+        if
+        :: e_v != 0 ->
+            if :: !detected && phold[saf_s] != 0 -> REACH(21) :: else -> skip fi;
+            printf("O: slab%d empty, but purgers %d: stays configured\n", saf_s, e_v)
+        :: else -> skip
+        fi
+    }
+#endif
+}
+#endif
+
+/* slab_after_free(h, saf_s, saf_wf, saf_u, saf_mr). With the purger, an
+ * empty slab goes FREE only after slab_empty_but_held: every remote bit left
+ * is a double free (slab_check_no_remote), then a seq_cst fence (a no-op in
+ * the model's interleavings) and the read of purgers; while a purger is
+ * between P0 and P8 the slab stays configured and PARTIAL (partial_push, or
+ * slab_retrigger if it is on the list already). */
 inline slab_after_free()
 {
     if
     :: saf_u == 0 ->
         if
         :: state[saf_s] == ST_ACTIVE -> skip                  /* keep: the next malloc reuses it */
-        :: else -> rs_s = saf_s; superpage_return_slabs()     /* (partial_unlink) */
+        :: else ->
+#if PURGE
+            slab_empty_but_held();
+            if
+            :: e_v != 0 -> d_step { state[saf_s] = ST_PARTIAL; e_v = 0 }  /* held: stays configured */
+            :: else -> rs_s = saf_s; superpage_return_slabs() /* (partial_unlink) */
+            fi
+#else
+            rs_s = saf_s; superpage_return_slabs()            /* (partial_unlink) */
+#endif
         fi
     :: else ->
         if
@@ -720,7 +897,11 @@ inline superpage_merge()
                 ck_s = m_s; slab_check_no_remote()
             :: else ->
                 m_before = used[m_s];
+#if PURGE
+                d_step { m_bits = remote[m_s]; dnt[m_s] = 0 }  /* relaxed peek; (s->donated = 0, ours again or held by P) */
+#else
                 m_bits = remote[m_s];                         /* relaxed peek */
+#endif
                 if
                 :: m_bits == 0 -> skip
                 :: else ->
@@ -829,6 +1010,69 @@ inline heap_drain_remote()
     p_done = 0                          /* (a landing point: spin forbids a break into a d_step) */
 }
 
+/* slab_load_word(h, a_s, c): the slab's (only) local word into the cache */
+#define LOAD_WORD(S) \
+    cbits = lmap[S]; lmap[S] = 0; used[S] = used[S] + POPC(cbits); cslab = S
+
+#if PURGE
+/* slab_merge_remote(dn_s) outside superpage_merge (the merge of a reused
+ * slab in alloc_from_slabs, heap_slab_freed_slow's, heap_purge_sparse's):
+ * peek, exchange, overlap check; s->donated = 0. m_bits: the bins merged. */
+inline slab_merge()
+{
+    d_step { m_bits = remote[dn_s]; dnt[dn_s] = 0 }           /* relaxed peek; (s->donated = 0) */
+    if
+    :: m_bits == 0 -> if :: phold[dn_s] != 0 && o_op == OP_ALLOC -> REACH(15) :: else -> skip fi
+    :: else ->
+        d_step {                                              /* bits = exchange(&remote[w], 0) (acquire) */
+            if :: (remote[dn_s] & m_bits) != m_bits -> REACH(12) :: else -> skip fi;
+            m_bits = remote[dn_s]; remote[dn_s] = 0;
+            printf("O: merge slab%d: remote bits %d, local %d\n", dn_s, m_bits, lmap[dn_s]);
+            /* free_here = local[w] | (the cached word's bins) */
+            if :: m_bits & (lmap[dn_s] | (cslab == dn_s -> cbits : 0)) -> DETECT() :: else -> skip fi;
+            assert(detected || DF || (m_bits & phold[dn_s]) == 0);
+            lmap[dn_s] = lmap[dn_s] | m_bits;
+            used[dn_s] = used[dn_s] - POPC(m_bits)
+        }
+    fi
+}
+
+/* heap_purge_sparse(h, now, min_age): every marked slab (the age is a
+ * heuristic: any mark, any time) loses its mark; a PARTIAL one is merged
+ * (slab_after_free if bins came back, may_release false). The decommit of
+ * its local free pages is not modelled (the owner's own pages). */
+inline purge_sparse()
+{
+    dn_i = 0;
+    do
+    :: dn_i == NS -> break
+    :: else ->
+        if
+        :: owned[SPOFSLAB(dn_i)] && (sparse[SPOFSLAB(dn_i)] & SLBIT(dn_i)) ->
+            d_step {                                          /* fetch_and(&sp->sparse_slabs, ~m) (relaxed) */
+                sparse[SPOFSLAB(dn_i)] = sparse[SPOFSLAB(dn_i)] & ~SLBIT(dn_i);
+                dn_s = dn_i; m_before = used[dn_i];
+                printf("O: own purge of sparse slab%d\n", dn_i)
+            }
+            if
+            :: state[dn_s] == ST_PARTIAL ->
+                slab_merge();
+                if
+                :: m_bits != 0 ->
+                    d_step { saf_s = dn_s; saf_u = used[dn_s]; saf_wf = 0; saf_mr = 0 }
+                    slab_after_free()
+                :: else -> skip
+                fi
+            :: else -> skip                                   /* active, full or FREE since */
+            fi
+        :: else -> skip
+        fi;
+        dn_i++
+    od;
+    dn_i = 0
+}
+#endif
+
 /* heap_collect(h, c_full) after its heap_drain_remote (the owner's loop
  * drains first). The superpage list order is the heap's business
  * (superpages with free slabs first): the model walks it from either end. */
@@ -846,8 +1090,20 @@ inline heap_collect_rest()
         }
         if
         :: used[actv] == 0 ->
+#if PURGE && FIX_COLLECT
+            /* (the fix) only through slab_empty_but_held */
+            saf_s = actv; slab_empty_but_held();
+            if
+            :: e_v != 0 -> d_step { state[actv] = ST_PARTIAL; actv = NONE; e_v = 0 }  /* partial_push */
+            :: else ->
+                d_step { rs_s = actv; actv = NONE; state[rs_s] = ST_NONE; saf_mr = 1 }
+                superpage_return_slabs()
+            fi
+#else
+            /* (no slab_empty_but_held here: the code's heap_collect) */
             d_step { rs_s = actv; actv = NONE; state[rs_s] = ST_NONE; saf_mr = 1 }
             superpage_return_slabs()
+#endif
         :: else -> skip
         fi
     :: else -> skip
@@ -865,23 +1121,24 @@ inline heap_collect_rest()
         c_i++
     od;
     c_i = 0                             /* (landing point, as above) */
+#if PURGE
+    ;
+    /* full and h->sparse_pending: heap_purge_sparse(h, now, 0), after the
+     * releases (as in the code) */
+    if
+    :: c_full -> purge_sparse()
+    :: else -> skip
+    fi
+#endif
 }
 
 #if PURGE
-/* The owner knows that a donated slab needs a merge before it uses it again:
- * from an owner-private flag (dnt), or, with PARKED_MERGE, from the slab's
- * bit in parked (which the purger clears after a pass). */
-#if PARKED_MERGE
-#define NEEDS_MERGE(S) ((parked[SPOFSLAB(S)] >> ((S) % NSL)) & 1)
-#else
-#define NEEDS_MERGE(S) dnt[S]
-#endif
-
-/* The donation (docs/purger.md, the owner's slow path when its frees bring a
- * PARTIAL slab down to a trigger level): OR the local word into the remote
- * word, clear the local word, mark the slab in parked. The slab stays on its
- * PARTIAL list. (The model also checks the old remote bits against the local
- * ones: a bin in both is a double free the OR would otherwise hide.) */
+/* The donation (slab_donate, from slab_went_sparse when the owner's frees
+ * bring a PARTIAL slab down to a trigger level; the model: any time):
+ * old = fetch_or(remote, local) (old & local is a double free), clear the
+ * local word, count the bins in used and in s->donated; then the sparse mark
+ * (written by the owner only, read by no modelled step of P: folded into the
+ * same step). The slab stays on its PARTIAL list. */
 inline donate()
 {
     d_step {                                                  /* old = fetch_or(&remote[w], local[w]) (release) */
@@ -889,69 +1146,86 @@ inline donate()
         remote[dn_s] = k_bits | lmap[dn_s];
         printf("O: donate slab%d: remote |= local %d (old %d)\n", dn_s, lmap[dn_s], k_bits);
         if :: k_bits & lmap[dn_s] -> DETECT() :: else -> skip fi;
+        dnt[dn_s] = dnt[dn_s] + POPC(lmap[dn_s]);             /* s->donated += n */
 #if MUT != 16
         used[dn_s] = used[dn_s] + POPC(lmap[dn_s]);
         lmap[dn_s] = 0;                                       /* local[w] = 0 */
 #endif
-        dnt[dn_s] = 1
+        /* slab_went_sparse: fetch_or(&sp->sparse_slabs, bit) (relaxed) */
+        sparse[SPOFSLAB(dn_s)] = sparse[SPOFSLAB(dn_s)] | SLBIT(dn_s)
     }
-    /* parked |= 1u << s->index (atomic or), parked_at = now */
-    d_step { parked[SPOFSLAB(dn_s)] = parked[SPOFSLAB(dn_s)] | SLBIT(dn_s); printf("O: parked[sp%d] |= slab%d\n", SPOFSLAB(dn_s), dn_s) }
 }
 
-/* The owner's merge of donated slab dn_s before it uses it again: the merge
- * of slab_merge_remote (peek, exchange, overlap check). */
-inline merge_donated()
+/* slab_load_word(a_s): the "twice" peek at the remote word (seq_cst), then
+ * slab_purger_holds (seq_cst load of purgers): a Dekker pair with P0 then
+ * P1. a_ok: the word was loaded; a_ref: refused (a purger is between P0 and
+ * P8 on the slab). */
+inline load_word()
 {
-    m_bits = remote[dn_s];                                    /* relaxed peek */
-    if
-    :: m_bits == 0 -> if :: phold[dn_s] != 0 -> REACH(15) :: else -> skip fi
-    :: else ->
-        d_step {                                              /* bits = exchange(&remote[w], 0) (acquire) */
-            if :: (remote[dn_s] & m_bits) != m_bits -> REACH(12) :: else -> skip fi;
-            m_bits = remote[dn_s]; remote[dn_s] = 0;
-            printf("O: merge donated slab%d: remote bits %d, local %d\n", dn_s, m_bits, lmap[dn_s])
-        }
-        d_step {
-            if :: m_bits & (lmap[dn_s] | (cslab == dn_s -> cbits : 0)) -> DETECT() :: else -> skip fi;
-            assert(detected || DF || (m_bits & phold[dn_s]) == 0);
-            lmap[dn_s] = lmap[dn_s] | m_bits;
-            used[dn_s] = used[dn_s] - POPC(m_bits)
-        }
-    fi;
-#if PARKED_MERGE
-    d_step { parked[SPOFSLAB(dn_s)] = parked[SPOFSLAB(dn_s)] & ~SLBIT(dn_s) }
+#if FIX_GEN == 1
+    /* (the fix) v = load(&s->purgers); no purger may be there */
+#if MUT != 19
+    d_step { a_v = purgers[a_s]; a_g = pgen[a_s] }
 #endif
-    dnt[dn_s] = 0
-}
-
-/* In the final round, after the drain: every donated slab is merged, as the
- * owner's next use of it would (what the check at the end then asks is that
- * the owner can reuse every freed bin). docs/purger.md does not say whether
- * heap_collect or thread exit merges donated slabs. */
-inline final_donated()
-{
-    dn_i = 0;
-    do
-    :: dn_i == NS -> break
-    :: else ->
+#elif MUT == 20
+    d_step { a_v = purgers[a_s] }                             /* (broken) purgers read before the peek */
+#endif
+    d_step {                                                  /* twice = local[w] & load(&remote[w]) */
+        a_t = lmap[a_s] & remote[a_s];
         if
-        :: kind[dn_i] == SMALL && NEEDS_MERGE(dn_i) ->
-            dn_s = dn_i; m_before = used[dn_i];
-            merge_donated();
-            saf_s = dn_i; saf_u = used[dn_i]; saf_wf = (m_before == NB); saf_mr = 0;
-            slab_after_free()
+        :: a_t != 0 ->
+            if :: !detected && dfheld -> REACH(22) :: else -> skip fi;
+            printf("O: refill slab%d: bins %d free in both maps\n", a_s, a_t); DETECT()
         :: else -> skip
         fi;
-        dn_i++
-    od;
-    dn_i = 0
+        a_t = 0;
+        gpeek[a_s] = lmap[a_s]                                /* ghost: the owner's last look at them */
+    }
+#if FIX_GEN == 1
+    /* (the fix) and the same value after the peek: no purger came and went */
+#if MUT != 19 && MUT != 20
+    d_step { a_v = a_v | (purgers[a_s] != 0) | (pgen[a_s] != a_g); a_g = 0 }
+#endif
+#elif MUT != 19 && MUT != 20
+    d_step { a_v = purgers[a_s] }                             /* slab_purger_holds(s) */
+#endif
+#if FIX_GEN == 2
+    /* (a weaker fix, for comparison) the peek again after purgers */
+    if
+    :: a_v == 0 ->
+        d_step {
+            a_t = lmap[a_s] & remote[a_s];
+            if :: a_t != 0 -> printf("O: refill slab%d: bins %d free in both maps (second peek)\n", a_s, a_t); DETECT() :: else -> skip fi;
+            a_t = 0
+        }
+    :: else -> skip
+    fi;
+#endif
+    if
+    :: a_v != 0 ->
+        d_step {
+            if :: phold[a_s] != 0 -> REACH(20) :: else -> skip fi;   /* (witness: while P holds bins) */
+            printf("O: refill slab%d refused: purgers %d\n", a_s, a_v); a_ok = 0; a_ref = 1; a_v = 0; a_g = 0; gpeek[a_s] = 0
+        }
+    :: else -> d_step { LOAD_WORD(a_s); a_ok = 1; a_g = 0; gpeek[a_s] = 0 }
+    fi
+}
+
+/* slab_activate(a_s) (state, active, its sparse mark cleared), then
+ * slab_load_word; refused: set aside (STATE_NONE), pushed back later */
+inline activate_load()
+{
+    d_step {
+        state[a_s] = ST_ACTIVE; actv = a_s;
+        sparse[SPOFSLAB(a_s)] = sparse[SPOFSLAB(a_s)] & ~SLBIT(a_s)  /* fetch_and (relaxed), owner-only */
+    }
+    load_word();
+    if
+    :: a_ok -> skip
+    :: else -> d_step { actv = NONE; state[a_s] = ST_NONE; a_aside = a_aside | (1 << a_s) }
+    fi
 }
 #endif
-
-/* slab_load_word(h, a_s, c): the slab's (only) local word into the cache */
-#define LOAD_WORD(S) \
-    cbits = lmap[S]; lmap[S] = 0; used[S] = used[S] + POPC(cbits); cslab = S
 
 /* alloc_class and heap_alloc_slow (after its heap_drain_remote, which the
  * owner's loop does when the cached word is empty), for the one size class
@@ -959,28 +1233,101 @@ inline final_donated()
 inline alloc_rest()
 {
 #if PURGE
-    /* a donated slab is merged before the owner uses it again (the slab the
-     * refill below takes: the first partial one) */
+    /* alloc_from_slabs as in the code: the active slab, then the partial
+     * list (a slab with donated bins or an empty local map is merged first),
+     * then a FREE slab configured again; a slab whose refill is refused is
+     * set aside and goes back on the partial list at the end */
     if
-    :: cbits == 0 && !(actv != NONE && lmap[actv] != 0) ->
-        d_step {
-            a_s = NONE;
+    :: cbits != 0 -> skip                                     /* fast path: the cached word has a bin */
+    :: else ->
+        if
+        :: actv != NONE && lmap[actv] != 0 ->                 /* s->summary != 0 */
+            a_s = actv; load_word();
+            if
+            :: a_ok -> skip
+            :: else -> d_step { cslab = NONE; state[actv] = ST_PARTIAL; actv = NONE }  /* unload; active = NULL; partial_push */
+            fi
+        :: actv != NONE && lmap[actv] == 0 ->                 /* unload (empty cache); FULL; off the lists */
+            d_step { cslab = NONE; state[actv] = ST_FULL; actv = NONE }
+        :: actv == NONE -> skip
+        fi;
+        do
+        :: a_ok -> break
+        :: else ->
+            d_step {                                          /* s = h->partial[cls] */
+                a_s = NONE;
+                for (a_i : 0 .. NS - 1) {
+                    if
+                    :: a_s == NONE && state[a_i] == ST_PARTIAL -> a_s = a_i
+                    :: else -> skip
+                    fi
+                }
+                a_i = 0
+            }
+            if
+            :: a_s != NONE ->                                 /* partial_unlink */
+                if
+#if MUT == 25
+                :: lmap[a_s] == 0 -> dn_s = a_s; slab_merge()
+#else
+                :: lmap[a_s] == 0 || dnt[a_s] != 0 -> dn_s = a_s; slab_merge()  /* donated bins are ours again */
+#endif
+                :: else -> skip
+                fi;
+                if
+                :: lmap[a_s] == 0 -> state[a_s] = ST_FULL      /* FULL; continue */
+                :: else -> activate_load()
+                fi
+            :: else ->                                        /* superpage_take_slabs(h, 1, 1) */
+                d_step {
+                    for (a_i : 0 .. NS - 1) {
+                        if
+                        :: a_s == NONE && owned[SPOFSLAB(a_i)] && kind[a_i] == FREE -> a_s = a_i
+                        :: else -> skip
+                        fi
+                    }
+                    a_i = 0
+                }
+                if
+                :: a_s == NONE -> break                       /* ENOMEM (the heap would map a superpage: not modelled) */
+                :: else ->
+                    /* slab_configure_small */
+                    ck_s = a_s; slab_check_no_remote();       /* a late double free of its previous life */
+                    d_step {
+                        if
+                        :: free_mask[SPOFSLAB(a_s)] == FULLMASK -> n_empty--
+                        :: else -> skip
+                        fi;
+                        free_mask[SPOFSLAB(a_s)] = free_mask[SPOFSLAB(a_s)] & ~SLBIT(a_s);
+                        kind[a_s] = SMALL;
+                        lmap[a_s] = ALLBINS;
+                        used[a_s] = 0;
+                        dnt[a_s] = 0;
+                        life[a_s]++;                          /* ghost: a new configuration */
+                        sheap[a_s] = 1;                       /* s->heap = h (relaxed) */
+                        printf("O: slab%d configured again (life %d)\n", a_s, life[a_s]);
+                        if :: inflight[SPOFSLAB(a_s)] != 0 -> REACH(8) :: else -> skip fi
+                    }
+                    activate_load()
+                fi
+            fi
+        od;
+        a_i = 0;                                              /* (landing point for the breaks) */
+        d_step {                                              /* the slabs set aside: partial_push */
             for (a_i : 0 .. NS - 1) {
                 if
-                :: a_s == NONE && state[a_i] == ST_PARTIAL -> a_s = a_i
+                :: (a_aside >> a_i) & 1 -> state[a_i] = ST_PARTIAL
                 :: else -> skip
                 fi
             }
-            a_i = 0
+            a_i = 0; a_aside = 0;
+            /* refused and nothing allocated here: the allocation is served
+             * elsewhere (not modelled); the owner may allocate again later */
+            if :: !a_ok && a_ref -> allocs-- :: else -> skip fi;
+            a_ok = 0; a_ref = 0
         }
-        if
-        :: a_s != NONE && NEEDS_MERGE(a_s) -> dn_s = a_s; merge_donated()
-        :: else -> skip
-        fi;
-        a_s = 0
-    :: else -> skip
     fi;
-#endif
+#else
     if
     :: cbits != 0 -> skip                                     /* fast path: the cached word has a bin */
     :: else ->
@@ -1027,6 +1374,7 @@ inline alloc_rest()
             fi
         }
     fi;
+#endif
     if
     :: cbits != 0 ->                                          /* cache_pop */
         d_step {
@@ -1034,6 +1382,10 @@ inline alloc_rest()
             cbits = cbits & ~a_i;
 #if PURGE
             assert(detected || (phold[cslab] & a_i) == 0);   /* (e) never hand out a bin the purger holds */
+            assert(detected || (glive[cslab] & a_i) == 0);   /* (e) never hand out a live bin */
+            /* (d) a bin freed twice whose double free met the purger is not
+             * handed out before the double free is reported */
+            assert(detected || !(dfheld && (gdup[cslab] & a_i)));
             glive[cslab] = glive[cslab] | a_i;
 #endif
             oheld[cslab] = oheld[cslab] | a_i;
@@ -1053,13 +1405,21 @@ inline alloc_rest()
     fi
 }
 
-/* bitslab_free(p) by the owner, block (f_s, f_b) */
+/* bitslab_free(p) by the owner, block (f_s, f_b). With the purger (SCEN
+ * 11) the owner may free a block of a slab that has gone FREE meanwhile (a
+ * double free): s->heap is NULL, heap_free_slow reports an invalid free. */
+#if PURGE
+#define SHEAP_OK(S) sheap[S] &&
+#else
+#define SHEAP_OK(S)
+#endif
 inline local_free()
 {
     d_step {
         oheld[f_s] = oheld[f_s] & ~(1 << f_b);
         printf("O: local free slab%d bin%d\n", f_s, f_b);
 #if PURGE
+        if :: !(glive[f_s] & (1 << f_b)) -> gdup[f_s] = gdup[f_s] | (1 << f_b) :: else -> skip fi;
         glive[f_s] = glive[f_s] & ~(1 << f_b);
         if :: phold[f_s] & (1 << f_b) -> dfheld = 1 :: else -> skip fi;
 #endif
@@ -1067,11 +1427,15 @@ inline local_free()
         /* taken = local[w] | relaxed peek at remote[w] */
         f_t = lmap[f_s] | remote[f_s];
         if
-        :: cslab == f_s ->                                    /* s->cached == w: back into the cache */
+#if PURGE
+        :: !sheap[f_s] ->                                     /* s->heap != h: heap_free_slow, invalid free */
+            printf("O: free into a FREE slab: invalid free\n"); DETECT(); f_done = 1
+#endif
+        :: SHEAP_OK(f_s) cslab == f_s ->                                    /* s->cached == w: back into the cache */
             if :: (f_t | cbits) & (1 << f_b) -> DETECT() :: else -> skip fi;
             cbits = cbits | (1 << f_b);
             f_done = 1                                        /* `used` does not change */
-        :: else ->
+        :: SHEAP_OK(f_s) cslab != f_s ->
             if :: f_t & (1 << f_b) -> DETECT() :: else -> skip fi;
             lmap[f_s] = lmap[f_s] | (1 << f_b);
             used[f_s]--;
@@ -1086,6 +1450,17 @@ inline local_free()
             saf_mr = 1                                        /* heap_slab_freed_slow: may release */
         fi
     }
+#if PURGE && MUT != 24
+    /* heap_slab_freed_slow: every live bin of a slab that donated its free
+     * bins is gone (used == s->donated): take them back (those P holds come
+     * back with a notification), so that the slab can empty */
+    if
+    :: !f_done && dnt[f_s] != 0 && used[f_s] == dnt[f_s] ->
+        dn_s = f_s; slab_merge();
+        d_step { saf_u = used[f_s]; saf_wf = (saf_u + 1 == NB) }
+    :: else -> skip
+    fi;
+#endif
     if
     :: f_done -> skip
     :: else -> slab_after_free()                              /* (used - 1u >= nbins - 2u) */
@@ -1101,22 +1476,36 @@ inline local_free()
     tr_sp = 0; tr_ret = 0; tr_v = 0; t_i = 0; c_i = 0; c_sp = 0; c_m = 0; c_start = 0; c_full = 0; \
     a_s = 0; a_i = 0; f_s = 0; f_b = 0; f_t = 0; f_done = 0; o_op = 0 PURGE_TEMPS
 #if PURGE
-#define PURGE_TEMPS ; dn_s = 0; dn_i = 0
+#define PURGE_TEMPS ; dn_s = 0; dn_i = 0; a_t = 0; a_v = 0; a_g = 0; a_ok = 0; a_ref = 0; a_aside = 0; e_v = 0; e_g = 0
 #else
 #define PURGE_TEMPS
 #endif
 
+#if PURGE
+#if AFIRST
+#define AFOK(S, B) (afstep >= AFIRST || ((S) == DF_S && (B) == DF_B))   /* SCEN 11, 12: after A's F1 / F2 */
+#else
+#define AFOK(S, B) 1
+#endif
+#else
+#define AFOK(S, B) 1
+#endif
+/* In the purger's double-free scenarios the owner allocates only once every
+ * freer has passed F2: a second free that lands after the owner's refill
+ * has looked at the bin (its peek) is not caught, with or without a purger
+ * (docs/purger.md, "Double frees"), and is not what these scenarios check. */
+#if PURGE && DF && MAXALLOC > 0
+#define ALLOC_OK (nf2 == NFREE)
+#else
+#define ALLOC_OK 1
+#endif
 #define OWNER_FREE(S, B) \
-    :: (S) < NS && (ofree[S] >> (B)) & 1 && (oheld[S] >> (B)) & 1 -> \
+    :: (S) < NS && (ofree[S] >> (B)) & 1 && (oheld[S] >> (B)) & 1 && AFOK(S, B) -> \
         d_step { ofree[S] = ofree[S] & ~(1 << (B)); f_s = S; f_b = B; o_op = OP_FREE }
 
-#define OP_DRAIN 0
-#define OP_COLLECT 1
-#define OP_ALLOC 2
-#define OP_FREE 3
-#define OP_FINAL 4
-#define OP_DONATE 5
-#define DONATABLE(S) (state[S] == ST_PARTIAL && lmap[S] != 0)   /* a PARTIAL slab with local free bins */
+/* a PARTIAL slab with local free bins and used != 0 (heap_slab_freed_slow
+ * donates at a sparse level, never when the slab is empty) */
+#define DONATABLE(S) (state[S] == ST_PARTIAL && lmap[S] != 0 && used[S] != 0)
 
 proctype owner()
 {
@@ -1130,11 +1519,13 @@ proctype owner()
     bit owned[NSP];                     /* on h->superpages */
     byte n_empty = NEMPTY_OTHERS;       /* heap_t.nempty */
     byte actv = NONE;                   /* heap_t.active[cls] */
-    byte cbits;                         /* heap_t.cache[cls].bits */
-    byte cslab = NONE;                  /* the slab s with s->cached != NO_WORD */
     byte oheld[NS];                     /* ghost: bins the owner holds live */
     byte ofree[NS];                     /* scenario: bins the owner may still free */
     byte allocs;
+#if !PURGE
+    byte cbits;                         /* heap_t.cache[cls].bits */
+    byte cslab = NONE;                  /* the slab s with s->cached != NO_WORD */
+#endif
     /* temporaries of the inlined functions */
     byte p_tail, p_next, p_head, p_prev, p_res, p_st;
     bit p_done, p_stall;
@@ -1151,9 +1542,11 @@ proctype owner()
     bit f_done;
     byte o_op;                          /* the operation of this round */
 #if PURGE
-    bit dnt[NS];                        /* donated: merge the slab before using it again */
+    byte dnt[NS];                       /* slab_t.donated: bins donated since the last merge */
     byte ndon;                          /* donations made */
     byte dn_s, dn_i;
+    byte a_t, a_v, a_g, a_aside, e_v, e_g;
+    bit a_ok, a_ref;
 #endif
 
     /* The start: every modelled slab is SMALL, FULL or PARTIAL (or active,
@@ -1205,10 +1598,10 @@ proctype owner()
                 }
 #if PURGE && STRAND
                 /* every donated bin still in a remote word is announced or
-                 * parked: some purger pass will look at it */
+                 * marked sparse: some purger pass will look at it */
                 for (t_i : 0 .. NS - 1) {
                     assert(remote[t_i] == 0 || (remote_slabs[SPOFSLAB(t_i)] & SLBIT(t_i)) ||
-                           (parked[SPOFSLAB(t_i)] & SLBIT(t_i)))
+                           (sparse[SPOFSLAB(t_i)] & SLBIT(t_i)))
                 }
 #endif
                 t_i = 0
@@ -1219,7 +1612,7 @@ proctype owner()
             :: o_op = OP_DRAIN                                /* heap_alloc_slow, wide_alloc */
             :: o_op = OP_COLLECT; c_full = 0
             :: o_op = OP_COLLECT; c_full = 1                  /* bitslab_collect */
-            :: allocs < MAXALLOC -> o_op = OP_ALLOC; allocs++
+            :: allocs < MAXALLOC && ALLOC_OK -> o_op = OP_ALLOC; allocs++
             OWNER_FREE(0, 0)
             OWNER_FREE(0, 1)
             OWNER_FREE(0, 2)
@@ -1228,6 +1621,8 @@ proctype owner()
 #if PURGE
             :: ndon < MAXDONATE && DONATABLE(0) -> o_op = OP_DONATE; dn_s = 0; ndon++
             :: NS > 1 && ndon < MAXDONATE && DONATABLE(NS - 1) -> o_op = OP_DONATE; dn_s = NS - 1; ndon++
+            /* heap_purge's heap_purge_sparse (a slow path; the age is a heuristic) */
+            :: MAXDONATE > 0 && (sparse[0] | sparse[NSP - 1]) != 0 -> o_op = OP_PURGE
 #endif
             fi
         fi;
@@ -1241,8 +1636,8 @@ proctype owner()
         fi;
         if
 #if PURGE
-        :: o_op == OP_FINAL -> final_donated(); heap_collect_rest()
-        :: o_op == OP_COLLECT -> heap_collect_rest()
+        :: o_op == OP_COLLECT || o_op == OP_FINAL -> heap_collect_rest()
+        :: o_op == OP_PURGE -> purge_sparse()
 #else
         :: o_op == OP_COLLECT || o_op == OP_FINAL -> heap_collect_rest()
 #endif
@@ -1258,7 +1653,7 @@ proctype owner()
 
 #if DF
 #if DF_ALLOC
-    assert(!dfheld || detected);        /* (d) a double free of a bin the purger held was reported */
+    assert(!dfheld || detected);        /* (d) a double free that met the purger was reported */
 #else
     assert(detected);                   /* (d) the double free was reported */
 #endif
@@ -1280,7 +1675,7 @@ proctype owner()
         for (t_i : 0 .. NS - 1) {
             assert(remote[t_i] == 0);
 #if PURGE
-            assert(phold[t_i] == 0);
+            assert(phold[t_i] == 0 && purgers[t_i] == 0);
             assert(glive[t_i] == oheld[t_i]);                  /* ghost check: the live blocks are the owner's */
 #endif
             if
@@ -1297,20 +1692,23 @@ proctype owner()
 }
 
 #if PURGE
-/* ---- the purger: purger_pass + purge_slab_pages (docs/purger.md) ----------
- * NPASS passes; each takes one slab. Which slabs a pass looks at (remote_slabs
- * of a superpage queued longer than the delay, and parked) and the delay are
- * heuristics that safety must not depend on: the model lets a pass take any
- * slab at any time. It keeps the doc's bookkeeping of parked: the bit read at
- * the start of the pass is cleared after it. P3's decommit is an assertion
- * that no bin on a decommitted page is live (the pages' contents are lost);
- * purged_pages is not modelled (it only makes P skip pages). */
+/* ---- the purger: purger_pass + purger_take_and_purge (src/purger.c) -------
+ * NPASS passes; each takes one slab. Which slabs a pass looks at (the
+ * remote_slabs of a superpage queued longer than the delay, and the sparse
+ * marks) and the delay are heuristics that safety must not depend on: the
+ * model lets a pass take any slab at any time. P does not write the sparse
+ * marks (the owner clears them). P3's decommit is an assertion that no bin
+ * on a decommitted page is live (the pages' contents are lost); purged_pages
+ * is not modelled (it only makes P skip pages). Order: P0, P1, (P2, P3), P4,
+ * P5, P8, P6, P7; P8 right after P1 when it took nothing. */
 #define PAGEOK(PG, H) (((PG) & (H)) == (PG))   /* every bin overlapping the page is held */
 
 proctype purger()
 {
-    byte s, sp, held, old, was, prv, dec, pass;
+    byte s, sp, held, old, was, prv, dec, pass, plife;
+#if MUT == 23
     bit pk;
+#endif
 
     do
     :: pass == NPASS -> break
@@ -1320,17 +1718,22 @@ proctype purger()
         :: NS > 1 -> s = NS - 1
         fi;
         sp = SPOFSLAB(s);
-#if PARK_CLEAR
-        /* (variant) clear the slab's parked bit first: fetch_and(&parked, ~bit) */
-        d_step { pk = 0; parked[sp] = parked[sp] & ~SLBIT(s) }
-#else
-        pk = (parked[sp] >> (s % NSL)) & 1;                   /* load parked (acquire) */
+#if MUT == 23
+        pk = (sparse[sp] >> (s % NSL)) & 1;                   /* (broken) the mark as the pass found it */
 #endif
+        /* P0: fetch_add(&s->purgers, 1) (seq_cst) */
+        d_step {
+            purgers[s]++;
+#if FIX_GEN == 1
+            pgen[s]++;                                        /* fetch_add(&s->purgers, 1 + GEN) */
+#endif
+            printf("P: P0 purgers[slab%d]++ -> %d\n", s, purgers[s])
+        }
 
         /* P1: held = exchange(&remote[w], 0) (acquire) after a relaxed peek */
 #if MUT == 17
         held = owner[1]:lmap[s];                              /* (broken) the owner's local map */
-        d_step { phold[s] = held; pin[sp] = (held != 0); printf("P: P1 (broken) slab%d takes local %d\n", s, held) }
+        d_step { phold[s] = held; pin[sp] = (held != 0); plife = life[s]; printf("P: P1 (broken) slab%d takes local %d\n", s, held) }
 #else
         held = remote[s];                                     /* relaxed peek */
         if
@@ -1344,18 +1747,23 @@ proctype purger()
                 assert(detected || held == 0 || !released[sp]);
                 phold[s] = held;
                 pin[sp] = (held != 0);
+                plife = life[s];
+                if :: held & gdup[s] -> dfheld = 1 :: else -> skip fi;   /* a stale bit (a bin freed twice) */
                 printf("P: P1 slab%d takes %d\n", s, held)
             }
         :: else -> skip
         fi;
 #endif
         if
-        :: held == 0 -> skip                                  /* P2: nothing taken: stop */
+        :: held == 0 ->                                       /* P2: nothing taken: P8 and stop */
+            d_step { purgers[s]--; printf("P: P8 purgers[slab%d]-- (nothing taken)\n", s) }
         :: else ->
             /* P2: read the slab's configuration (fixed while P holds bins).
              * P3: madvise(MADV_DONTNEED) the pages all of whose bins are held */
             d_step {
                 assert(detected || !released[sp]);
+                /* (g) one configuration: the one the held bits were set in */
+                assert(detected || (sheap[s] && life[s] == plife));
                 dec = 0;
 #if MUT == 15
                 if :: PG0 & held -> dec = dec | PG0 :: else -> skip fi;   /* (broken) any held bin */
@@ -1372,9 +1780,13 @@ proctype purger()
             /* P4: F1, inflight += 1 */
             d_step { assert(detected || !released[sp]); inflight[sp]++; printf("P: P4 inflight[sp%d]++ -> %d\n", sp, inflight[sp]) }
 #endif
+#if MUT == 21
+            d_step { purgers[s]--; printf("P: P8 (early) purgers[slab%d]--\n", s) }
+#endif
             /* P5: old = fetch_or(&remote[w], held) (release) */
             d_step {
                 assert(detected || !released[sp]);
+                assert(detected || life[s] == plife);         /* (g) back into the configuration they came from */
                 old = remote[s]; remote[s] = old | held;
                 phold[s] = 0;
                 printf("P: P5 remote[slab%d] |= %d (old %d)\n", s, held, old)
@@ -1389,6 +1801,10 @@ proctype purger()
             fi;
 #if MUT == 11
             d_step { assert(detected || !released[sp]); inflight[sp]++; printf("P: P4 (late) inflight[sp%d]++ -> %d\n", sp, inflight[sp]) }
+#endif
+#if MUT != 21
+            /* P8: fetch_sub(&s->purgers, 1) (release) */
+            d_step { purgers[s]--; printf("P: P8 purgers[slab%d]-- -> %d\n", s, purgers[s]) }
 #endif
 #if MUT != 13
             /* P6: F3, F4 and the push */
@@ -1406,16 +1822,13 @@ proctype purger()
             pin[sp] = 0;
 #endif
         fi;
-        /* after the pass: clear the parked bits it handled (atomic and) */
+#if MUT == 23
+        /* (broken) after the pass: clear the mark it found (atomic and) */
         if
-        :: pk ->
-            d_step {
-                if :: released[sp] -> REACH(19) :: else -> skip fi;   /* (an RMW on a handed-on superpage) */
-                parked[sp] = parked[sp] & ~SLBIT(s);
-                printf("P: parked[sp%d] &= ~slab%d\n", sp, s)
-            }
+        :: pk -> d_step { sparse[sp] = sparse[sp] & ~SLBIT(s); printf("P: sparse[sp%d] &= ~slab%d\n", sp, s) }
         :: else -> skip
         fi;
+#endif
         pass++
     od;
 done:
