@@ -75,7 +75,7 @@
  *           reported at P5 (not so: an observation, not registered)
  *   AFIRST=1  (SCEN 11, 12) the owner frees bin 1 once A has passed F1
  *           (default 2: once A has passed F2, its bit is in the remote word)
- *   FIX_GEN=1  (a proposed fix) purgers carries a generation, bumped at
+ *   FIX_GEN=1  (the code; 0: before the model found SCEN 10) purgers carries a generation, bumped at
  *           P0; the refill reads it before and after its peek, and the
  *           empty-slab check before and after its slab_check_no_remote, and
  *           they go on only if both reads find no purger and the same
@@ -397,10 +397,10 @@
 #define STRAND 0
 #endif
 #ifndef FIX_COLLECT
-#define FIX_COLLECT 0
+#define FIX_COLLECT 1 /* the code since the model found SCEN 12 (0: before) */
 #endif
 #ifndef FIX_GEN
-#define FIX_GEN 0
+#define FIX_GEN 1 /* the code since the model found SCEN 10 (0: before) */
 #endif
 #ifndef AFIRST
 #define AFIRST 0
