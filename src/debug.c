@@ -146,6 +146,14 @@ static void check(bool ok, const char *what, const void *p)
  *    owner is this heap; nempty matches; free_mask matches the slab kinds. */
 void debug_check_heap(heap_t *h)
 {
+    for (unsigned c = 0; c < NUM_CLASSES; c++) { /* the partial lists, both ends */
+        slab_t *last = NULL;
+        for (slab_t *s = h->partial[c]; s; s = s->next) {
+            check(s->prev == last && s->state == STATE_PARTIAL && s->cls == c, "invariant: partial list links", s);
+            last = s;
+        }
+        check(h->partial_tail[c] == last, "invariant: partial list tail", h);
+    }
     size_t nsp = 0, nempty = 0, dirty_free = 0, slabs_used = 0;
     bool seen_full = false;
     for (superpage_t *sp = h->superpages; sp; sp = sp->next) {

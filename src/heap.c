@@ -377,12 +377,17 @@ bool bitslab_heap_is_abandoned(heap_t *h)
 
 /* ---- slab state machine --------------------------------------------------- */
 
+/* The partial lists: a refill takes the head. A slab that gains free bins
+ * goes to the head (reused while its memory is warm); one that falls to a
+ * sparse level goes to the tail (partial_to_tail), so that fuller slabs are
+ * filled first and sparse ones drain (and give their pages back). */
 static void partial_push(heap_t *h, slab_t *s)
 {
     s->state = STATE_PARTIAL;
     s->prev = NULL;
     s->next = h->partial[s->cls];
     if (s->next) s->next->prev = s;
+    else h->partial_tail[s->cls] = s;
     h->partial[s->cls] = s;
     slab_retrigger(s);
 }
@@ -392,7 +397,17 @@ static void partial_unlink(heap_t *h, slab_t *s)
     if (s->prev) s->prev->next = s->next;
     else h->partial[s->cls] = s->next;
     if (s->next) s->next->prev = s->prev;
+    else h->partial_tail[s->cls] = s->prev;
     s->prev = s->next = NULL;
+}
+
+static void partial_to_tail(heap_t *h, slab_t *s)
+{
+    if (h->partial_tail[s->cls] == s) return;
+    partial_unlink(h, s);
+    s->prev = h->partial_tail[s->cls];
+    s->prev->next = s; /* not empty: s was on it, and not last */
+    h->partial_tail[s->cls] = s;
 }
 
 /* A wide allocation's slabs go back to their superpage. */
@@ -401,6 +416,7 @@ static void wide_release(heap_t *h, slab_t *s, bool may_release)
     unsigned n = s->nslabs;
     h->wide_allocations--;
     h->wide_bytes -= (size_t)n * SLAB_SIZE;
+    slab_check_no_remote(s); /* a late free of the block's bit is a double free */
     superpage_return_slabs(h, s, n, may_release);
 }
 
@@ -540,6 +556,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
     if (sparse) {
         slab_went_sparse(h, s);
         slab_retrigger(s); /* after a donation: the next level counts it */
+        partial_to_tail(h, s); /* fuller slabs are refilled first: this one drains */
     }
     if (used_after == 0) {
         heap_trim_if_idle(h);

@@ -235,7 +235,8 @@ typedef struct heap {
      * first malloc of each class falls into the slow path. */
     word_cache_t cache[NUM_CLASSES];
     slab_t *active[NUM_CLASSES];  /* the slab cache[cls] draws from, or NULL */
-    slab_t *partial[NUM_CLASSES]; /* slabs with free bins, doubly linked */
+    slab_t *partial[NUM_CLASSES]; /* slabs with free bins, doubly linked; the sparse ones last */
+    slab_t *partial_tail[NUM_CLASSES];
     superpage_t *superpages;      /* those with free slabs first */
     size_t nsuperpages;
     size_t nempty;                /* owned superpages with every data slab free */
@@ -423,6 +424,7 @@ bool slab_load_word(slab_t *s, word_cache_t *c);
 uint32_t slab_purgers(slab_t *s);
 bool slab_purger_was_there(slab_t *s, uint32_t before);
 #define PURGER_P0 ((1u << 8) + 1u) /* P0 adds: one more purger, one more visit */
+#define SPARSE_MIN_BINS 16u       /* slabs of fewer bins have no sparse level (slab_retrigger_partial) */
 void slab_unload_word(slab_t *s, word_cache_t *c);
 
 /* superpage.c */

@@ -251,13 +251,15 @@ uint32_t slab_merge_remote(slab_t *s)
 /* The trigger of a PARTIAL slab (slab_retrigger in internal.h): the next
  * sparse level below its live bins (1/4, 1/8, 1/16, 1/32 of its bins; plus
  * the bins it donated, which `used` counts), then `donated` (no bin live:
- * empty, or empty once the donated bins are back). A FULL slab's
+ * empty, or empty once the donated bins are back). Slabs of fewer than
+ * SPARSE_MIN_BINS bins (classes above 4 KiB) have no sparse level: a few
+ * frees would reach each, a slow path for little to purge. A FULL slab's
  * is its first free (nbins - 1); any other's is 0. */
 void slab_retrigger_partial(slab_t *s)
 {
     /* Donated bins count in `used` but are free: the levels are of the rest. */
     uint32_t t = s->donated, live = slab_used(s) - s->donated; /* no level left: when no bin is live */
-    for (unsigned k = 2; k <= 5; k++) {
+    for (unsigned k = 2; k <= 5 && s->nbins >= SPARSE_MIN_BINS; k++) {
         uint32_t level = s->nbins >> k;
         if (level && level < live) {
             t = level + s->donated;

@@ -706,14 +706,15 @@ void heap_trim_if_idle(heap_t *h)
     if (h->dirty_free > 8 && heap_holds_nothing(h)) heap_purge(h, PURGE_ALL, h->dirty_free - 8);
 }
 
-/* Return n slabs starting at s to their superpage as FREE. If that empties
+/* Return n slabs starting at s to their superpage as FREE; the caller has
+ * checked that no remote bit is left (slab_check_no_remote). If that empties
  * the superpage, it may go to the orphanage now (`may_release`); callers that
  * still walk the superpage's slabs pass false and retry the release after. */
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
     uint32_t now = os_now_ms();
-    slab_check_no_remote(s); /* a wide block's bit, or any bin's */
+    /* The caller checked the remote map (slab_empty_but_held, wide_release). */
     slabs_in_use_add(-(ptrdiff_t)n);
     h->slabs_used -= n;
     for (unsigned i = 0; i < n; i++) {
