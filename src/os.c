@@ -102,6 +102,19 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
     return start;
 }
 
+/* MADV_DONTNEED, counted in the purge statistics (purged bytes, madvise
+ * calls) but not out of `committed`: as it is for pages inside a slab that
+ * stays configured (docs/purger.md), reused by page faults, not by a
+ * recommit. errno is left alone. */
+bool os_purge_pages(void *p, size_t len)
+{
+    int saved = errno;
+    stats_note_purge(len);
+    bool ok = madvise(p, len, MADV_DONTNEED) == 0;
+    errno = saved;
+    return ok;
+}
+
 /* Return [p, p + len) to the OS. True if it is decommitted (and no longer
  * counted as committed). False if madvise failed (EINVAL on memory locked by
  * mlockall or mlock, EAGAIN, ...): the pages keep their contents, so the
@@ -112,12 +125,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 bool os_decommit(void *p, size_t len)
 {
     if (len == 0) return true;
-    int saved = errno;
-    stats_note_purge(len); /* purged bytes and madvise calls (statistics) */
-    if (madvise(p, len, MADV_DONTNEED) != 0) {
-        errno = saved;
-        return false;
-    }
+    if (!os_purge_pages(p, len)) return false;
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
     return true;
@@ -141,17 +149,6 @@ bool os_map_at(void *addr, size_t len)
     return true;
 }
 
-/* MADV_DONTNEED on pages inside a slab that stays configured (docs/purger.md):
- * they are reused by page faults, not by a recommit, so `committed` does not
- * count them out; the purge statistics do count them. */
-bool os_purge_pages(void *p, size_t len)
-{
-    int saved = errno;
-    stats_note_purge(len);
-    bool ok = madvise(p, len, MADV_DONTNEED) == 0;
-    errno = saved;
-    return ok;
-}
 
 /* Count a decommitted range as committed again when it is put back to use. */
 void os_recommit(size_t len)
