@@ -18,7 +18,7 @@ pkgs=(meson ninja-build pkg-config gcc python3 python3-matplotlib hyperfine stra
       libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev)
 missing=()
 for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""

@@ -44,14 +44,20 @@ echo "ok: files, soname $soname, symlinks"
 # A program that must not depend on libbitslab.so and whose malloc is bitslab's.
 check_static() {
     local exe=$1
-    if ldd "$exe" | grep -q libbitslab; then ldd "$exe"; fail "$exe depends on libbitslab.so"; fi
+    # Output captured first: with pipefail, `ldd | grep -q` fails when grep exits
+    # at its match and ldd is killed by SIGPIPE writing the lines after it.
+    local deps; deps=$(ldd "$exe")
+    if grep -q libbitslab <<<"$deps"; then echo "$deps"; fail "$exe depends on libbitslab.so"; fi
     "$exe" malloc || fail "$exe: malloc is not bitslab's"
 }
 # A program linked to libbitslab.so.<major>; its malloc is bitslab's too.
 check_shared() {
     local exe=$1
-    readelf -d "$exe" | grep -q "NEEDED.*\[libbitslab.so.$major\]" || { readelf -d "$exe"; fail "$exe: NEEDED"; }
-    LD_LIBRARY_PATH="$libdir" ldd "$exe" | grep -q "libbitslab.so.$major => $libdir/" || fail "$exe: ldd"
+    local dyn deps # captured first, as in check_static
+    dyn=$(readelf -d "$exe")
+    grep -q "NEEDED.*\[libbitslab.so.$major\]" <<<"$dyn" || { echo "$dyn"; fail "$exe: NEEDED"; }
+    deps=$(LD_LIBRARY_PATH="$libdir" ldd "$exe")
+    grep -q "libbitslab.so.$major => $libdir/" <<<"$deps" || { echo "$deps"; fail "$exe: ldd"; }
     LD_LIBRARY_PATH="$libdir" "$exe" malloc || fail "$exe: malloc is not bitslab's"
 }
 
