@@ -17,7 +17,18 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "heap.h"
+#include "debug.h"
+#include "error.h"
+#include "huge.h"
+#include "options.h"
+#include "orphanage.h"
+#include "purger.h"
+#include "registry.h"
+#include "remote.h"
+#include "sizeclass.h"
+#include "slab.h"
+#include "valgrind.h"
 
 /* ---- allocation ------------------------------------------------------------ */
 
@@ -328,4 +339,20 @@ void bitslab_collect(void)
     heap_collect_abandoned();
     huge_cache_flush();
     superpage_shrink_orphans(); /* their address space too */
+}
+
+/* ---- process start and exit ------------------------------------------------- */
+
+/* The options are read here, outside any slow path, unless a malloc came
+ * first (options_init_once); the purger thread starts here too. */
+__attribute__((constructor)) static void options_constructor(void)
+{
+    options_init_once();
+    purger_start_if_enabled(); /* background_purge=1: outside any slow path, as it must be */
+}
+
+__attribute__((destructor)) static void options_at_exit(void)
+{
+    /* Relaxed: pairs with the relaxed store in set(); at exit any value read is valid. */
+    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0); /* the table, on stderr */
 }

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "error.h"
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
 {

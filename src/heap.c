@@ -19,7 +19,19 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "internal.h"
+#include "heap.h"
+#include "debug.h"
+#include "error.h"
+#include "huge.h"
+#include "options.h"
+#include "os.h"
+#include "purge.h"
+#include "purger.h"
+#include "remote.h"
+#include "sizeclass.h"
+#include "slab.h"
+#include "superpage.h"
+#include "valgrind.h"
 
 /* ---- the empty heap and TLS ----------------------------------------------- */
 
@@ -367,13 +379,105 @@ static void heap_unlend(heap_t *h)
     heap_pool_push(h);
 }
 
-#if BITSLAB_DEBUG
-bool bitslab_heap_is_abandoned(heap_t *h)
+
+/* ---- superpages and purge: the heap's policy ------------------------------ */
+
+static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age);
+
+/* Decommit the FREE slabs of h whose pages are still committed: those empty
+ * for the purge delay (PURGE_PERIODIC: at most every delay / 2, 10 ms at
+ * least, and only every 16th call; PURGE_TICK: the same without the call
+ * count, for heap_tick; PURGE_EXPIRED: now), or all of them
+ * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
+void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
 {
-    /* Relaxed: debug counting only. */
-    return atomic_load_explicit(&h->abandoned, memory_order_relaxed) != 0;
+    huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
+    /* Relaxed: a setting; any value read is valid. */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    if (mode != PURGE_ALL && (delay < 0 || (h->dirty_free == 0 && !h->sparse_pending))) return;
+    if (mode == PURGE_PERIODIC && (++h->slow_calls & 15)) return;
+    uint32_t now = os_now_ms();
+    if (mode == PURGE_PERIODIC || mode == PURGE_TICK) {
+        if ((int32_t)(now - h->next_purge) < 0) return;
+        h->next_purge = now + (uint32_t)(delay / 2 > 10 ? delay / 2 : 10);
+    }
+    uint32_t min_age = mode == PURGE_ALL ? 0 : (uint32_t)delay;
+    /* Sparse slabs only from the top of a slow path (the periodic modes):
+     * the other modes run inside slab returns, and heap_purge_sparse merges. */
+    if (h->sparse_pending && (mode == PURGE_PERIODIC || mode == PURGE_TICK)) heap_purge_sparse(h, now, min_age);
+    purge_aged(h, min_age, limit, now);
 }
-#endif
+
+/* True if every configured slab of h is an active slab whose only taken
+ * bins sit in the word cache: no block of the heap is live. */
+static bool heap_holds_nothing(heap_t *h)
+{
+    if (h->slabs_used > NUM_CLASSES) return false;
+    uint32_t active = 0;
+    for (unsigned c = 0; c < NUM_CLASSES; c++) {
+        slab_t *a = h->active[c];
+        if (!a) continue;
+        active++;
+        if (slab_used(a) != popcount64(h->cache[c].bits)) return false;
+    }
+    return active == h->slabs_used;
+}
+
+/* A heap that no longer holds a single live block (its thread let go of
+ * everything) keeps at most 512 KiB of FREE slabs with committed pages. */
+static void heap_trim_if_idle(heap_t *h)
+{
+    if (h->dirty_free > 8 && heap_holds_nothing(h)) heap_purge(h, PURGE_ALL, h->dirty_free - 8);
+}
+
+/* A new EMPTY superpage for h: an orphan; in a forked child, the abandoned
+ * heaps of the parent's other threads are collected first (their empty
+ * superpages become orphans: heap_help_forked); then a new mapping, tried
+ * once more after the cached huge mappings gave back their address space.
+ * NULL (errno ENOMEM) if the kernel refuses. */
+static superpage_t *heap_grow(heap_t *h)
+{
+    superpage_t *sp = superpage_acquire(h, false);
+    if (!sp && heap_help_forked()) sp = superpage_acquire(h, false);
+    if (sp) return sp;
+    int saved = errno;
+    sp = superpage_acquire(h, true);
+    if (!sp) {
+        huge_cache_flush(); /* the kernel refused: the cached huge mappings' address space first */
+        sp = superpage_acquire(h, true);
+        if (sp) errno = saved; /* a success leaves errno as it was */
+    }
+    return sp;
+}
+
+/* n consecutive FREE slabs starting at a multiple of `step`, from h's
+ * superpages or a new one; NULL (errno ENOMEM) if memory is exhausted. */
+static slab_t *heap_take_slabs(heap_t *h, unsigned n, size_t step)
+{
+    slab_t *s = superpage_take_slabs(h, n, step);
+    if (s) return s;
+    superpage_t *sp = heap_grow(h);
+    return sp ? superpage_take_run(h, sp, n, step) : NULL;
+}
+
+/* Return n slabs starting at s to their superpage as FREE; the caller has
+ * checked that no remote bit is left (slab_empty_but_held, wide_release).
+ * `may_release`: see superpage_return_slabs. */
+static void heap_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
+{
+    uint32_t now = os_now_ms();
+    superpage_reset_slabs(h, s, n, now);
+    /* Bound what waits out the purge delay, per heap and for the process: a
+     * heap past twice a limit purges its own slabs down to it, the longest
+     * unused first (hysteresis: not on every return). */
+    size_t heap_cap = HEAP_DIRTY_FREE_MAX(h), cap = purge_dirty_cap();
+    if (h->dirty_free > 2 * heap_cap || purge_dirty_total() > 2 * cap) {
+        heap_purge(h, PURGE_EXPIRED, SIZE_MAX);
+        purge_down_to_caps(h, heap_cap, cap);
+    }
+    heap_trim_if_idle(h);
+    superpage_return_slabs(h, s, n, now, may_release);
+}
 
 /* ---- slab state machine --------------------------------------------------- */
 
@@ -417,7 +521,7 @@ static void wide_release(heap_t *h, slab_t *s, bool may_release)
     h->wide_allocations--;
     h->wide_bytes -= (size_t)n * SLAB_SIZE;
     slab_check_no_remote(s); /* a late free of the block's bit is a double free */
-    superpage_return_slabs(h, s, n, may_release);
+    heap_return_slabs(h, s, n, may_release);
 }
 
 /* An empty slab about to become FREE, with a purger between P0 and P8 on
@@ -453,7 +557,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
             return;
         }
         if (s->state == STATE_PARTIAL) partial_unlink(h, s);
-        superpage_return_slabs(h, s, 1, may_release);
+        heap_return_slabs(h, s, 1, may_release);
         return;
     }
     if (was_full && s->state == STATE_FULL) partial_push(h, s);
@@ -506,7 +610,7 @@ static void slab_activate(heap_t *h, slab_t *s)
  * its remote map, then decommit every 4 KiB page all of whose bins are free
  * in the local map. Owner only, from heap_purge (a slow path); the caller
  * does not hold a superpage of h (a merge may return slabs). */
-void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
+static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
 {
     bool left = false;
     for (superpage_t *sp = h->superpages; sp;) {
@@ -689,11 +793,12 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
     for (;;) { /* ends: each purger holds one slab at a time, and slabs run out */
         s = h->partial[cls];
         if (!s) {
-            s = superpage_take_slabs(h, 1, 1);
+            s = heap_take_slabs(h, 1, 1);
             if (!s) {
                 errno = ENOMEM;
                 break;
             }
+            slab_mark_in_use(h, s); /* purge.c: its pages count as committed again */
             slab_configure_small(s, h, cls);
         } else {
             partial_unlink(h, s);
@@ -761,7 +866,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     unsigned n = (unsigned)((size + SLAB_SIZE - 1) / SLAB_SIZE);
     if (n == 0) n = 1;
     size_t step = align > SLAB_SIZE ? align / SLAB_SIZE : 1;
-    slab_t *s = superpage_take_slabs(h, n, step);
+    slab_t *s = heap_take_slabs(h, n, step);
     if (!s) {
         errno = ENOMEM;
         return NULL;
@@ -789,7 +894,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     s->cached = NO_WORD;
     slab_local(s)[0] = 0; /* the one bin is taken */
     s->hwm = 1;
-    s->recip = (uint32_t)(0xFFFFFFFFu / bytes) + 1;
+    s->recip = slab_recip(bytes);
     s->state = STATE_WIDE;
     s->trigger = 0;
     slab_set_used(s, 1);
@@ -843,7 +948,7 @@ void heap_collect(heap_t *h, bool full)
             if (slab_used(s) == 0 && !slab_empty_but_held(s)) {
                 h->active[c] = NULL;
                 s->state = STATE_NONE;
-                superpage_return_slabs(h, s, 1, true);
+                heap_return_slabs(h, s, 1, true);
             }
         }
     }

@@ -8,7 +8,7 @@
  *   alignment  > 2 MiB: p = H + 2 MiB, with p a multiple of the alignment
  * A new mapping is one mmap of a multiple of 2 MiB (which Linux >= 6.7 places
  * at a 2 MiB-aligned address) and one munmap of the tail past the block.
- * Realloc moves the pages with mremap (no copy), to a new 2 MiB-aligned place
+ * Realloc moves the pages with mremap (os_remap: no copy), to a new 2 MiB-aligned place
  * if they cannot grow in place. Any thread may free a huge block: no heap
  * owns it.
  *
@@ -35,7 +35,13 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "huge.h"
+#include "error.h"
+#include "options.h"
+#include "orphanage.h"
+#include "os.h"
+#include "registry.h"
+#include "valgrind.h"
 
 _Atomic size_t bitslab_huge_count;
 _Atomic size_t bitslab_huge_bytes;
@@ -60,7 +66,7 @@ static void *huge_user(huge_header_t *hh) { return hh->map_base + hh->offset; }
 #define HUGE_FIT_SLACK ((size_t)16 << 20) /* a cached mapping serves a need up to 16 MiB (and 3x) smaller */
 
 /* The slot word: (time << 42) | dirty << 41 | (pages << 26) | (address >> 21); 0 = empty. */
-#define SLOT_ADDR_BITS (47 - SUPERPAGE_SHIFT)
+#define SLOT_ADDR_BITS REGION_BITS
 #define SLOT_PAGES_BITS 15
 #define SLOT_DIRTY ((uint64_t)1 << (SLOT_ADDR_BITS + SLOT_PAGES_BITS))
 #define SLOT_TIME_SHIFT (SLOT_ADDR_BITS + SLOT_PAGES_BITS + 1)
@@ -312,23 +318,19 @@ static huge_header_t *huge_from_cache(size_t len, size_t size, bool zero)
     if (have < len) {
         /* Grow it in place (the pages after it are usually the tail that
          * huge_map trimmed). If they are taken, it goes back. */
-        if (mremap(hh, have, len, 0) == MAP_FAILED) {
+        if (!os_remap(hh, have, len, NULL)) {
             if (!slot_publish(w, 0) && !slot_unmap(w)) { /* stays mapped and counted, as a refused munmap */ }
             return NULL;
         }
         hh->map_len = len;
-        /* Relaxed: statistics only. */
-        atomic_fetch_add_explicit(&bitslab_mapped_bytes, len - have, memory_order_relaxed);
-        /* Relaxed: statistics only. */
-        atomic_fetch_add_explicit(&bitslab_committed_bytes, len - have, memory_order_relaxed);
     }
     if (!slot_dirty(w)) {
-        os_recommit(body); /* decommitted: reads as zero, calloc needs no memset */
+        os_note_committed(body); /* decommitted: reads as zero, calloc needs no memset */
     } else if (zero) {
         /* Old data. Decommit it (the pages read as zero, and only those the
          * caller touches come back: a huge calloc is often sparse); if the
          * kernel refuses, zero what was asked. */
-        if (os_decommit((char *)hh + OS_PAGE, body)) os_recommit(body);
+        if (os_decommit((char *)hh + OS_PAGE, body)) os_note_committed(body);
         else memset(huge_user(hh), 0, size);
     }
     hh->hdr.kind = REGION_HUGE;
@@ -401,7 +403,7 @@ static bool huge_cache_put(huge_header_t *hh)
     uint64_t w = slot_make(hh, dirty, now);
     if (slot_publish(w, 0) || (cache_evict(now) && slot_publish(w, 0))) return true;
     hh->hdr.kind = REGION_HUGE;
-    if (!dirty) os_recommit(body); /* the caller unmaps it, which counts it out */
+    if (!dirty) os_note_committed(body); /* the caller unmaps it, which counts it out */
     return false;
 }
 
@@ -411,23 +413,12 @@ static bool huge_cache_put(huge_header_t *hh)
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-/* Map [at, at + len) if nothing is mapped there. */
+/* Map [at, at + len) if nothing is mapped there (counted as committed: the
+ * block is used at once). */
 static bool map_exactly_at(char *at, size_t len)
 {
-    int saved = errno;
-    void *q = mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
-                   -1, 0);
-    errno = saved;
-    if (q == MAP_FAILED) return false;
-    if (q != at) { /* a kernel before 4.17 took the flag for a hint */
-        munmap(q, len);
-        errno = saved;
-        return false;
-    }
-    /* Relaxed: statistics only. */
-    atomic_fetch_add_explicit(&bitslab_mapped_bytes, len, memory_order_relaxed);
-    /* Relaxed: statistics only. */
-    atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
+    if (!os_map_at(at, len)) return false;
+    os_note_committed(len);
     return true;
 }
 
@@ -567,13 +558,8 @@ void *huge_realloc(huge_header_t *hh, size_t size)
         return huge_user(hh);
     }
     /* Grow in place if the pages after us are free. */
-    void *r = mremap(hh, old_len, len, 0);
-    if (r != MAP_FAILED) {
+    if (os_remap(hh, old_len, len, NULL)) {
         hh->map_len = len;
-        /* Relaxed: statistics only. */
-        atomic_fetch_add_explicit(&bitslab_mapped_bytes, len - old_len, memory_order_relaxed);
-        /* Relaxed: statistics only. */
-        atomic_fetch_add_explicit(&bitslab_committed_bytes, len - old_len, memory_order_relaxed);
         huge_account(0, (ptrdiff_t)(len - old_len));
         return huge_user(hh);
     }
@@ -588,8 +574,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     }
     size_t offset = hh->offset;
     region_unregister((uintptr_t)hh);
-    r = mremap(hh, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
-    if (r == MAP_FAILED) {
+    if (!os_remap(hh, old_len, len, dst)) {
         region_register((uintptr_t)hh, REGION_HUGE);
         region_unregister((uintptr_t)dst);
         os_unmap(dst, len);
@@ -600,11 +585,6 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
     nh->map_base = dst;
     nh->map_len = len;
-    /* The old range is gone: huge_map counted len, mremap dropped old_len. */
-    /* Relaxed: statistics only. */
-    atomic_fetch_sub_explicit(&bitslab_mapped_bytes, old_len, memory_order_relaxed);
-    /* Relaxed: statistics only. */
-    atomic_fetch_sub_explicit(&bitslab_committed_bytes, old_len, memory_order_relaxed);
     huge_account(0, (ptrdiff_t)(len - old_len));
     return dst + offset;
 }

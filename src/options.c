@@ -30,7 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "options.h"
 
 /* ---- the table -------------------------------------------------------------
  * One line per option: name, type, min, max, default, doc. The value lives in
@@ -296,20 +296,6 @@ void options_init_once(void)
     atomic_store_explicit(&options_state, OPTIONS_READ, memory_order_release);
     /* Relaxed: pairs with the relaxed store in set() (this thread's own). */
     if (atomic_load_explicit(&bitslab_verbose, memory_order_relaxed)) print_banner();
-}
-
-__attribute__((constructor)) static void options_constructor(void)
-{
-    options_init_once();
-    purger_start_if_enabled(); /* background_purge=1: outside any slow path, as it must be */
-}
-
-/* ---- at exit ---------------------------------------------------------------- */
-
-__attribute__((destructor)) static void options_at_exit(void)
-{
-    /* Relaxed: pairs with the relaxed store in set(); at exit any value read is valid. */
-    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0); /* the table, on stderr */
 }
 
 /* ---- public ------------------------------------------------------------------ */

@@ -9,10 +9,9 @@
  *   whose decommit failed stays committed (and its caller keeps treating it
  *   as dirty), a range whose munmap failed stays mapped. Neither changes
  *   errno: the caller handles the failure, its own caller never sees it.
- * - the region registry: one byte per 2 MiB of the 47-bit user address space
- *   (a 64 MiB zero-initialised array, touched sparsely), so that
- *   free() can tell a bitslab pointer from a foreign one without reading
- *   memory that might not be mapped.
+ * - the counts of what is mapped, committed and purged (the statistics
+ *   read them; huge.c's mremap goes through os_remap so that they stay
+ *   true).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,15 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "os.h"
 
 _Atomic size_t bitslab_mapped_bytes;
 _Atomic size_t bitslab_committed_bytes;
 
-/* The registry lives in .bss (64 MiB of address space): zero pages cost no
- * memory until a byte in them is set (one 4 KiB page covers 8 GiB of address
- * space), and the fast path reads it at a fixed address. */
-_Atomic uint8_t bitslab_region_map[REGION_MAP_SIZE];
+_Atomic size_t os_purged_bytes;
+_Atomic size_t os_madvise_calls;
 
 void *os_map(size_t len)
 {
@@ -109,7 +106,9 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 bool os_purge_pages(void *p, size_t len)
 {
     int saved = errno;
-    stats_note_purge(len);
+    /* Relaxed (two counters): statistics; pair with bitslab_stats's relaxed loads (a snapshot). */
+    atomic_fetch_add_explicit(&os_purged_bytes, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&os_madvise_calls, 1, memory_order_relaxed); /* as above */
     bool ok = madvise(p, len, MADV_DONTNEED) == 0;
     errno = saved;
     return ok;
@@ -150,28 +149,12 @@ bool os_map_at(void *addr, size_t len)
 }
 
 
-/* Count a decommitted range as committed again when it is put back to use. */
-void os_recommit(size_t len)
+/* Count len bytes as committed again (a decommitted range put back to use:
+ * its pages fault in on touch). No system call. */
+void os_note_committed(size_t len)
 {
     /* Relaxed: statistics only. */
     atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
-}
-
-bool region_register(uintptr_t region, unsigned kind)
-{
-    uintptr_t idx = region >> SUPERPAGE_SHIFT;
-    if (idx >= REGION_MAP_SIZE) return false; /* a 5-level-paging address: refuse */
-    /* Relaxed: read by free() on a pointer whose hand-off already orders this
-     * registration before it (see region_kind_of). */
-    atomic_store_explicit(&bitslab_region_map[idx], (uint8_t)kind, memory_order_relaxed); /* relaxed: see above */
-    return true;
-}
-
-void region_unregister(uintptr_t region)
-{
-    /* Relaxed: done before munmap, so a later mapping of the same region
-     * registers after this clear (the syscalls order them). */
-    atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed); /* relaxed: see above */
 }
 
 /* A millisecond clock for the purge delay: CLOCK_MONOTONIC_COARSE is read in
@@ -186,4 +169,28 @@ uint32_t os_now_ms(void)
     /* Relaxed: a hint for remote freers' timestamps (any recent value does). */
     atomic_store_explicit(&bitslab_clock_ms, now, memory_order_relaxed); /* read relaxed by remote_free */
     return now;
+}
+
+/* mremap: grow [old, old + old_len) in place to new_len bytes (to == NULL),
+ * or move it onto [to, to + new_len), a range the caller mapped and counted
+ * (MREMAP_FIXED replaces it). The counts follow; errno is left alone. False,
+ * and nothing changed, if the kernel refuses. */
+bool os_remap(void *old, size_t old_len, size_t new_len, void *to)
+{
+    int saved = errno;
+    void *r = to ? mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, to) : mremap(old, old_len, new_len, 0);
+    errno = saved;
+    if (r == MAP_FAILED) return false;
+    /* Grown in place: new_len - old_len more bytes; moved: the old range is
+     * gone (the new one was counted when it was mapped). */
+    size_t delta = to ? old_len : new_len - old_len;
+    /* Relaxed (two counters): statistics; pair with bitslab_stats's relaxed loads (a snapshot). */
+    if (to) {
+        atomic_fetch_sub_explicit(&bitslab_mapped_bytes, delta, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&bitslab_committed_bytes, delta, memory_order_relaxed); /* as above */
+    } else {
+        atomic_fetch_add_explicit(&bitslab_mapped_bytes, delta, memory_order_relaxed);
+        atomic_fetch_add_explicit(&bitslab_committed_bytes, delta, memory_order_relaxed); /* as above */
+    }
+    return true;
 }

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "types.h"
 
 #define EXPORT __attribute__((visibility("default")))
 

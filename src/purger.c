@@ -22,7 +22,16 @@
 #include <signal.h>
 #include <time.h>
 
-#include "internal.h"
+#include "purger.h"
+#include "debug.h"
+#include "error.h"
+#include "huge.h"
+#include "options.h"
+#include "orphanage.h"
+#include "os.h"
+#include "remote.h"
+#include "slab.h"
+#include "superpage.h"
 
 /* Take the remote bins of slab i of sp, decommit the pages they cover
  * wholly, and free them again (docs/purger.md, P1..P7). Returns the pages

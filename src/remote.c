@@ -31,7 +31,11 @@
  * superpages of the heap directly (heap_drain_remote), so those frees are
  * still found.
  */
-#include "internal.h"
+#include "remote.h"
+#include "bitmap.h"
+#include "debug.h"
+#include "error.h"
+#include "os.h"
 
 static superpage_t *superpage_of_node(qnode_t *n)
 {
@@ -137,7 +141,9 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
          * owner here: report it instead of pushing onto nothing. */
         if (unlikely(!owner)) bitslab_fatal("double free (the superpage was released meanwhile)", p);
 #if BITSLAB_DEBUG
-        if (owner->id && bitslab_heap_is_abandoned(owner)) DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
+        /* Relaxed: debug counting only (heap_pool_push sets it). */
+        if (owner->id && atomic_load_explicit(&owner->abandoned, memory_order_relaxed)) /* a count */
+            DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
         /* Relaxed (load and store): a date for the owner's purge delay, no
          * ordering of its own; the push below publishes it (release), and

@@ -1,5 +1,5 @@
 /*
- * slab.c: size classes and the two bitmaps of a slab.
+ * slab.c: a slab's bins and its two bitmaps.
  *
  * A small slab is an array of `nbins` bins of `bin_size` bytes starting at
  * the slab's first byte. Its free state is two bitmaps, 1 bit per bin, kept
@@ -26,29 +26,11 @@
  */
 #include <string.h>
 
-#include "internal.h"
-
-/* class_of(size) for size <= 1024, indexed by (size + 15) / 16. */
-const uint8_t bitslab_class_of_small[SMALL_TABLE_MAX / MIN_BIN + 1] = {
-    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12, 12, 12, 13,
-    13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17,
-    17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
-};
-
-const uint32_t bitslab_class_size[NUM_CLASSES] = {
-    16,   32,   48,   64,   80,   96,    112,   128,   160,   192,   224,   256,   320,   384,
-    448,  512,  640,  768,  896,  1024,  1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,
-    5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
-};
-
-/* Set the bins of a freshly configured slab free, and nothing beyond them. */
-static void bitmap_fill(uint64_t *map, uint32_t nbins)
-{
-    uint32_t full = nbins / 64, rest = nbins % 64;
-    memset(map, 0, BITMAP_WORDS * sizeof(uint64_t));
-    for (uint32_t w = 0; w < full; w++) map[w] = ~(uint64_t)0;
-    if (rest) map[full] = ((uint64_t)1 << rest) - 1;
-}
+#include "slab.h"
+#include "debug.h"
+#include "error.h"
+#include "os.h"
+#include "sizeclass.h"
 
 /* A slab about to become FREE, or to be configured, must have no remote bit
  * left: every legitimate remote free counts in `used`, so a bit here when
@@ -79,7 +61,7 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->cls = (uint8_t)cls;
     s->nbins = nbins;
     s->nwords = (uint8_t)((nbins + 63) / 64);
-    s->recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* ceil(2^32 / size) */
+    s->recip = slab_recip(size);
     s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
     s->cached = NO_WORD;
     s->trigger = 0;
@@ -91,7 +73,6 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
-    slab_mark_in_use(h, s);
     s->hwm = s->dirty ? nbins : 0;
     s->dirty = 1;
     bitmap_fill(slab_local(s), nbins);
@@ -299,18 +280,6 @@ void slab_donate(slab_t *s)
     slab_set_used(s, slab_used(s) + n);
 }
 
-/* Bins first..last (inclusive) all set in map. */
-static bool bins_all_set(const uint64_t *map, uint32_t first, uint32_t last)
-{
-    for (uint32_t w = first >> 6; w <= last >> 6; w++) {
-        uint64_t m = ~(uint64_t)0;
-        if (w == first >> 6) m &= ~(uint64_t)0 << (first & 63);
-        if (w == last >> 6) m &= ~(uint64_t)0 >> (63 - (last & 63));
-        if ((map[w] & m) != m) return false;
-    }
-    return true;
-}
-
 /* The 4 KiB pages of s every bin of which is set in `map` (bit i: page i).
  * The caller owns the slab, or holds bins of it (so its configuration cannot
  * change). */
@@ -323,7 +292,7 @@ uint16_t slab_free_pages(const slab_t *s, const uint64_t *map)
         uint32_t first = pg * OS_PAGE / size, last = ((pg + 1) * OS_PAGE - 1) / size;
         if (first >= nbins) break; /* the slab's tail: never handed out, never touched */
         if (last >= nbins) last = nbins - 1;
-        if (bins_all_set(map, first, last)) pages |= (uint16_t)(1u << pg);
+        if (bitmap_all_set(map, first, last)) pages |= (uint16_t)(1u << pg);
     }
     return pages;
 }

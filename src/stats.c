@@ -29,20 +29,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
-
-/* ---- counters fed from other files ---------------------------------------- */
-
-static _Atomic size_t purged_bytes;
-static _Atomic size_t madvise_calls;
-
-void stats_note_purge(size_t len)
-{
-    /* Relaxed: a statistics counter; pairs with the relaxed load in bitslab_stats (a snapshot). */
-    atomic_fetch_add_explicit(&purged_bytes, len, memory_order_relaxed);
-    /* Relaxed: as above. */
-    atomic_fetch_add_explicit(&madvise_calls, 1, memory_order_relaxed);
-}
+#include "stats.h"
+#include "heap.h"
+#include "huge.h"
+#include "orphanage.h"
+#include "os.h"
+#include "sizeclass.h"
+#include "slab.h"
+#include "superpage.h"
 
 /* ---- one slab, read race-free ------------------------------------------------ */
 
@@ -292,8 +286,8 @@ void bitslab_stats(bitslab_stats_t *out)
     st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
     st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
     st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
-    st.purged_bytes = atomic_load_explicit(&purged_bytes, memory_order_relaxed); /* stats */
-    st.madvise_calls = atomic_load_explicit(&madvise_calls, memory_order_relaxed); /* stats */
+    st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed); /* stats */
+    st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed); /* stats */
     for (uint32_t id = 1; id <= st.heaps_total; id++) {
         heap_t *h = heap_by_id(id);
         /* Relaxed: pairs with the owner's relaxed store in slab_merge_remote (a snapshot). */

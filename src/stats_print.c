@@ -16,7 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "stats.h"
+#include "orphanage.h"
+#include "sizeclass.h"
+#include "superpage.h"
 
 #define SCHEMA_VERSION 1
 

@@ -19,7 +19,7 @@
  * not reported (bitslab's own reads and writes there go on as usual, and
  * memcheck treats what it reads there as defined). See docs/testing.md.
  */
-#include "internal.h"
+#include "valgrind.h"
 
 #if BITSLAB_VALGRIND
 #include <string.h>

@@ -3,7 +3,7 @@
  * version, passed as -DBITSLAB_BUILD_VERSION_* (lib_args). meson.build also
  * checks that include/bitslab.h's BITSLAB_VERSION_STRING says the same.
  */
-#include "internal.h"
+#include "base.h"
 
 _Static_assert(BITSLAB_BUILD_VERSION_MAJOR == BITSLAB_VERSION_MAJOR &&
                    BITSLAB_BUILD_VERSION_MINOR == BITSLAB_VERSION_MINOR &&

@@ -12,7 +12,7 @@ callees). It does not follow what is not part of a remote free, by exact
 name: the fatal-error reporters (they abort), huge_free (a huge block), the
 owner's own paths out of bitslab_free (heap_slab_freed_slow, free_to_cache
 and heap_tick: the owner freeing its own block) and the debug build's test
-hooks (debug_park, debug_count, bitslab_heap_is_abandoned).
+hooks (debug_park, debug_count).
 
 It fails (exit 1) on:
   - any `cmpxchg` (a compare-and-swap is how compilers build a retry loop
@@ -42,7 +42,7 @@ import subprocess
 import sys
 
 NOT_FOLLOWED = {"bitslab_fatal", "bitslab_fatal_in", "huge_free", "heap_slab_freed_slow", "free_to_cache",
-                "heap_tick", "debug_park", "debug_count", "bitslab_heap_is_abandoned"}
+                "heap_tick", "debug_park", "debug_count"}
 NORETURN = {"bitslab_fatal", "bitslab_fatal_in", "abort", "__stack_chk_fail"}
 EXTERNAL_OK = {"abort", "__stack_chk_fail"}
 FUNC_RE = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")

@@ -1,0 +1,73 @@
+/*
+ * bitmap.h: bit arithmetic and where a slab's bitmap rows are: local[i][w]
+ * (owner-only, 1 = bin free) and remote[i][w] (1 = freed by another thread,
+ * not merged yet), one 512-byte row per slab in its superpage's metadata.
+ */
+#ifndef BITSLAB_BITMAP_H
+#define BITSLAB_BITMAP_H
+
+#include "types.h"
+
+#pragma GCC visibility push(hidden)
+
+static inline superpage_t *superpage_of_slab(const slab_t *s)
+{
+    return (superpage_t *)((uintptr_t)s & ~(SUPERPAGE_SIZE - 1));
+}
+
+static inline uint64_t *slab_local(slab_t *s) { return superpage_of_slab(s)->local[s->index]; }
+static inline _Atomic uint64_t *slab_remote(slab_t *s) { return superpage_of_slab(s)->remote[s->index]; }
+
+static inline unsigned ctz64(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
+static inline unsigned popcount64(uint64_t x)
+{
+#ifdef __POPCNT__
+    return (unsigned)__builtin_popcountll(x);
+#else
+    /* Baseline x86-64 has no popcnt instruction, and the builtin would call
+     * libgcc's __popcountdi2: a branch-free SWAR count instead. */
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+#endif
+}
+
+/* The local bitmap row of that slab, likewise; the remote row is at a fixed
+ * distance from it. */
+static inline uint64_t *local_row_of_addr(uintptr_t region, uintptr_t a)
+{
+    return (uint64_t *)(region + offsetof(superpage_t, local) +
+                        ((a >> (SLAB_SHIFT - BITMAP_ROW_SHIFT)) &
+                         ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << BITMAP_ROW_SHIFT)));
+}
+
+static inline _Atomic uint64_t *remote_row_of_local(uint64_t *local)
+{
+    return (_Atomic uint64_t *)((char *)local + (offsetof(superpage_t, remote) - offsetof(superpage_t, local)));
+}
+
+/* Set the bins of a freshly configured slab free (bits 0..nbins-1), and
+ * clear every bit beyond them. */
+static inline void bitmap_fill(uint64_t *map, uint32_t nbins)
+{
+    uint32_t full = nbins / 64, rest = nbins % 64;
+    for (uint32_t w = 0; w < BITMAP_WORDS; w++)
+        map[w] = w < full ? ~(uint64_t)0 : w == full && rest ? ((uint64_t)1 << rest) - 1 : 0;
+}
+
+/* Bits first..last (inclusive) all set in map. */
+static inline bool bitmap_all_set(const uint64_t *map, uint32_t first, uint32_t last)
+{
+    for (uint32_t w = first >> 6; w <= last >> 6; w++) {
+        uint64_t m = ~(uint64_t)0;
+        if (w == first >> 6) m &= ~(uint64_t)0 << (first & 63);
+        if (w == last >> 6) m &= ~(uint64_t)0 >> (63 - (last & 63));
+        if ((map[w] & m) != m) return false;
+    }
+    return true;
+}
+
+#pragma GCC visibility pop
+
+#endif /* BITSLAB_BITMAP_H */

@@ -1,0 +1,208 @@
+/*
+ * orphanage.c: the orphanage of EMPTY superpages (docs/orphanage.md), and
+ * the address space orphans give back.
+ *
+ * The orphanage is a global Treiber stack. Its head is one 64-bit word: the
+ * superpage address >> 21 in the low 26 bits (user addresses are below
+ * 2^47) and a 38-bit version in the high bits, bumped by every push and
+ * pop, so a stale CAS fails (no ABA). A superpage's first pages (header,
+ * links, slab records) are never unmapped, so a popper that reads
+ * `orphan_next` of a superpage another thread has just taken reads mapped
+ * memory; its CAS then fails on the version. The rest of an orphan may be
+ * (superpage_shrink, below).
+ */
+#include "orphanage.h"
+#include "bitmap.h"
+#include "debug.h"
+#include "os.h"
+#include "valgrind.h"
+
+_Atomic size_t bitslab_superpages_orphaned;
+_Atomic size_t bitslab_superpages_shrunk;
+
+static _Atomic uint64_t orphanage_head; /* tagged: see above */
+
+#define ORPHAN_PTR_BITS REGION_BITS /* 26 */
+#define ORPHAN_PTR_MASK (((uint64_t)1 << ORPHAN_PTR_BITS) - 1)
+
+static superpage_t *orphan_ptr(uint64_t word)
+{
+    return (superpage_t *)(uintptr_t)((word & ORPHAN_PTR_MASK) << SUPERPAGE_SHIFT);
+}
+
+static uint64_t orphan_word(superpage_t *sp, uint64_t old)
+{
+    uint64_t version = (old >> ORPHAN_PTR_BITS) + 1;
+    return (version << ORPHAN_PTR_BITS) | ((uintptr_t)sp >> SUPERPAGE_SHIFT);
+}
+
+static void orphanage_push(superpage_t *sp)
+{
+    /* Relaxed: the CAS below re-validates the value. */
+    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_relaxed);
+    for (;;) {
+        /* Relaxed: published by the release CAS that follows. */
+        atomic_store_explicit(&sp->orphan_next, orphan_ptr(old), memory_order_relaxed);
+        DEBUG_PARK(PARK_ORPHAN_PUSH_CAS);
+        /* Release: publishes sp's reset state and its link to the popper's
+         * acquire load; on failure `old` is reloaded (relaxed suffices, the
+         * next attempt publishes again). */
+        /* (push CAS: pairs with orphanage_pop) */
+        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(sp, old),
+                                                  memory_order_release, memory_order_relaxed))
+            break;
+        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
+    }
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
+}
+
+static superpage_t *orphanage_pop(void)
+{
+    /* Acquire: pairs with the pusher's release CAS, so sp->orphan_next and the
+     * superpage's reset state are visible. */
+    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_acquire); /* pairs with the push CAS */
+    for (;;) {
+        superpage_t *sp = orphan_ptr(old);
+        if (!sp) return NULL;
+        /* Relaxed: if another thread popped sp meanwhile this may be stale,
+         * and the version check in the CAS rejects it. Always mapped memory. */
+        superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed); /* validated by the CAS */
+        DEBUG_PARK(PARK_ORPHAN_POP_CAS);
+        /* Acquire on success and failure: we read the next head's fields. */
+        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(next, old),
+                                                  memory_order_acquire, memory_order_acquire)) {
+            /* Relaxed: statistics only. */
+            atomic_fetch_sub_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
+            return sp;
+        }
+        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
+    }
+}
+
+/* ---- address space: shrinking orphans -------------------------------------
+ * An orphan gives back its address space but for its first SHRINK_KEEP
+ * bytes (the header, the orphanage link and the slab records: what a popper
+ * and the lookup of a stale pointer read) when the orphanage already holds
+ * ORPHAN_RESERVE superpages, and every orphan does when the kernel refuses a
+ * mapping (superpage_shrink_orphans). Threads that read further into
+ * superpages they find in the registry (the statistics, the heap map, the
+ * purger) announce themselves: a Dekker pair, W1/W2 against S1/S2. Either
+ * the shrinker sees the walker and leaves the superpage mapped, or the
+ * walker sees the mark and skips it. The shrinker never waits. */
+
+#define ORPHAN_RESERVE 16 /* orphans that keep their address space: 32 MiB */
+
+static _Atomic uint32_t walkers;
+
+void superpage_walk_begin(void)
+{
+    /* W1. Seq_cst: a Dekker pair with S1/S2 (superpage_shrink). */
+    atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst); /* W1: pairs with S2 */
+}
+
+void superpage_walk_end(void)
+{
+    /* Release: our reads of the superpages happen before the unmap of a
+     * shrinker whose S2 reads the count without us. */
+    atomic_fetch_sub_explicit(&walkers, 1, memory_order_release); /* pairs with S2 */
+}
+
+bool superpage_walkable(superpage_t *sp)
+{
+    /* W2. Seq_cst: pairs with S1; 1 means skip (it may be unmapped now). */
+    return atomic_load_explicit(&sp->shrunk, memory_order_seq_cst) == 0; /* W2: pairs with S1 */
+}
+
+/* Unmap all of sp but its first SHRINK_KEEP bytes. sp is ours (popped from
+ * the orphanage, or on its way there) and decommitted. False, and sp as it
+ * was, if it is shrunk already, its metadata could not be decommitted, a
+ * walker may be reading it, or the kernel refuses. */
+static bool superpage_shrink(superpage_t *sp)
+{
+    uint32_t clean = sp->orphan_clean;
+    /* Relaxed: our own superpage's field (walkers only read it). */
+    if (atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || !(clean & 1)) return false; /* ours */
+    /* S1. Seq_cst: pairs with W2 (see above). */
+    atomic_store_explicit(&sp->shrunk, 1, memory_order_seq_cst); /* S1: pairs with W2 */
+    /* S2. Seq_cst (and acquire: pairs with walk_end's release). */
+    if (atomic_load_explicit(&walkers, memory_order_seq_cst) != 0) { /* S2: pairs with W1 */
+        DEBUG_COUNT(WIN_SHRINK_WALKER_SEEN);
+        /* Relaxed: nothing was unmapped; a walker reading 1 skipped a mapped superpage. */
+        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed); /* see above */
+        return false;
+    }
+    /* Data slabs whose decommit failed are still counted as committed. */
+    size_t committed = (size_t)popcount64(~clean & DATA_SLABS_MASK) * SLAB_SIZE;
+    if (!os_unmap_counted((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP, committed)) {
+        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed); /* still mapped: as above */
+        return false;
+    }
+    sp->orphan_clean = DATA_SLABS_MASK | 1; /* when it is mapped again: fresh zero pages */
+    /* Relaxed: statistics only. */
+    atomic_fetch_add_explicit(&bitslab_superpages_shrunk, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Map a shrunk superpage's address space again; false if something else
+ * was mapped there meanwhile (the superpage then stays shrunk for good). */
+static bool superpage_regrow(superpage_t *sp)
+{
+    if (!os_map_at((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP)) return false;
+    BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: as for a new superpage */
+    /* Release: pairs with W2 (a walker reads the pages only after seeing 0). */
+    atomic_store_explicit(&sp->shrunk, 0, memory_order_release); /* pairs with W2 */
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_superpages_shrunk, 1, memory_order_relaxed);
+    return true;
+}
+
+/* An orphan with its address space mapped: a shrunk one is mapped again in
+ * place. One whose address range something else holds now goes back to the
+ * orphanage (it may be free later), after at most 4 tries. */
+superpage_t *orphanage_take(void)
+{
+    superpage_t *sp, *blocked = NULL;
+    for (unsigned tries = 0; tries < 4 && (sp = orphanage_pop()); tries++) {
+        /* Relaxed: our own orphan's field now. */
+        if (!atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || superpage_regrow(sp)) break; /* ours */
+        sp->deferred_next = blocked; /* ours while popped */
+        blocked = sp;
+        sp = NULL;
+    }
+    while (blocked) {
+        superpage_t *b = blocked;
+        blocked = b->deferred_next;
+        orphanage_push(b);
+    }
+    return sp;
+}
+
+/* Every orphan that is not shrunk yet gives back its address space (the
+ * kernel refused a mapping). All are popped, then pushed back, so the
+ * orphanage looks empty meanwhile. True if any was shrunk. */
+bool superpage_shrink_orphans(void)
+{
+    superpage_t *chain = NULL, *sp;
+    bool any = false;
+    while ((sp = orphanage_pop())) {
+        any |= superpage_shrink(sp);
+        sp->deferred_next = chain; /* ours while popped */
+        chain = sp;
+    }
+    while ((sp = chain)) {
+        chain = sp->deferred_next;
+        orphanage_push(sp);
+    }
+    return any;
+}
+
+/* Give an empty, decommitted superpage to the orphanage; beyond
+ * ORPHAN_RESERVE orphans it first gives back its address space. */
+void orphanage_give(superpage_t *sp)
+{
+    /* Relaxed: a count compared with the reserve (any recent value does). */
+    if (atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed) >= ORPHAN_RESERVE)
+        superpage_shrink(sp);
+    orphanage_push(sp);
+}

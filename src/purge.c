@@ -1,0 +1,148 @@
+/*
+ * purge.c: giving FREE slabs' pages back to the OS, and how much a heap and
+ * the process may keep committed meanwhile.
+ *
+ * A FREE slab whose pages may hold data is "dirty" and counts in its heap's
+ * dirty_free and in the process total. Reusing it costs no page fault, so
+ * it is kept for the purge delay (bitslab_purge_delay_ms) and decommitted
+ * after (purge_aged, from heap_purge); past a cap (twice HEAP_DIRTY_FREE_MAX
+ * per heap, twice purge_dirty_cap for the process) the heap that returns a
+ * slab purges its own down to the cap, the longest unused first
+ * (purge_down_to_caps). The policy that decides when (heap_purge, the
+ * sparse slabs, idle heaps) is the heap's: heap.c.
+ */
+#include "purge.h"
+#include "bitmap.h"
+#include "options.h"
+#include "os.h"
+
+/* FREE slabs with committed pages, all heaps together: the process-wide cap
+ * on memory kept for reuse (see superpage_return_slabs). */
+static _Atomic size_t dirty_free_total;
+
+void purge_dirty_add(heap_t *h, int delta)
+{
+    h->dirty_free += (uint32_t)delta;
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&dirty_free_total, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
+}
+
+/* Slabs configured (small or wide) in all heaps: the measure of what the
+ * process uses, for the cap below. */
+static _Atomic size_t slabs_in_use_total;
+
+void purge_slabs_in_use_add(ptrdiff_t delta)
+{
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&slabs_in_use_total, (size_t)delta, memory_order_relaxed);
+}
+
+/* How many FREE-but-committed slabs the whole process keeps, at most, before
+ * heaps purge theirs early: 2 MiB plus as many as are in use. Past twice
+ * that, the heap that returns a slab purges its own down to it. A program
+ * that frees everything thus keeps little, and one in a steady state keeps
+ * the slack its fragmentation needs. */
+size_t purge_dirty_cap(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return 32 + atomic_load_explicit(&slabs_in_use_total, memory_order_relaxed);
+}
+
+size_t purge_dirty_total(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return atomic_load_explicit(&dirty_free_total, memory_order_relaxed);
+}
+
+bool dirty_over_process_cap(unsigned factor) { return purge_dirty_total() > factor * purge_dirty_cap(); }
+
+
+/* Return the data pages of the slabs in `mask` to the OS, one madvise per run
+ * of adjacent slabs; skips slabs already decommitted. A run whose madvise
+ * fails keeps its pages: its slabs stay committed and dirty (calloc zeroes
+ * them), marked decommit_failed so that purges do not retry them on every
+ * slow path (under mlockall every madvise fails); they leave dirty_free
+ * either way. */
+void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
+{
+    uint32_t m = 0;
+    for (uint32_t t = mask; t; t &= t - 1) {
+        unsigned i = ctz64(t);
+        if (!slab_decommitted(&sp->slabs[i])) m |= 1u << i;
+    }
+    while (m) {
+        unsigned first = ctz64(m);
+        unsigned len = ctz64(~(uint64_t)(m >> first)); /* length of the run of set bits */
+        bool ok = os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
+        for (unsigned i = first; i < first + len; i++) {
+            slab_t *s = &sp->slabs[i];
+            if (slab_counts_dirty(s)) purge_dirty_add(h, -1); /* only FREE slabs are decommitted */
+            if (ok) {
+                s->dirty = 0;
+                slab_set_decommitted(s, true);
+                s->decommit_failed = 0;
+            } else if (s->dirty) {
+                s->decommit_failed = 1;
+            }
+        }
+        m &= ~(uint32_t)((((uint64_t)1 << len) - 1) << first);
+    }
+}
+
+/* A FREE slab is being put to use: its pages count as committed again. */
+void slab_mark_in_use(heap_t *h, slab_t *s)
+{
+    purge_slabs_in_use_add(1);
+    h->slabs_used++;
+    if (slab_counts_dirty(s)) purge_dirty_add(h, -1);
+    s->decommit_failed = 0;
+    if (slab_decommitted(s)) {
+        os_note_committed(SLAB_SIZE);
+        slab_set_decommitted(s, false);
+    }
+}
+
+/* Decommit up to `limit` FREE slabs of h whose pages are still committed
+ * and that have been FREE for at least min_age ms. */
+void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
+{
+    for (superpage_t *sp = h->superpages; sp && sp->free_mask && limit; sp = sp->next) {
+        uint32_t m = 0;
+        for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
+            slab_t *s = &sp->slabs[ctz64(t)];
+            if (slab_counts_dirty(s) && !slab_decommitted(s) && now - s->freed_at >= min_age) {
+                m |= 1u << s->index;
+                limit--;
+            }
+        }
+        if (m) purge_decommit_slabs(h, sp, m);
+    }
+}
+
+/* FREE-but-committed slabs h must give up to be within both caps. */
+static size_t dirty_excess(heap_t *h, size_t heap_cap, size_t cap)
+{
+    size_t total = purge_dirty_total();
+    size_t over_heap = h->dirty_free > heap_cap ? h->dirty_free - heap_cap : 0;
+    size_t over_process = total > cap ? total - cap : 0;
+    return over_heap > over_process ? over_heap : over_process;
+}
+
+/* Over a cap: decommit the slabs unused the longest first (those past the
+ * delay, then past half of it, a quarter, ... down to 16 ms), and only then
+ * any (the caps are hard). Slabs freed a moment ago are the likeliest to be
+ * reused at once: purging them first meant a madvise and a refault per reuse
+ * on programs that churn large blocks. */
+void purge_down_to_caps(heap_t *h, size_t heap_cap, size_t cap)
+{
+    /* Relaxed: a setting; any value read is valid. */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    uint32_t now = os_now_ms(), age = delay > 0 ? (uint32_t)delay : 0;
+    for (;;) {
+        size_t over = dirty_excess(h, heap_cap, cap);
+        if (!over) return;
+        purge_aged(h, age, over, now);
+        if (age == 0) return;
+        age = age > 16 ? age / 2 : 0;
+    }
+}
