@@ -8,7 +8,7 @@
  * free fast path: region_of(p) (mask) -> registry byte -> slab_t by the slab
  * index bits of p -> owner test -> bin index by a reciprocal multiply,
  * checked exact -> set the bit in the local map (a bit already set, there or
- * in the remote map, is a double free) -> one compare of `used` with the
+ * in the remote map, is a double free) -> one compare of `taken` with the
  * slab's trigger (full, sparse, empty: the slow path). Everything else
  * (NULL, huge, not ours, another thread's slab) goes to heap_free_slow(),
  * which validates the pointer with block_lookup(), the lookup realloc and
@@ -158,12 +158,12 @@ static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint32_t w = idx >> 6;
     /* Relaxed peek: see above. */
-    uint64_t taken = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* relaxed: a peek */
+    uint64_t already_free = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* relaxed: a peek */
     if (mine) {
-        taken |= slab_local(s)[w];
-        if (s->cached == w) taken |= bitslab_tls_heap->cache[s->cls].bits;
+        already_free |= slab_local(s)[w];
+        if (s->cached == w) already_free |= bitslab_tls_heap->cache[s->cls].bits;
     }
-    return (taken & bit) != 0;
+    return (already_free & bit) != 0;
 }
 
 /* The one lookup: every entry point that takes a pointer (free's slow path
@@ -211,13 +211,13 @@ NOINLINE void heap_free_slow(void *p)
 
 /* free's fast path for a bin of the word the heap has in its word cache: the
  * bin goes back to the cache, so the next malloc of the class reuses it; a
- * bin already there (or in either map) is free. `used` counts cached bins as
- * taken, so it does not change. Out of line: it keeps the common path short,
+ * bin already there (or in either map) is free. `taken` counts cached bins as
+ * already_free, so it does not change. Out of line: it keeps the common path short,
  * and it carries the heap's heartbeat. */
-static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t taken, uint64_t bit, void *p)
+static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t already_free, uint64_t bit, void *p)
 {
     word_cache_t *c = &h->cache[s->cls];
-    if (unlikely((taken | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    if (unlikely((already_free | c->bits) & bit)) bitslab_fatal_in("free", MSG_FREED, p);
     c->fresh &= ~bit; /* before the bit: a dirty bin is never cached as fresh */
     c->bits |= bit;
     /* A heartbeat: a thread that only ever cycles blocks through its cache
@@ -254,19 +254,19 @@ void bitslab_free(void *p)
     uint64_t word = *local;
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    uint64_t taken = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed); /* a peek */
+    uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed); /* a peek */
     if (unlikely(s->cached == w)) {
-        free_to_cache(h, s, taken, bit, p);
+        free_to_cache(h, s, already_free, bit, p);
         return;
     }
-    if (unlikely(taken & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    if (unlikely(already_free & bit)) bitslab_fatal_in("free", MSG_FREED, p);
     *local = word | bit;
     s->summary |= (uint64_t)1 << w;
-    uint32_t used = slab_used(s) - 1;
-    slab_set_used(s, used);
+    uint32_t taken = slab_taken(s) - 1;
+    slab_set_taken(s, taken);
     /* One compare: the slab was full, went sparse, or is empty
      * (slab_retrigger sets the value; it may change lists). */
-    if (unlikely(used == s->trigger)) heap_slab_freed_slow(h, s, used);
+    if (unlikely(taken == s->trigger)) heap_slab_freed_slow(h, s, taken);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)

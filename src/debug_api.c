@@ -21,7 +21,7 @@ static void check(bool ok, const char *what, const void *p)
 
 /* Invariants of the calling thread's heap (owner-only data, so exact):
  *  - every bin is in exactly one place: live, the local map, the remote map,
- *    or the heap's word cache; so used + local free bits == bins, where used
+ *    or the heap's word cache; so taken + local free bits == bins, where taken
  *    includes the cached and the remotely freed ones;
  *  - no bit is set in two of the maps (that would be a double free);
  *  - summary names every non-empty local word;
@@ -72,16 +72,16 @@ static void debug_check_heap(heap_t *h)
                 check(!(r & l), "invariant: bin free in both bitmaps (double free)", s->data);
                 if (w == cached_word) check(!(cached & (l | r)), "invariant: cached bin also free in a map", s->data);
             }
-            check(slab_used(s) + free_bits == s->nbins, "invariant: used + free bits != bins", s->data);
-            check(slab_used(s) >= popcount64(cached), "invariant: cached bins not counted as used", s->data);
+            check(slab_taken(s) + free_bits == s->nbins, "invariant: taken + free bits != bins", s->data);
+            check(slab_taken(s) >= popcount64(cached), "invariant: cached bins not counted as taken", s->data);
             if (kind == SLAB_SMALL && (s->state == STATE_ACTIVE || s->state == STATE_FULL))
                 check(s->donated == 0, "invariant: an active or full slab has donated bins", s->data);
-            /* The free fast path's trigger (slab_retrigger): below `used`, so
+            /* The free fast path's trigger (slab_retrigger): below `taken`, so
              * that frees reach it, and "was full" for a FULL slab. */
             if (kind == SLAB_SMALL && s->state == STATE_FULL)
-                check(s->trigger == s->nbins - 1 && slab_used(s) == s->nbins, "invariant: FULL slab's trigger", s->data);
+                check(s->trigger == s->nbins - 1 && slab_taken(s) == s->nbins, "invariant: FULL slab's trigger", s->data);
             else
-                check(s->trigger < slab_used(s) || (s->trigger == 0 && slab_used(s) == 0), "invariant: trigger not below used",
+                check(s->trigger < slab_taken(s) || (s->trigger == 0 && slab_taken(s) == 0), "invariant: trigger not below used",
                       s->data);
         }
     }
@@ -94,7 +94,7 @@ static void debug_check_heap(heap_t *h)
 void bitslab_debug_check(void)
 {
     heap_t *h = bitslab_tls_heap;
-    if (!h->is_static) debug_check_heap(h);
+    if (!h->is_placeholder) debug_check_heap(h);
 }
 
 unsigned bitslab_debug_purger_pass(unsigned fresh_ms)

@@ -37,7 +37,7 @@
 
 /* Every word cache empty: each class's first malloc takes the slow path,
  * which gives the thread a heap of its own. */
-heap_t bitslab_empty_heap = {.is_static = 1};
+heap_t bitslab_empty_heap = {.is_placeholder = 1};
 
 _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))) = &bitslab_empty_heap;
 
@@ -212,7 +212,7 @@ static _Atomic uint32_t heap_key_state; /* 0: none, else key + 1 */
  * parent's threads before it. A heap whose thread was inside a slow path at
  * the fork may be half-way through a change of its lists: it is left alone
  * (its memory is lost to the child, never corrupted). A thread stopped in a
- * fast path leaves at most one bin or one `used` count behind. */
+ * fast path leaves at most one bin or one `taken` count behind. */
 static uint32_t heap_collect_pool(void);
 
 /* Heaps the fork child handler pushed that still held memory at the last
@@ -418,7 +418,7 @@ static bool heap_holds_nothing(heap_t *h)
         slab_t *a = h->active[c];
         if (!a) continue;
         active++;
-        if (slab_used(a) != popcount64(h->cache[c].bits)) return false;
+        if (slab_taken(a) != popcount64(h->cache[c].bits)) return false;
     }
     return active == h->slabs_used;
 }
@@ -539,14 +539,14 @@ static bool slab_empty_but_held(slab_t *s)
 }
 
 /* Called after bins of s were freed: `was_full` if it had no free bin before,
- * `used` bins remain live. `may_release`: see superpage_return_slabs. */
-static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, bool may_release)
+ * `taken` bins remain live. `may_release`: see superpage_return_slabs. */
+static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t taken, bool may_release)
 {
     if (s->state == STATE_WIDE) {
-        if (used == 0) wide_release(h, s, may_release);
+        if (taken == 0) wide_release(h, s, may_release);
         return;
     }
-    if (used == 0) {
+    if (taken == 0) {
         if (s->state == STATE_ACTIVE) return; /* keep: the next malloc reuses it */
         if (unlikely(slab_empty_but_held(s))) {
             /* Stays configured and PARTIAL (reused by a malloc, or made FREE
@@ -561,7 +561,7 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t used, 
         return;
     }
     if (was_full && s->state == STATE_FULL) partial_push(h, s);
-    else slab_retrigger(s); /* `used` fell: a PARTIAL slab's next sparse level */
+    else slab_retrigger(s); /* `taken` fell: a PARTIAL slab's next sparse level */
 }
 
 /* A PARTIAL slab fell to a sparse level (1/4, 1/8, ... of its bins live):
@@ -625,7 +625,7 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
         for (; m; m &= m - 1) {
             slab_t *s = &sp->slabs[ctz64(m)];
             if (s->state != STATE_PARTIAL) continue; /* active, full or FREE since */
-            uint32_t before = slab_used(s);
+            uint32_t before = slab_taken(s);
             uint32_t n = slab_merge_remote(s);
             if (n) slab_after_free(h, s, false, before - n, false);
             if (s->state != STATE_PARTIAL) continue; /* emptied: a FREE slab now */
@@ -636,33 +636,33 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
     h->sparse_pending = left;
 }
 
-/* The free fast path found used == trigger: the slab was full, fell to a
+/* The free fast path found taken == trigger: the slab was full, fell to a
  * sparse level, or is empty (slab_retrigger). */
-void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t used_after)
+void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after)
 {
     slow_enter(h);
-    if (used_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
+    if (taken_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
         /* Memory is short of the cap: an empty active slab goes back too
-         * (nothing of it is cached: used counts cached bins). */
+         * (nothing of it is cached: taken counts cached bins). */
         slab_unload_word(s, &h->cache[s->cls]);
         h->active[s->cls] = NULL;
         s->state = STATE_NONE;
     }
-    if (unlikely(s->donated) && used_after == s->donated) {
+    if (unlikely(s->donated) && taken_after == s->donated) {
         /* Every live bin of a slab that donated its free bins is gone: take
          * them back (those a purger holds come back with a notification),
          * so that the slab can empty. */
         slab_merge_remote(s);
-        used_after = slab_used(s);
+        taken_after = slab_taken(s);
     }
-    bool sparse = used_after && s->state == STATE_PARTIAL && used_after == s->trigger;
-    slab_after_free(h, s, used_after + 1 == s->nbins, used_after, true);
+    bool sparse = taken_after && s->state == STATE_PARTIAL && taken_after == s->trigger;
+    slab_after_free(h, s, taken_after + 1 == s->nbins, taken_after, true);
     if (sparse) {
         slab_went_sparse(h, s);
         slab_retrigger(s); /* after a donation: the next level counts it */
         partial_to_tail(h, s); /* fuller slabs are refilled first: this one drains */
     }
-    if (used_after == 0) {
+    if (taken_after == 0) {
         heap_trim_if_idle(h);
         heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
         superpage_release_aged(h);
@@ -687,7 +687,7 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t 
             slab_check_no_remote(s);
             continue;
         }
-        uint32_t before = slab_used(s);
+        uint32_t before = slab_taken(s);
         uint32_t n = slab_merge_remote(s);
         /* No release while we still walk sp's slabs: the caller retries it. */
         if (n) slab_after_free(h, s, before == s->nbins, before - n, false); /* and its trigger */
@@ -828,7 +828,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
 
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 {
-    if (h->is_static) {
+    if (h->is_placeholder) {
         bool lent;
         h = heap_for_alloc(&lent);
         if (!h) return NULL;
@@ -897,7 +897,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     s->recip = slab_recip(bytes);
     s->state = STATE_WIDE;
     s->trigger = 0;
-    slab_set_used(s, 1);
+    slab_set_taken(s, 1);
     /* Relaxed (three stores): as above. */
     atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed); /* relaxed: walker snapshot */
     atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);  /* relaxed: walker snapshot */
@@ -909,7 +909,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
 
 void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 {
-    if (h->is_static) {
+    if (h->is_placeholder) {
         bool lent;
         h = heap_for_alloc(&lent);
         if (!h) return NULL;
@@ -931,7 +931,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
  * `full`) and empty superpages beyond the retention (all of them if `full`). */
 void heap_collect(heap_t *h, bool full)
 {
-    if (h->is_static) return;
+    if (h->is_placeholder) return;
     slow_enter(h);
     heap_drain_remote(h);
     /* A producer stopped before its push hides nothing from the queue, but
@@ -945,7 +945,7 @@ void heap_collect(heap_t *h, bool full)
             slab_t *s = h->active[c];
             if (!s) continue;
             slab_unload_word(s, &h->cache[c]);
-            if (slab_used(s) == 0 && !slab_empty_but_held(s)) {
+            if (slab_taken(s) == 0 && !slab_empty_but_held(s)) {
                 h->active[c] = NULL;
                 s->state = STATE_NONE;
                 heap_return_slabs(h, s, 1, true);

@@ -65,7 +65,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
     DEBUG_PARK(PARK_PURGER_HOLDING);
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-    /* P2. While we hold bins the slab keeps its configuration (its `used`
+    /* P2. While we hold bins the slab keeps its configuration (its `taken`
      * counts them). Relaxed: ordered by P1. A wide block is not purged here. */
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* ordered by P1 */
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* ordered by P1 */

@@ -18,8 +18,8 @@
  * slab). A bit set in two of them is a double free.
  *
  * `summary` has bit w set when local word w may hold a free bin, so finding
- * the next word is one ctz. `used` counts the bins not in the local map, so
- * used == 0 means every bin is free and nothing is cached.
+ * the next word is one ctz. `taken` counts the bins not in the local map, so
+ * taken == 0 means every bin is free and nothing is cached.
  *
  * Reconfiguration: an empty slab (no live bin, no remote bit, nothing
  * cached) goes back to its superpage as FREE and may take any class later.
@@ -33,8 +33,8 @@
 #include "sizeclass.h"
 
 /* A slab about to become FREE, or to be configured, must have no remote bit
- * left: every legitimate remote free counts in `used`, so a bit here when
- * used == 0 is a free of a bin that was already free. Only the words of the
+ * left: every legitimate remote free counts in `taken`, so a bit here when
+ * taken == 0 is a free of a bin that was already free. Only the words of the
  * slab's last configuration (nwords, kept across slab_reset) can hold one: a
  * wide block's check is one word, not 64. */
 void slab_check_no_remote(slab_t *s)
@@ -66,7 +66,7 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->cached = NO_WORD;
     s->trigger = 0;
     s->donated = 0;
-    slab_set_used(s, 0);
+    slab_set_taken(s, 0);
     /* Relaxed: a hint only its owner and purgers use (docs/purger.md). */
     atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed); /* pairs with no one: a hint */
     /* Relaxed: the walker's snapshot (see slab_load_word). */
@@ -131,7 +131,7 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
     local[w] = 0;
     s->summary &= ~((uint64_t)1 << w);
     uint32_t n = popcount64(bits);
-    slab_set_used(s, slab_used(s) + n);
+    slab_set_taken(s, slab_taken(s) + n);
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
     /* Bins at or above hwm were never handed out: still zero from the OS. */
     uint32_t first = w * 64;
@@ -165,7 +165,7 @@ void slab_unload_word(slab_t *s, word_cache_t *c)
     if (c->bits) {
         slab_local(s)[c->word] |= c->bits;
         s->summary |= (uint64_t)1 << c->word;
-        slab_set_used(s, slab_used(s) - popcount64(c->bits));
+        slab_set_taken(s, slab_taken(s) - popcount64(c->bits));
     }
     c->bits = 0;
     c->fresh = 0;
@@ -175,7 +175,7 @@ void slab_unload_word(slab_t *s, word_cache_t *c)
 }
 
 /* Merge the remote bitmap into the local one. Returns the number of bins
- * merged and lowers `used` by it. Owner only. */
+ * merged and lowers `taken` by it. Owner only. */
 uint32_t slab_merge_remote(slab_t *s)
 {
     /* Relaxed: our own field. The cache is read only if s->cached names a word. */
@@ -214,7 +214,7 @@ uint32_t slab_merge_remote(slab_t *s)
     if (merged < s->donated) DEBUG_COUNT(WIN_MERGE_WHILE_PURGER_HELD);
     s->donated = 0; /* taken back, or held by a purger that frees them again */
     if (merged) {
-        slab_set_used(s, slab_used(s) - merged);
+        slab_set_taken(s, slab_taken(s) - merged);
         /* Relaxed load and store: only the heap's current user writes this
          * counter (the pool's hand-off orders one user before the next); the
          * stats walker's relaxed load pairs with the store (a snapshot). */
@@ -231,15 +231,15 @@ uint32_t slab_merge_remote(slab_t *s)
 
 /* The trigger of a PARTIAL slab (slab_retrigger in internal.h): the next
  * sparse level below its live bins (1/4, 1/8, 1/16, 1/32 of its bins; plus
- * the bins it donated, which `used` counts), then `donated` (no bin live:
+ * the bins it donated, which `taken` counts), then `donated` (no bin live:
  * empty, or empty once the donated bins are back). Slabs of fewer than
  * SPARSE_MIN_BINS bins (classes above 4 KiB) have no sparse level: a few
  * frees would reach each, a slow path for little to purge. A FULL slab's
  * is its first free (nbins - 1); any other's is 0. */
 void slab_retrigger_partial(slab_t *s)
 {
-    /* Donated bins count in `used` but are free: the levels are of the rest. */
-    uint32_t t = s->donated, live = slab_used(s) - s->donated; /* no level left: when no bin is live */
+    /* Donated bins count in `taken` but are free: the levels are of the rest. */
+    uint32_t t = s->donated, live = slab_taken(s) - s->donated; /* no level left: when no bin is live */
     for (unsigned k = 2; k <= 5 && s->nbins >= SPARSE_MIN_BINS; k++) {
         uint32_t level = s->nbins >> k;
         if (level && level < live) {
@@ -252,7 +252,7 @@ void slab_retrigger_partial(slab_t *s)
 
 /* Move the free bins of a sparse PARTIAL slab (no cached word) from the local
  * map to the remote map, where a purger can take them; the owner takes them
- * back with slab_merge_remote. `used` counts them as out of the local map,
+ * back with slab_merge_remote. `taken` counts them as out of the local map,
  * like remote frees. Owner only. */
 void slab_donate(slab_t *s)
 {
@@ -277,7 +277,7 @@ void slab_donate(slab_t *s)
     }
     s->summary = 0;
     s->donated += n;
-    slab_set_used(s, slab_used(s) + n);
+    slab_set_taken(s, slab_taken(s) + n);
 }
 
 /* The 4 KiB pages of s every bin of which is set in `map` (bit i: page i).

@@ -54,9 +54,9 @@ bool slab_purger_was_there(slab_t *s, uint32_t before);
 #define SPARSE_MIN_BINS 16u       /* slabs of fewer bins have no sparse level (slab_retrigger_partial) */
 void slab_unload_word(slab_t *s, word_cache_t *c);
 
-/* The value of `used` at which the free fast path calls heap_slab_freed_slow
+/* The value of `taken` at which the free fast path calls heap_slab_freed_slow
  * (slab.c: slab_retrigger_partial for a PARTIAL slab). Owner only, after any
- * change of `used` or `state` outside the fast path. */
+ * change of `taken` or `state` outside the fast path. */
 void slab_retrigger_partial(slab_t *s);
 static inline void slab_retrigger(slab_t *s)
 {
@@ -64,16 +64,16 @@ static inline void slab_retrigger(slab_t *s)
     else s->trigger = s->state == STATE_FULL ? s->nbins - 1 : 0;
 }
 
-static inline uint32_t slab_used(const slab_t *s)
+static inline uint32_t slab_taken(const slab_t *s)
 {
-    /* Relaxed: only the owner writes `used`; the atomic is for the stats walker. */
-    return atomic_load_explicit(&s->used, memory_order_relaxed);
+    /* Relaxed: only the owner writes `taken`; the atomic is for the stats walker. */
+    return atomic_load_explicit(&s->taken, memory_order_relaxed);
 }
 
-static inline void slab_set_used(slab_t *s, uint32_t v)
+static inline void slab_set_taken(slab_t *s, uint32_t v)
 {
     /* Relaxed store by the owner; pairs with the walker's relaxed load (a snapshot). */
-    atomic_store_explicit(&s->used, v, memory_order_relaxed);
+    atomic_store_explicit(&s->taken, v, memory_order_relaxed);
 }
 
 static inline bool slab_decommitted(const slab_t *s)

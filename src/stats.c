@@ -6,12 +6,12 @@
  * mapped (between superpage_walk_begin and _end, and skipping superpages
  * that superpage_walkable says are shrunk, so it never reads unmapped
  * memory) and reads only the fields that are atomics for this purpose:
- * slab kind, bin_size, used, cached_bins, decommitted and heap, the remote
+ * slab kind, bin_size, taken, cached_bins, decommitted and heap, the remote
  * bitmaps, the superpage's heap, and each heap's remote_merged counter
  * (heaps are never unmapped either). Everything else in another thread's
  * heap is that thread's alone and is never read here.
  *
- * A small slab's `used` counts every bin not in its local bitmap: live
+ * A small slab's `taken` counts every bin not in its local bitmap: live
  * blocks, free bins in the owner's word cache, and remotely freed bins not
  * merged yet. The walker splits it:
  *   pending = bits set in the slab's remote bitmap (atomic, exact);
@@ -22,7 +22,7 @@
  *             thread whose last action on that class was a slow path;
  *             otherwise off by the bins it took from or freed into the word
  *             since (at most 64);
- *   live    = used - cached - pending.
+ *   live    = taken - cached - pending.
  * docs/stats.md spells out what each figure means and when it is exact.
  */
 #include <errno.h>
@@ -63,7 +63,7 @@ static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_reside
 heap_t *stats_self_heap(void)
 {
     heap_t *h = bitslab_tls_heap;
-    return h->is_static ? NULL : h;
+    return h->is_placeholder ? NULL : h;
 }
 
 void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t meta_resident, slab_snapshot_t *o)
@@ -86,7 +86,7 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
         return;
     }
     o->owner = atomic_load_explicit(&s->heap, memory_order_relaxed); /* relaxed: as above */
-    uint32_t used = slab_used(s);
+    uint32_t taken = slab_taken(s);
     o->pending = remote_pending(sp, i, meta_resident);
     o->bin_size = size;
     if (kind == SLAB_SMALL) {
@@ -102,11 +102,11 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
         o->bins = 1;
     }
     /* Each figure was read at its own moment: keep the sum consistent. */
-    if (used > o->bins) used = o->bins;
-    if (o->pending > used) o->pending = used;
-    if (o->cached > used - o->pending) o->cached = used - o->pending;
-    o->live = used - o->cached - o->pending;
-    o->free = o->bins - used;
+    if (taken > o->bins) taken = o->bins;
+    if (o->pending > taken) o->pending = taken;
+    if (o->cached > taken - o->pending) o->cached = taken - o->pending;
+    o->live = taken - o->cached - o->pending;
+    o->free = o->bins - taken;
 }
 
 /* Bytes of sp that the kernel reports resident, and (if `pages` is given)

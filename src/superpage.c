@@ -75,7 +75,7 @@ static void slab_reset(slab_t *s)
     s->cached = NO_WORD;
     s->trigger = 0;
     s->donated = 0;
-    slab_set_used(s, 0);
+    slab_set_taken(s, 0);
     /* Relaxed (three stores): the walker's snapshot; no block of this slab
      * is live, so no freer reads them. */
     atomic_store_explicit(&s->heap, NULL, memory_order_relaxed); /* walker snapshot */

@@ -110,7 +110,7 @@ typedef struct slab {
     struct slab *prev, *next;    /* heap->partial[cls] list, owner-only */
 
     /* Cache line 1: owner-mutable, written by the free fast path. */
-    alignas(64) _Atomic uint32_t used; /* bins not in the local map: live, in the heap's word
+    alignas(64) _Atomic uint32_t taken; /* bins taken out of the local map: live, in the heap's word
                                           cache, or remote-freed and unmerged (relaxed: stats) */
     uint32_t hwm;                /* bins >= hwm were never handed out since the last decommit */
     uint64_t summary;            /* bit w set: local[w] may have a free bin */
@@ -118,10 +118,10 @@ typedef struct slab {
     uint32_t cached;             /* the word now in the owner heap's word cache, or NO_WORD */
     _Atomic uint32_t cached_bins; /* free bins of that word when it was loaded (0 when none is):
                                      published for the stats walker, see slab_load_word */
-    uint32_t trigger;            /* the free fast path goes slow when `used` falls to this: nbins - 1
+    uint32_t trigger;            /* the free fast path goes slow when `taken` falls to this: nbins - 1
                                     when FULL, the next sparse level when PARTIAL, else 0 (slab_retrigger) */
     uint32_t donated;            /* bins slab_donate moved to the remote map since the last merge
-                                    (counted in `used`; owner-only) */
+                                    (counted in `taken`; owner-only) */
 } slab_t;
 
 #define NO_WORD 0xFFFFFFFFu
@@ -222,7 +222,7 @@ typedef struct heap {
     uint32_t refills;             /* word-cache refills: every 8th does the housekeeping */
     uint32_t cache_frees;         /* frees into the word cache: every HEAP_TICK-th runs heap_tick */
     uint32_t id;                  /* index in the heap table, >= 1 */
-    uint32_t is_static;           /* the static empty heap */
+    uint32_t is_placeholder;      /* bitslab_empty_heap: a thread's heap before its first slow path */
     _Atomic uint32_t abandoned;   /* in the pool of abandoned heaps (read by the fork child handler) */
     uint32_t in_slow;             /* owner-only: inside a slow path (a fork child leaves such a heap alone) */
     uint32_t sparse_pending;      /* owner-only: slabs were marked sparse since heap_purge_sparse looked */

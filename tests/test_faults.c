@@ -622,7 +622,7 @@ static void check_state(const char *when)
     /* The heap's count of FREE slabs a purge may still return (what the
      * debug checker verifies, here in every build). */
     heap_t *h = bitslab_tls_heap;
-    if (!h->is_static) {
+    if (!h->is_placeholder) {
         uint32_t dirty_free = 0;
         for (superpage_t *sp = h->superpages; sp; sp = sp->next)
             for (uint32_t t = sp->free_mask; t; t &= t - 1) {

@@ -68,7 +68,7 @@ START_TEST(test_lookup_every_bin)
         slab_t *s = slab_of(blocks[c][0]);
         ck_assert_ptr_eq(slab_of(blocks[c][nb - 1]), s);
         ck_assert_uint_eq(local_popcount(s), 0);
-        ck_assert_uint_eq(slab_used(s), nb);
+        ck_assert_uint_eq(slab_taken(s), nb);
         bitslab_heap_info_t hi = heap_info();
         ck_assert_uint_eq(hi.classes[c].slabs, 1);
         ck_assert_uint_eq(hi.classes[c].bins_total, nb);
@@ -162,7 +162,7 @@ END_TEST
  * bins counted as taken make up the slab. */
 static void check_slab_counts(slab_t *s, unsigned cls, size_t live)
 {
-    ck_assert_uint_eq(local_popcount(s) + slab_used(s), s->nbins);
+    ck_assert_uint_eq(local_popcount(s) + slab_taken(s), s->nbins);
     bitslab_heap_info_t hi = heap_info();
     ck_assert_msg(hi.classes[cls].bins_in_use == live, "class %u: %zu bins in use, expected %zu", cls,
                   hi.classes[cls].bins_in_use, live);
@@ -230,7 +230,7 @@ START_TEST(test_lowest_free_bin_full_slab)
     for (size_t i = 0; i < nb; i++) b[i] = bitslab_malloc(sz);
     slab_t *s = slab_of(b[0]);
     ck_assert_ptr_eq(b[nb - 1], s->data + (nb - 1) * sz);
-    ck_assert_uint_eq(slab_used(s), nb);
+    ck_assert_uint_eq(slab_taken(s), nb);
     ck_assert_uint_eq(local_popcount(s), 0);
     check_slab_counts(s, cls, nb);
     bitslab_free(b[77]);
@@ -299,7 +299,7 @@ START_TEST(test_bitmap_counts_random)
                     slab_t *s = &sp->slabs[i];
                     if (slab_kind(s) != SLAB_SMALL) continue;
                     slabs++;
-                    ck_assert_uint_eq(local_popcount(s) + slab_used(s), s->nbins);
+                    ck_assert_uint_eq(local_popcount(s) + slab_taken(s), s->nbins);
                     for (unsigned w = s->nwords; w < BITMAP_WORDS; w++) ck_assert(test_local_map(s)[w] == 0);
                     ck_assert_uint_eq(remote_popcount(s), 0);
                 }

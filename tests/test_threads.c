@@ -98,7 +98,7 @@ START_TEST(test_remote_free_merged_by_malloc)
     static void *blocks[400], *again[400];
     for (size_t i = 0; i < nb; i++) blocks[i] = bitslab_malloc(bitslab_class_size[c]);
     slab_t *s = slab_of(blocks[0]);
-    ck_assert_uint_eq(slab_used(s), nb);
+    ck_assert_uint_eq(slab_taken(s), nb);
     free_in_thread(blocks, nb);
     ck_assert_uint_eq(heap_info().classes[c].bins_in_use, 0);
     ck_assert_uint_eq(heap_info().classes[c].bins_pending, nb);

@@ -130,7 +130,7 @@
  *           15 the owner needs a donated slab whose bins P holds   16 P3
  *           decommits a page   17 P5 reports a double free   18 the owner
  *           frees its last block of a slab while P, before P4 and with no
- *           freer inside, holds all the others (only `used` keeps it alive)
+ *           freer inside, holds all the others (only `taken` keeps it alive)
  *           (19: retired, P no longer writes the sparse marks)
  *           20 the owner's refill refuses the slab (purgers != 0) while P
  *           holds bins of it   21 an empty slab stays configured (purgers
@@ -1434,7 +1434,7 @@ inline local_free()
         :: SHEAP_OK(f_s) cslab == f_s ->                                    /* s->cached == w: back into the cache */
             if :: (f_t | cbits) & (1 << f_b) -> DETECT() :: else -> skip fi;
             cbits = cbits | (1 << f_b);
-            f_done = 1                                        /* `used` does not change */
+            f_done = 1                                        /* `taken` does not change */
         :: SHEAP_OK(f_s) cslab != f_s ->
             if :: f_t & (1 << f_b) -> DETECT() :: else -> skip fi;
             lmap[f_s] = lmap[f_s] | (1 << f_b);
@@ -1512,7 +1512,7 @@ proctype owner()
     /* owner-only state: plain fields in the C code */
     byte q_tail = STUB;                 /* heap_t.q_tail */
     byte lmap[NS];                      /* the slab's local bitmap word */
-    byte used[NS];                      /* slab_t.used: bins not in the local map */
+    byte used[NS];                      /* slab_t.taken: bins not in the local map */
     byte kind[NS];                      /* slab_t.kind (the owner's view) */
     byte state[NS];                     /* slab_t.state */
     byte free_mask[NSP];                /* superpage_t.free_mask, modelled slabs */
