@@ -1,9 +1,16 @@
 /*
- * orphanage.pml: the orphanage, a Treiber stack of empty superpages whose
- * head is one word holding a superpage and a version (src/superpage.c:
- * orphanage_push, orphanage_pop, orphan_word; docs/orphanage.md). The
- * abandoned-heap pool (src/heap.c: heap_pool_push, heap_pool_pop) is the
- * same algorithm with a 32-bit version and heap ids for pointers.
+ * orphanage.pml: the versioned Treiber stack of src/lfstack.h (lfstack_push,
+ * lfstack_pop: a head word of a handle and a version; docs/orphanage.md),
+ * told as its first user, the orphanage of empty superpages (src/superpage.c;
+ * handle = superpage address >> 21, bits = 26, a 38-bit version). Its other
+ * user, the abandoned-heap pool (src/heap.c; handle = heap id, bits = 20, a
+ * 44-bit version), runs the same code and is covered by the same model.
+ * The parameters map to lfstack.h's: a superpage number 0..NSP-1 is a
+ * handle (NIL, NSP in the model, stands for handle 0: the empty stack and
+ * the end of a link), onext[] the entries' links, head_ptr the low `bits`
+ * bits of the head, head_tag the version above them, and TAGBITS stands for
+ * 64 - bits (the width of the version; the model keeps it small so that it
+ * can wrap).
  *
  * NT threads each run OPS operations; an operation is a pop (the heap needs
  * a superpage: superpage_acquire) or a push of a superpage the thread holds
