@@ -33,6 +33,10 @@
 #include "superpage.h"
 #include "valgrind.h"
 
+#define LFSTACK_PARK(point) DEBUG_PARK(point)
+#define LFSTACK_RETRY(window) DEBUG_COUNT(window)
+#include "lfstack.h"
+
 /* ---- the empty heap and TLS ----------------------------------------------- */
 
 /* Every word cache empty: each class's first malloc takes the slow path,
@@ -133,70 +137,54 @@ static heap_t *heap_new(void)
     return h;
 }
 
-/* ---- abandoned heaps: a Treiber stack of ids with a 44-bit version -------- */
+/* ---- abandoned heaps: a tagged lock-free stack of ids (lfstack.h) -------- */
 
 /* Heap ids need 18 bits (MAX_HEAP_CHUNKS * HEAPS_PER_CHUNK = 2^18); the head
- * word keeps 20 for the id and 44 for a version bumped by every push and pop,
- * as wide as it can be (the orphanage's head has 38): an ABA needs a thread
- * stalled between its read and its CAS while a multiple of 2^44 other pushes
- * and pops pass (2^44 is two days of back-to-back pool operations at 10^8 a
- * second; real pool traffic is thread starts and exits). */
+ * word keeps 20 for the id and 44 for the version, as wide as it can be
+ * (the orphanage's has 38): an ABA needs a thread stalled between its read
+ * and its CAS while a multiple of 2^44 other pushes and pops pass (two days
+ * of back-to-back pool operations at 10^8 a second; real pool traffic is
+ * thread starts and exits). */
 #define POOL_ID_BITS 20
-#define POOL_ID_MASK (((uint64_t)1 << POOL_ID_BITS) - 1)
-_Static_assert((uint64_t)MAX_HEAP_CHUNKS * HEAPS_PER_CHUNK <= POOL_ID_MASK, "heap ids fit the pool word");
-static _Atomic uint64_t abandoned_head; /* (version << 20) | id, id 0 = empty */
+_Static_assert((uint64_t)MAX_HEAP_CHUNKS * HEAPS_PER_CHUNK < ((uint64_t)1 << POOL_ID_BITS), "heap ids fit the pool word");
+static lfstack_t abandoned = LFSTACK_INIT; /* handles: heap ids, 0 = empty */
+#if BITSLAB_DEBUG
+static const lfstack_hooks_t pool_hooks = {PARK_POOL_PUSH_CAS, PARK_POOL_POP_CAS, WIN_HEAP_POOL_CAS_RETRY};
+#define POOL_HOOKS (&pool_hooks)
+#else
+#define POOL_HOOKS NULL
+#endif
 
-static uint64_t pool_word(uint64_t old, uint64_t id) { return (((old >> POOL_ID_BITS) + 1) << POOL_ID_BITS) | id; }
+/* The link of heap `id`: heaps are never unmapped (lfstack_pop's precondition). */
+static _Atomic uint64_t *pool_link(uint64_t id)
+{
+    heap_t *h = heap_by_id((uint32_t)id);
+    if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
+    return &h->pool_next;
+}
 
 static void heap_pool_push(heap_t *h)
 {
-    /* Relaxed: published by the release CAS below; read by the fork child
+    /* Relaxed: published by the push's release CAS; read by the fork child
      * handler (single-threaded) and by debug counters. */
-    atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed); /* published by the push CAS */
-    /* Relaxed: re-validated by the CAS. */
-    uint64_t old = atomic_load_explicit(&abandoned_head, memory_order_relaxed);
-    for (;;) {
-        /* Relaxed: published by the release CAS below. */
-        atomic_store_explicit(&h->pool_next, old & POOL_ID_MASK, memory_order_relaxed);
-        uint64_t next = pool_word(old, h->id);
-        DEBUG_PARK(PARK_POOL_PUSH_CAS);
-        /* Release: everything the exiting thread did to the heap happens
-         * before the adopter's acquire pop. */
-        /* (release CAS: pairs with heap_pool_pop) */
-        if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, next, memory_order_release,
-                                                  memory_order_relaxed))
-            break;
-        DEBUG_COUNT(WIN_HEAP_POOL_CAS_RETRY);
-    }
+    atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed);
+    /* Release CAS inside: everything the exiting thread did to the heap
+     * happens before the adopter's acquire pop. */
+    lfstack_push(&abandoned, POOL_ID_BITS, h->id, &h->pool_next, POOL_HOOKS);
     /* Relaxed: statistics only. */
     atomic_fetch_add_explicit(&bitslab_heaps_abandoned, 1, memory_order_relaxed);
 }
 
 static heap_t *heap_pool_pop(void)
 {
-    /* Acquire: pairs with the pusher's release CAS. */
-    uint64_t old = atomic_load_explicit(&abandoned_head, memory_order_acquire);
-    for (;;) {
-        uint32_t id = (uint32_t)(old & POOL_ID_MASK);
-        if (!id) return NULL;
-        heap_t *h = heap_by_id(id);
-        if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
-        /* Relaxed: may be stale if h was popped meanwhile; the version in the
-         * CAS rejects it. Heaps are never unmapped, so the read is safe. */
-        uint64_t next = atomic_load_explicit(&h->pool_next, memory_order_relaxed); /* relaxed: validated by the CAS */
-        uint64_t word = pool_word(old, next);
-        DEBUG_PARK(PARK_POOL_POP_CAS);
-        /* Acquire: we take over the heap's memory (see push). */
-        if (atomic_compare_exchange_weak_explicit(&abandoned_head, &old, word, memory_order_acquire,
-                                                  memory_order_acquire)) {
-            /* Relaxed: statistics only. */
-            atomic_fetch_sub_explicit(&bitslab_heaps_abandoned, 1, memory_order_relaxed);
-            /* Relaxed: the heap is ours now; see heap_pool_push. */
-            atomic_store_explicit(&h->abandoned, 0, memory_order_relaxed); /* ours after the acquire CAS */
-            return h;
-        }
-        DEBUG_COUNT(WIN_HEAP_POOL_CAS_RETRY);
-    }
+    uint64_t id = lfstack_pop(&abandoned, POOL_ID_BITS, pool_link, POOL_HOOKS);
+    if (!id) return NULL;
+    heap_t *h = heap_by_id((uint32_t)id);
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_heaps_abandoned, 1, memory_order_relaxed);
+    /* Relaxed: the heap is ours after the pop's acquire CAS; see heap_pool_push. */
+    atomic_store_explicit(&h->abandoned, 0, memory_order_relaxed);
+    return h;
 }
 
 /* ---- thread exit ---------------------------------------------------------- */

@@ -2,14 +2,12 @@
  * orphanage.c: the orphanage of EMPTY superpages (docs/orphanage.md), and
  * the address space orphans give back.
  *
- * The orphanage is a global Treiber stack. Its head is one 64-bit word: the
- * superpage address >> 21 in the low 26 bits (user addresses are below
- * 2^47) and a 38-bit version in the high bits, bumped by every push and
- * pop, so a stale CAS fails (no ABA). A superpage's first pages (header,
- * links, slab records) are never unmapped, so a popper that reads
- * `orphan_next` of a superpage another thread has just taken reads mapped
- * memory; its CAS then fails on the version. The rest of an orphan may be
- * (superpage_shrink, below).
+ * The orphanage is a global tagged lock-free stack (lfstack.h) of superpage
+ * addresses >> 21: 26 bits (user addresses are below 2^47), and a 38-bit
+ * version. A superpage's first pages (header, links, slab records) are
+ * never unmapped, so a popper that reads `orphan_next` of a superpage
+ * another thread has just taken reads mapped memory; its CAS then fails on
+ * the version. The rest of an orphan may be (superpage_shrink, below).
  */
 #include "orphanage.h"
 #include "bitmap.h"
@@ -17,67 +15,41 @@
 #include "os.h"
 #include "valgrind.h"
 
+#define LFSTACK_PARK(point) DEBUG_PARK(point)
+#define LFSTACK_RETRY(window) DEBUG_COUNT(window)
+#include "lfstack.h"
+
 _Atomic size_t bitslab_superpages_orphaned;
 _Atomic size_t bitslab_superpages_shrunk;
 
-static _Atomic uint64_t orphanage_head; /* tagged: see above */
+static lfstack_t orphanage = LFSTACK_INIT; /* handles: superpage address >> 21 */
+#if BITSLAB_DEBUG
+static const lfstack_hooks_t orphanage_hooks = {PARK_ORPHAN_PUSH_CAS, PARK_ORPHAN_POP_CAS, WIN_ORPHAN_CAS_RETRY};
+#define ORPHANAGE_HOOKS (&orphanage_hooks)
+#else
+#define ORPHANAGE_HOOKS NULL
+#endif
 
-#define ORPHAN_PTR_BITS REGION_BITS /* 26 */
-#define ORPHAN_PTR_MASK (((uint64_t)1 << ORPHAN_PTR_BITS) - 1)
+static superpage_t *orphan_of(uint64_t handle) { return (superpage_t *)(uintptr_t)(handle << SUPERPAGE_SHIFT); }
 
-static superpage_t *orphan_ptr(uint64_t word)
-{
-    return (superpage_t *)(uintptr_t)((word & ORPHAN_PTR_MASK) << SUPERPAGE_SHIFT);
-}
-
-static uint64_t orphan_word(superpage_t *sp, uint64_t old)
-{
-    uint64_t version = (old >> ORPHAN_PTR_BITS) + 1;
-    return (version << ORPHAN_PTR_BITS) | ((uintptr_t)sp >> SUPERPAGE_SHIFT);
-}
+/* The link of the orphan named by handle: always mapped (the first pages
+ * of a superpage are never unmapped, lfstack_pop's precondition). */
+static _Atomic uint64_t *orphan_link(uint64_t handle) { return &orphan_of(handle)->orphan_next; }
 
 static void orphanage_push(superpage_t *sp)
 {
-    /* Relaxed: the CAS below re-validates the value. */
-    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_relaxed);
-    for (;;) {
-        /* Relaxed: published by the release CAS that follows. */
-        atomic_store_explicit(&sp->orphan_next, orphan_ptr(old), memory_order_relaxed);
-        DEBUG_PARK(PARK_ORPHAN_PUSH_CAS);
-        /* Release: publishes sp's reset state and its link to the popper's
-         * acquire load; on failure `old` is reloaded (relaxed suffices, the
-         * next attempt publishes again). */
-        /* (push CAS: pairs with orphanage_pop) */
-        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(sp, old),
-                                                  memory_order_release, memory_order_relaxed))
-            break;
-        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
-    }
+    lfstack_push(&orphanage, REGION_BITS, (uintptr_t)sp >> SUPERPAGE_SHIFT, &sp->orphan_next, ORPHANAGE_HOOKS);
     /* Relaxed: statistics only. */
     atomic_fetch_add_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
 }
 
 static superpage_t *orphanage_pop(void)
 {
-    /* Acquire: pairs with the pusher's release CAS, so sp->orphan_next and the
-     * superpage's reset state are visible. */
-    uint64_t old = atomic_load_explicit(&orphanage_head, memory_order_acquire); /* pairs with the push CAS */
-    for (;;) {
-        superpage_t *sp = orphan_ptr(old);
-        if (!sp) return NULL;
-        /* Relaxed: if another thread popped sp meanwhile this may be stale,
-         * and the version check in the CAS rejects it. Always mapped memory. */
-        superpage_t *next = atomic_load_explicit(&sp->orphan_next, memory_order_relaxed); /* validated by the CAS */
-        DEBUG_PARK(PARK_ORPHAN_POP_CAS);
-        /* Acquire on success and failure: we read the next head's fields. */
-        if (atomic_compare_exchange_weak_explicit(&orphanage_head, &old, orphan_word(next, old),
-                                                  memory_order_acquire, memory_order_acquire)) {
-            /* Relaxed: statistics only. */
-            atomic_fetch_sub_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
-            return sp;
-        }
-        DEBUG_COUNT(WIN_ORPHAN_CAS_RETRY);
-    }
+    uint64_t handle = lfstack_pop(&orphanage, REGION_BITS, orphan_link, ORPHANAGE_HOOKS);
+    if (!handle) return NULL;
+    /* Relaxed: statistics only. */
+    atomic_fetch_sub_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
+    return orphan_of(handle);
 }
 
 /* ---- address space: shrinking orphans -------------------------------------

@@ -147,7 +147,8 @@ typedef struct superpage {
                                        bit i > 0: data slab i decommitted; bit 0: metadata pages
                                        1..15 decommitted (the slab_t flags live there) */
     struct superpage *all_next;     /* global registry, immutable once published */
-    _Atomic(struct superpage *) orphan_next; /* orphanage link (read racily by poppers) */
+    _Atomic uint64_t orphan_next;   /* orphanage link: the next orphan's address >> 21 (lfstack.h;
+                                       read racily by poppers) */
 
     /* Remote line: written by remote freers, never by the owner fast path. */
     alignas(64) _Atomic uint32_t remote_slabs; /* slabs with remote bits not yet taken by a drain */
@@ -226,7 +227,7 @@ typedef struct heap {
     _Atomic uint32_t abandoned;   /* in the pool of abandoned heaps (read by the fork child handler) */
     uint32_t in_slow;             /* owner-only: inside a slow path (a fork child leaves such a heap alone) */
     uint32_t sparse_pending;      /* owner-only: slabs were marked sparse since heap_purge_sparse looked */
-    _Atomic uint64_t pool_next;   /* abandoned-heap stack link (tagged id) */
+    _Atomic uint64_t pool_next;   /* abandoned-heap pool link: the next heap's id (lfstack.h) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */
     _Atomic size_t remote_merged; /* remote frees merged by this heap (statistics; written by its user) */
