@@ -110,7 +110,7 @@ START_TEST(test_bin_of_every_offset)
         uint32_t size = k < NUM_CLASSES ? bitslab_class_size[k] : (k - NUM_CLASSES + 1) * (uint32_t)SLAB_SIZE;
         slab_t s;
         memset(&s, 0, sizeof s);
-        s.recip = (uint32_t)(0xFFFFFFFFu / size) + 1; /* as slab_configure_small and wide_alloc set it */
+        s.recip = slab_recip(size); /* as slab_configure_small and wide_alloc set it */
         s.nbins = k < NUM_CLASSES ? (uint32_t)(SLAB_SIZE / size) : 1;
         for (uint32_t off = 0; off < SLAB_SIZE; off++) {
             uint32_t want = off % size == 0 && off / size < s.nbins ? off / size : NOT_A_BIN;

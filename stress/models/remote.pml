@@ -10,7 +10,8 @@
  *                    slab_after_free, heap_collect, heap_alloc_slow
  *   src/slab.c       slab_merge_remote, slab_check_no_remote,
  *                    slab_load_word, slab_unload_word, slab_configure_small
- *   src/superpage.c  superpage_try_release, superpage_return_slabs,
+ *   src/superpage.c  superpage_try_release, superpage_reset_slabs and
+ *                    superpage_return_slabs (heap_return_slabs in heap.c),
  *                    slab_reset, superpage_take_slabs
  *   src/api.c        bitslab_free (the owner's free), heap_free_slow (the
  *                    checks before remote_free)
@@ -791,8 +792,8 @@ inline slab_check_no_remote()
     fi
 }
 
-/* superpage_return_slabs(h, rs_s, 1, saf_mr), with slab_reset */
-inline superpage_return_slabs()
+/* heap_return_slabs(h, rs_s, 1, saf_mr): superpage_reset_slabs (slab_reset), superpage_return_slabs */
+inline heap_return_slabs()
 {
     ck_s = rs_s; slab_check_no_remote();
     d_step {
@@ -866,10 +867,10 @@ inline slab_after_free()
             slab_empty_but_held();
             if
             :: e_v != 0 -> d_step { state[saf_s] = ST_PARTIAL; e_v = 0 }  /* held: stays configured */
-            :: else -> rs_s = saf_s; superpage_return_slabs() /* (partial_unlink) */
+            :: else -> rs_s = saf_s; heap_return_slabs() /* (partial_unlink) */
             fi
 #else
-            rs_s = saf_s; superpage_return_slabs()            /* (partial_unlink) */
+            rs_s = saf_s; heap_return_slabs()            /* (partial_unlink) */
 #endif
         fi
     :: else ->
@@ -1097,12 +1098,12 @@ inline heap_collect_rest()
             :: e_v != 0 -> d_step { state[actv] = ST_PARTIAL; actv = NONE; e_v = 0 }  /* partial_push */
             :: else ->
                 d_step { rs_s = actv; actv = NONE; state[rs_s] = ST_NONE; saf_mr = 1 }
-                superpage_return_slabs()
+                heap_return_slabs()
             fi
 #else
             /* (no slab_empty_but_held here: the code's heap_collect) */
             d_step { rs_s = actv; actv = NONE; state[rs_s] = ST_NONE; saf_mr = 1 }
-            superpage_return_slabs()
+            heap_return_slabs()
 #endif
         :: else -> skip
         fi
