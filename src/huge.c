@@ -122,7 +122,7 @@ static void cache_dirty_add(ptrdiff_t bytes)
      * through it. It never goes below zero: a claimer's subtraction comes
      * after the putter's addition, which precedes the release CAS the
      * claimer's acquire CAS read from. */
-    atomic_fetch_add_explicit(&huge_dirty_bytes, (size_t)bytes, memory_order_relaxed); /* a counter, see above */
+    atomic_fetch_add_explicit(&huge_dirty_bytes, (size_t)bytes, memory_order_relaxed);
 }
 
 /* Claim slot i if it still holds w: the mapping is ours. */
@@ -130,7 +130,6 @@ static bool slot_claim(unsigned i, uint64_t w)
 {
     /* Acquire: pairs with the release CAS in slot_publish that put w there;
      * the mapping's header, and its decommit if clean, happen before us. */
-    /* (claim CAS: acquire pairs with the put CAS, see above) */
     if (!atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire, memory_order_relaxed))
         return false;
     if (slot_dirty(w)) cache_dirty_add(-(ptrdiff_t)slot_body(w));
@@ -150,7 +149,6 @@ static bool slot_publish(uint64_t w, unsigned first)
         /* Release: the header writes and the decommit (of a clean mapping)
          * happen before the claimer's acquire CAS (slot_claim,
          * huge_cache_take). A failed attempt moves on to the next slot. */
-        /* (put CAS: release pairs with the claim CAS, see above) */
         if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, w, memory_order_release,
                                                     memory_order_relaxed))
             return true;
@@ -265,7 +263,7 @@ void huge_cache_purge(enum purge_mode mode)
     }
     /* Relaxed: a hint. A put racing with this scan may be older than what we
      * store by the length of the race; it is purged that much later. */
-    atomic_store_explicit(&huge_purge_floor, oldest, memory_order_relaxed); /* a hint, see above */
+    atomic_store_explicit(&huge_purge_floor, oldest, memory_order_relaxed);
 }
 
 /* How well cached mapping w serves a need of len bytes (zero: for calloc),
@@ -457,7 +455,7 @@ static char *huge_map_once(size_t *len)
 static bool reclaim_address_space(void)
 {
     /* Relaxed: statistics counters, compared before and after. */
-    size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
+    size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
     superpage_shrink_orphans();
     huge_cache_flush();
     return atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed) < before; /* stats */

@@ -55,7 +55,7 @@ static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_reside
         if (!((meta_resident >> page) & 1)) continue;
         /* Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
          * nothing is read through these bits. */
-        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed)); /* a snapshot, see above */
+        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
     }
     return n;
 }
@@ -74,8 +74,8 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
      * relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
      * a concurrent reconfiguration they may come from two lives of the slab:
      * every combination is handled below (no index is trusted). */
-    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* relaxed: as above */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: as above */
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
     o->decommitted = slab_decommitted(s);
     o->kind = kind;
     if (kind == SLAB_META || kind == SLAB_WIDE_TAIL) return;
@@ -260,13 +260,13 @@ void bitslab_stats(bitslab_stats_t *out)
     heap_t *self = stats_self_heap();
     totals_t t = {.classes = st.classes};
     size_t resident = 0;
-    /* Acquire: pairs with the release CAS that published each superpage. */
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
         if (!superpage_walkable(sp)) continue; /* a shrunk orphan: its first pages only, not resident */
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
-        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) { /* a snapshot, see above */
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) {
             resident += stats_superpage_resident(sp, NULL);
             continue;
         }
@@ -277,17 +277,17 @@ void bitslab_stats(bitslab_stats_t *out)
     finish_classes(st.classes);
     /* Relaxed (each load): statistics counters; each pairs with its relaxed
      * fetch_add/fetch_sub (os.c, superpage.c, huge.c, heap.c, above). */
-    st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
-    st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
-    st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
-    st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
-    st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed); /* stats */
-    st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
-    st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
-    st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
-    st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
-    st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed); /* stats */
-    st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed); /* stats */
+    st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
+    st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed);
+    st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed);
+    st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed);
+    st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed);
+    st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed);
+    st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed);
+    st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
+    st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed);
+    st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed);
+    st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed);
     for (uint32_t id = 1; id <= st.heaps_total; id++) {
         heap_t *h = heap_by_id(id);
         /* Relaxed: pairs with the owner's relaxed store in slab_merge_remote (a snapshot). */

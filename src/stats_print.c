@@ -396,8 +396,8 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
     put(&k, "],\n \"superpages\": [");
     const heap_t *last_heap = NULL;
     uint32_t last_id = 0;
-    /* Acquire: pairs with the release CAS that published each superpage. */
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
         if (!superpage_walkable(sp)) continue; /* a shrunk orphan: nothing mapped to show */
