@@ -138,6 +138,7 @@ void *bitslab_memalign(size_t alignment, size_t size)
 #define MSG_FOREIGN "pointer bitslab never returned"
 #define MSG_NOT_START "not the start of a live block (interior pointer, wide-block tail, or a freed slab)"
 #define MSG_FREED "double free (the block is already free)"
+#define MSG_USED_FREED "use after free (the block is already free)"
 
 /* A validated block: a huge block (hh), or bin idx of slab s. */
 typedef struct block {
@@ -170,8 +171,10 @@ static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
  * and the remote free behind it, realloc, usable_size) validates it here,
  * with the same messages; free's fast path is the same steps inlined (the
  * helpers in internal.h). Aborts with a one-line message naming `entry`
- * unless p is the start of a live block. */
-static block_t block_lookup(const void *p, const char *entry)
+ * unless p is the start of a live block; a block that is already free is
+ * reported as `freed` says (MSG_FREED for the entry points that free it,
+ * MSG_USED_FREED for those that use it). */
+static block_t block_lookup(const void *p, const char *entry, const char *freed)
 {
     block_t b = {0};
     uintptr_t a = (uintptr_t)p, region = region_of(p);
@@ -180,7 +183,7 @@ static block_t block_lookup(const void *p, const char *entry)
         huge_header_t *hh = (huge_header_t *)region;
         if (hh->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted huge block header", p);
         /* kind is cleared when a freed mapping is cached for reuse. */
-        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, MSG_FREED, p);
+        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, freed, p);
         if (!huge_owns(hh, p)) bitslab_fatal_in(entry, MSG_NOT_START, p);
         b.hh = hh;
         return b;
@@ -193,7 +196,7 @@ static block_t block_lookup(const void *p, const char *entry)
     heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed);
     b.idx = owner ? slab_bin_of(b.s, a) : NOT_A_BIN;
     if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
-    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, MSG_FREED, p);
+    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, freed, p);
     return b;
 }
 
@@ -204,7 +207,7 @@ static block_t block_lookup(const void *p, const char *entry)
 NOINLINE void heap_free_slow(void *p)
 {
     if (!p) return;
-    block_t b = block_lookup(p, "free");
+    block_t b = block_lookup(p, "free", MSG_FREED);
     if (b.hh) huge_free(b.hh);
     else remote_free(b.sp, b.s, b.idx, p); /* the fast path took every block of ours */
 }
@@ -296,7 +299,7 @@ static size_t block_usable(const block_t *b)
 size_t bitslab_usable_size(const void *ptr)
 {
     if (!ptr) return 0;
-    block_t b = block_lookup(ptr, "malloc_usable_size");
+    block_t b = block_lookup(ptr, "malloc_usable_size", MSG_USED_FREED);
     return block_usable(&b);
 }
 
@@ -304,7 +307,7 @@ void *bitslab_realloc(void *ptr, size_t size)
 {
     if (!ptr) return bitslab_malloc(size);
     /* Validate first: a bad pointer aborts naming realloc, whatever the size. */
-    block_t b = block_lookup(ptr, "realloc");
+    block_t b = block_lookup(ptr, "realloc", MSG_USED_FREED);
     if (size == 0) { /* glibc: free and return NULL */
         bitslab_free(ptr);
         return NULL;
