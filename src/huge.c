@@ -185,21 +185,50 @@ static void slot_clean(uint64_t w, unsigned i, uint32_t now)
     if (!slot_unmap(w)) slot_publish(slot_remake(w, true, now), i);
 }
 
+/* What a scan of the cache looks for: `score` rates a slot's word (0: not
+ * wanted; the higher, the better), from the time or the need below. */
+typedef struct slot_want {
+    uint64_t (*score)(uint64_t w, const struct slot_want *want);
+    uint32_t now;
+    size_t len;
+    bool zero;
+} slot_want_t;
+
+/* The slot whose word scores highest (the first of equals), with that word
+ * in *wp; HUGE_CACHE_SLOTS (and 0) if no word scores above 0. The caller
+ * claims it with slot_claim, which re-validates the word. */
+static unsigned slot_choose(const slot_want_t *want, uint64_t *wp)
+{
+    unsigned best = HUGE_CACHE_SLOTS;
+    uint64_t bw = 0, bs = 0;
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
+        uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
+        uint64_t s = want->score(w, want);
+        if (s > bs) {
+            best = i;
+            bw = w;
+            bs = s;
+        }
+    }
+    *wp = bw;
+    return best;
+}
+
+/* A dirty mapping, the one put longest ago first. */
+static uint64_t score_oldest_dirty(uint64_t w, const slot_want_t *want)
+{
+    return slot_dirty(w) ? (uint64_t)slot_age(w, want->now) + 1 : 0;
+}
+
 /* Decommit the dirty mapping put longest ago. False if there is none (or
  * others keep taking the ones we choose). */
 static bool cache_clean_oldest(uint32_t now)
 {
+    const slot_want_t want = {.score = score_oldest_dirty, .now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            if (slot_dirty(w) && (best == HUGE_CACHE_SLOTS || slot_age(w, now) > slot_age(bw, now))) {
-                best = i;
-                bw = w;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
         if (best == HUGE_CACHE_SLOTS) return false;
         if (slot_claim(best, bw)) {
             slot_clean(bw, best, now);
@@ -209,23 +238,23 @@ static bool cache_clean_oldest(uint32_t now)
     return false;
 }
 
+/* The mapping worth least: a clean one before a dirty one, the oldest
+ * first; an empty slot above all (nothing to evict). */
+static uint64_t score_evict(uint64_t w, const slot_want_t *want)
+{
+    if (!w) return UINT64_MAX;
+    return ((uint64_t)!slot_dirty(w) << 32) + slot_age(w, want->now) + 1;
+}
+
 /* Every slot is taken: unmap the cached mapping worth least (a clean one
  * before a dirty one, the oldest first) to make room for a fresher one. */
 static bool cache_evict(uint32_t now)
 {
+    const slot_want_t want = {.score = score_evict, .now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            if (!w) return true; /* a slot freed up meanwhile */
-            if (best == HUGE_CACHE_SLOTS || slot_dirty(w) < slot_dirty(bw) ||
-                (slot_dirty(w) == slot_dirty(bw) && slot_age(w, now) > slot_age(bw, now))) {
-                best = i;
-                bw = w;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
+        if (!bw) return true; /* a slot freed up meanwhile */
         if (!slot_claim(best, bw)) continue;
         if (slot_unmap(bw)) return true;
         slot_publish(bw, best); /* the kernel refused: it stays cached */
@@ -283,23 +312,16 @@ static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
     return 0;
 }
 
+static uint64_t score_fit(uint64_t w, const slot_want_t *want) { return slot_rank(w, want->len, want->zero); }
+
 /* Take the cached mapping that serves a need of len bytes best (slot_rank).
  * Returns its word, 0 if none can. */
 static uint64_t huge_cache_take(size_t len, bool zero)
 {
+    const slot_want_t want = {.score = score_fit, .len = len, .zero = zero};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0, br = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            uint64_t r = slot_rank(w, len, zero);
-            if (r > br) {
-                best = i;
-                bw = w;
-                br = r;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
         if (best == HUGE_CACHE_SLOTS) return 0;
         if (slot_claim(best, bw)) return bw;
     }

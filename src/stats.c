@@ -145,6 +145,7 @@ uint32_t stats_heap_id(const heap_t *h)
 /* ---- totals ----------------------------------------------------------------- */
 
 typedef struct totals {
+    heap_t *self; /* the calling thread's heap, NULL if it has none (stats_self_heap) */
     bitslab_class_stats_t *classes;
     size_t small_bytes, cached_bytes, pending;
     size_t wide_n, wide_bytes;
@@ -208,15 +209,29 @@ static size_t fill_size(size_t caller, size_t ours)
     return n;
 }
 
+/* Start a report into `ours`, a versioned struct of `size` bytes whose
+ * caller's copy has `caller` bytes: ours zeroed, t empty, adding into
+ * `classes` (ours) for this thread's heap. Returns the bytes to fill; 0 (errno
+ * EINVAL): none, nothing done. */
+static size_t report_begin(size_t caller, void *ours, size_t size, bitslab_class_stats_t *classes, totals_t *t)
+{
+    size_t n = fill_size(caller, size);
+    if (n) {
+        memset(ours, 0, size);
+        *t = (totals_t){.self = stats_self_heap(), .classes = classes};
+    }
+    return n;
+}
+
 /* Add the data slabs of sp to t, reading no remote row in a page the kernel
  * has not mapped (remote_pending). Returns sp's resident bytes. */
-static size_t add_superpage(totals_t *t, superpage_t *sp, heap_t *self)
+static size_t add_superpage(totals_t *t, superpage_t *sp)
 {
     uint16_t pages[SLABS_PER_SUPERPAGE];
     size_t resident = stats_superpage_resident(sp, pages);
     for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
         slab_snapshot_t o;
-        stats_slab_snapshot(sp, i, self, pages[0], &o);
+        stats_slab_snapshot(sp, i, t->self, pages[0], &o);
         add_slab(t, &o);
     }
     return resident;
@@ -224,16 +239,15 @@ static size_t add_superpage(totals_t *t, superpage_t *sp, heap_t *self)
 
 void bitslab_heap_info(bitslab_heap_info_t *out)
 {
-    size_t n = fill_size(out->struct_size, sizeof *out);
-    if (!n) return;
     bitslab_heap_info_t hi;
-    memset(&hi, 0, sizeof hi);
-    heap_t *h = stats_self_heap();
-    totals_t t = {.classes = hi.classes};
+    totals_t t;
+    size_t n = report_begin(out->struct_size, &hi, sizeof hi, hi.classes, &t);
+    if (!n) return;
+    heap_t *h = t.self;
     if (h) {
         for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
             hi.superpages++;
-            add_superpage(&t, sp, h);
+            add_superpage(&t, sp);
         }
         /* Relaxed: our own counter (we are its only writer). */
         hi.remote_frees_merged = atomic_load_explicit(&h->remote_merged, memory_order_relaxed);
@@ -253,12 +267,10 @@ void bitslab_heap_info(bitslab_heap_info_t *out)
 
 void bitslab_stats(bitslab_stats_t *out)
 {
-    size_t n = fill_size(out->struct_size, sizeof *out);
-    if (!n) return;
     bitslab_stats_t st;
-    memset(&st, 0, sizeof st);
-    heap_t *self = stats_self_heap();
-    totals_t t = {.classes = st.classes};
+    totals_t t;
+    size_t n = report_begin(out->struct_size, &st, sizeof st, st.classes, &t);
+    if (!n) return;
     size_t resident = 0;
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     /* Acquire: pairs with the release CAS that published each superpage. */
@@ -271,7 +283,7 @@ void bitslab_stats(bitslab_stats_t *out)
             continue;
         }
         st.superpages_owned++;
-        resident += add_superpage(&t, sp, self);
+        resident += add_superpage(&t, sp);
     }
     superpage_walk_end();
     finish_classes(st.classes);
