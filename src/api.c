@@ -138,6 +138,7 @@ void *bitslab_memalign(size_t alignment, size_t size)
 #define MSG_FOREIGN "pointer bitslab never returned"
 #define MSG_NOT_START "not the start of a live block (interior pointer, wide-block tail, or a freed slab)"
 #define MSG_FREED "double free (the block is already free)"
+#define MSG_USED_FREED "use after free (the block is already free)"
 
 /* A validated block: a huge block (hh), or bin idx of slab s. */
 typedef struct block {
@@ -157,8 +158,8 @@ static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
 {
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint32_t w = idx >> 6;
-    /* Relaxed peek: see above. */
-    uint64_t already_free = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed); /* relaxed: a peek */
+    /* Relaxed: a peek, see above. */
+    uint64_t already_free = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed);
     if (mine) {
         already_free |= slab_local(s)[w];
         if (s->cached == w) already_free |= bitslab_tls_heap->cache[s->cls].bits;
@@ -170,8 +171,10 @@ static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
  * and the remote free behind it, realloc, usable_size) validates it here,
  * with the same messages; free's fast path is the same steps inlined (the
  * helpers in internal.h). Aborts with a one-line message naming `entry`
- * unless p is the start of a live block. */
-static block_t block_lookup(const void *p, const char *entry)
+ * unless p is the start of a live block; a block that is already free is
+ * reported as `freed` says (MSG_FREED for the entry points that free it,
+ * MSG_USED_FREED for those that use it). */
+static block_t block_lookup(const void *p, const char *entry, const char *freed)
 {
     block_t b = {0};
     uintptr_t a = (uintptr_t)p, region = region_of(p);
@@ -180,7 +183,7 @@ static block_t block_lookup(const void *p, const char *entry)
         huge_header_t *hh = (huge_header_t *)region;
         if (hh->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted huge block header", p);
         /* kind is cleared when a freed mapping is cached for reuse. */
-        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, MSG_FREED, p);
+        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, freed, p);
         if (!huge_owns(hh, p)) bitslab_fatal_in(entry, MSG_NOT_START, p);
         b.hh = hh;
         return b;
@@ -190,10 +193,10 @@ static block_t block_lookup(const void *p, const char *entry)
     if (b.sp->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted superpage header", p);
     b.s = slab_of_addr(region, a);
     /* Relaxed: a live block's slab has an owner; the hand-off orders it. */
-    heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed); /* relaxed: see above */
+    heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed);
     b.idx = owner ? slab_bin_of(b.s, a) : NOT_A_BIN;
     if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
-    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, MSG_FREED, p);
+    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, freed, p);
     return b;
 }
 
@@ -204,7 +207,7 @@ static block_t block_lookup(const void *p, const char *entry)
 NOINLINE void heap_free_slow(void *p)
 {
     if (!p) return;
-    block_t b = block_lookup(p, "free");
+    block_t b = block_lookup(p, "free", MSG_FREED);
     if (b.hh) huge_free(b.hh);
     else remote_free(b.sp, b.s, b.idx, p); /* the fast path took every block of ours */
 }
@@ -242,7 +245,7 @@ void bitslab_free(void *p)
     /* Relaxed: the owner of a slab holding a live block cannot change. A slab
      * that is FREE, a wide tail or metadata has no owner and goes slow, and
      * so does another thread's slab (a remote free). */
-    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) { /* relaxed: see above */
+    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) {
         heap_free_slow(p);
         return;
     }
@@ -254,7 +257,7 @@ void bitslab_free(void *p)
     uint64_t word = *local;
     /* Relaxed peek at the remote map: a bin freed by another thread and not
      * merged yet must not be freed (and then handed out) again. */
-    uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed); /* a peek */
+    uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed);
     if (unlikely(s->cached == w)) {
         free_to_cache(h, s, already_free, bit, p);
         return;
@@ -288,14 +291,15 @@ void bitslab_free_aligned_sized(void *ptr, size_t alignment, size_t size)
 static size_t block_usable(const block_t *b)
 {
     if (b->hh) return huge_usable(b->hh);
-    /* Relaxed: see slab_bin_of. */
-    return atomic_load_explicit(&b->s->bin_size, memory_order_relaxed); /* relaxed: see slab_bin_of */
+    /* Relaxed: the block is live, and its hand-off orders the slab's
+     * configuration (bin_size with it) before this read, as in slab_bin_of. */
+    return atomic_load_explicit(&b->s->bin_size, memory_order_relaxed);
 }
 
 size_t bitslab_usable_size(const void *ptr)
 {
     if (!ptr) return 0;
-    block_t b = block_lookup(ptr, "malloc_usable_size");
+    block_t b = block_lookup(ptr, "malloc_usable_size", MSG_USED_FREED);
     return block_usable(&b);
 }
 
@@ -303,7 +307,7 @@ void *bitslab_realloc(void *ptr, size_t size)
 {
     if (!ptr) return bitslab_malloc(size);
     /* Validate first: a bad pointer aborts naming realloc, whatever the size. */
-    block_t b = block_lookup(ptr, "realloc");
+    block_t b = block_lookup(ptr, "realloc", MSG_USED_FREED);
     if (size == 0) { /* glibc: free and return NULL */
         bitslab_free(ptr);
         return NULL;
@@ -353,6 +357,7 @@ __attribute__((constructor)) static void options_constructor(void)
 
 __attribute__((destructor)) static void options_at_exit(void)
 {
-    /* Relaxed: pairs with the relaxed store in set(); at exit any value read is valid. */
-    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0); /* the table, on stderr */
+    /* Relaxed: pairs with the relaxed store in set(); at exit any value read
+     * is valid. Set: the table, on stderr. */
+    if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0);
 }

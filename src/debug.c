@@ -69,10 +69,10 @@ void bitslab_debug_park_arm(int point)
     /* A thread released from this point just now may not have seen it yet:
      * resetting the state under it would park it for good. Acquire: pairs
      * with its store on leaving. */
-    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield(); /* see above */
+    while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield();
     /* Relaxed (two stores): ordered before the arm by the release store below. */
-    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed); /* published by the arm */
-    atomic_store_explicit(&park_last, point, memory_order_relaxed);     /* published by the arm */
+    atomic_store_explicit(&park_state[point], 0, memory_order_relaxed);
+    atomic_store_explicit(&park_last, point, memory_order_relaxed);
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
 }
@@ -81,7 +81,7 @@ int bitslab_debug_park_disarm(void)
 {
     int armed = atomic_load_explicit(&park_armed, memory_order_relaxed); /* the CAS re-validates */
     /* Relaxed: on success nobody parks, nothing is published. */
-    return armed >= 0 && /* relaxed CAS: see above */
+    return armed >= 0 &&
            atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
 }
 
@@ -97,15 +97,16 @@ void bitslab_debug_park_release_at(int point)
     if (point >= 0 && point < PARK_COUNT) atomic_store_explicit(&park_state[point], 2, memory_order_release);
 }
 
-/* Relaxed loads of park_last: the test thread that armed reads it back. */
 int bitslab_debug_park_parked(void)
 {
-    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed)); /* see above */
+    /* Relaxed: the test thread that armed reads back its own store. */
+    return bitslab_debug_park_parked_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
 
 void bitslab_debug_park_release(void)
 {
-    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed)); /* see above */
+    /* Relaxed: as in bitslab_debug_park_parked. */
+    bitslab_debug_park_release_at(atomic_load_explicit(&park_last, memory_order_relaxed));
 }
 
 /* Set between the purger's PARK_PURGER_BEFORE_NOTIFY and PARK_PURGER_BEFORE_P7

@@ -120,7 +120,6 @@ static heap_t *heap_new(void)
         BITSLAB_VG_METADATA(chunk, HEAPS_PER_CHUNK * sizeof(heap_t)); /* -Dvalgrind: see valgrind.c */
         /* Relaxed: ids only need to be unique (pairs with no other access:
          * heap_chunk's CAS publishes the chunk's memory). */
-        /* (the id CAS: relaxed, see above) */
         if (atomic_compare_exchange_weak_explicit(&bitslab_heaps_total, &total, total + 1, memory_order_relaxed,
                                                   memory_order_relaxed))
             break;
@@ -130,9 +129,10 @@ static heap_t *heap_new(void)
     DEBUG_PARK(PARK_HEAP_NEW_MIDWAY);
     /* The id last: a fork child (heap_atfork_child) takes a heap whose id is
      * set for a whole one. The fence keeps the compiler from moving the store
-     * up (fork is a full barrier for the hardware; this is the only order a
-     * single thread's fork needs). */
-    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's reads (same thread image) */
+     * up; it pairs with the fork child handler's reads, in this thread's
+     * image (fork is a full barrier for the hardware; this is the only order
+     * a single thread's fork needs). */
+    atomic_signal_fence(memory_order_seq_cst);
     h->id = total + 1;
     return h;
 }
@@ -213,13 +213,13 @@ static void heap_atfork_child(void)
     purger_atfork_child(); /* the purger thread did not come along */
     uint32_t pushed = 0;
     /* Relaxed: single-threaded here (see above). */
-    uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* single-threaded */
+    uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
     for (uint32_t id = 1; id <= n; id++) {
         heap_t *h = heap_by_id(id);
         /* Relaxed: single-threaded here. A heap heap_new had not finished
          * (id or queue not set yet) is left alone too. */
         if (!h || h->id != id || !h->q_tail || h == bitslab_tls_heap || h->in_slow ||
-            atomic_load_explicit(&h->abandoned, memory_order_relaxed)) /* single-threaded */
+            atomic_load_explicit(&h->abandoned, memory_order_relaxed))
             continue;
         /* Its thread may have stopped inside a fast path, half-way through a
          * word-cache update: drop every cached word (their bins stay counted
@@ -234,7 +234,7 @@ static void heap_atfork_child(void)
         pushed++;
     }
     /* Relaxed: single-threaded here; read as a hint later. */
-    atomic_store_explicit(&fork_heaps_holding, pushed, memory_order_relaxed); /* a hint, see above */
+    atomic_store_explicit(&fork_heaps_holding, pushed, memory_order_relaxed);
 }
 
 /* In a forked child, the blocks of the parent's other threads are freed into
@@ -246,10 +246,10 @@ static void heap_atfork_child(void)
 bool heap_help_forked(void)
 {
     /* Relaxed: a hint (see above). */
-    if (!atomic_load_explicit(&fork_heaps_holding, memory_order_relaxed)) return false; /* a hint */
+    if (!atomic_load_explicit(&fork_heaps_holding, memory_order_relaxed)) return false;
     uint32_t holding = heap_collect_pool();
     /* Relaxed: a hint. */
-    atomic_store_explicit(&fork_heaps_holding, holding, memory_order_relaxed); /* a hint */
+    atomic_store_explicit(&fork_heaps_holding, holding, memory_order_relaxed);
     return true;
 }
 
@@ -273,7 +273,7 @@ static bool heap_key(pthread_key_t *out)
         if (pthread_key_create(&k, heap_thread_exit) != 0) return false;
         static _Atomic int atfork_done;
         /* Relaxed exchange: only makes the registration happen once. */
-        if (!atomic_exchange_explicit(&atfork_done, 1, memory_order_relaxed)) /* once */
+        if (!atomic_exchange_explicit(&atfork_done, 1, memory_order_relaxed))
             pthread_atfork(NULL, NULL, heap_atfork_child);
         uint32_t expected = 0;
         /* Acq_rel: publish our key, or learn the winner's (then drop ours). */
@@ -561,15 +561,17 @@ static void slab_went_sparse(heap_t *h, slab_t *s)
 {
     superpage_t *sp = superpage_of_slab(s);
     /* Relaxed: a setting. */
-    if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s); /* a setting */
-    /* Relaxed (store and RMW): the purger reads them as hints; the bins it
-     * takes are ordered by the donation's release and its acquire exchange. */
-    uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed); /* a coarse date suffices */
+    if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s);
+    /* Relaxed: pairs with os_now_ms's relaxed store; a coarse date suffices. */
+    uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed);
     /* The date of the oldest mark: a later one does not put the others off
-     * (only the owner sets bits, so it knows when the mask was empty). */
-    if (!atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed)) /* a hint, our own bits */
-        atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed); /* a hint for purgers */
-    atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed); /* a hint for purgers */
+     * (only the owner sets bits, so it knows when the mask was empty).
+     * Relaxed (load, store and RMW): the load reads our own bits; the purger
+     * reads the store and the RMW as hints, and the bins it takes are ordered
+     * by the donation's release and its acquire exchange. */
+    if (!atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed))
+        atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed);
+    atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed);
     h->sparse_pending = 1;
 }
 
@@ -587,10 +589,10 @@ static void slab_activate(heap_t *h, slab_t *s)
     if (atomic_load_explicit(&s->purged_pages, memory_order_relaxed)) DEBUG_COUNT(WIN_PURGED_SLAB_ACTIVATED);
 #endif
     /* Relaxed (load and RMW): hints, as in slab_went_sparse. */
-    if (atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) & (1u << s->index)) /* a hint */
-        atomic_fetch_and_explicit(&sp->sparse_slabs, ~(1u << s->index), memory_order_relaxed); /* a hint */
+    if (atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) & (1u << s->index))
+        atomic_fetch_and_explicit(&sp->sparse_slabs, ~(1u << s->index), memory_order_relaxed);
     /* Relaxed: a hint (docs/purger.md). */
-    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed); /* a hint */
+    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed);
 }
 
 /* Give back the free pages of h's slabs that have been sparse for min_age
@@ -604,8 +606,8 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
     for (superpage_t *sp = h->superpages; sp;) {
         superpage_t *next = sp->next; /* the merge may move sp in the list */
         /* Relaxed: hints (slab_went_sparse); the bins are ours. */
-        uint32_t m = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed); /* a hint */
-        if (m && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < min_age) { /* a hint */
+        uint32_t m = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        if (m && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < min_age) {
             left = true;
             m = 0;
         }
@@ -680,7 +682,7 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t 
         /* No release while we still walk sp's slabs: the caller retries it. */
         if (n) slab_after_free(h, s, before == s->nbins, before - n, false); /* and its trigger */
         /* Relaxed: the owner reads its own field. */
-        if (atomic_load_explicit(&s->kind, memory_order_relaxed) == SLAB_FREE && /* relaxed: own field */
+        if (atomic_load_explicit(&s->kind, memory_order_relaxed) == SLAB_FREE &&
             (int32_t)(s->freed_at - as_of) > 0)
             s->freed_at = as_of;
     }
@@ -696,7 +698,7 @@ static void heap_scan_remote(heap_t *h)
     while (sp) {
         superpage_t *next = sp->next; /* the merge may move sp in the list */
         /* Acquire: pairs with freers' seq_cst F3 (makes their F2 visible). */
-        uint32_t mask = atomic_load_explicit(&sp->remote_slabs, memory_order_acquire); /* pairs with F3 */
+        uint32_t mask = atomic_load_explicit(&sp->remote_slabs, memory_order_acquire);
         if (mask) superpage_merge(h, sp, mask, now); /* no date: as of now */
         sp = next;
     }
@@ -710,14 +712,15 @@ void heap_drain_remote(heap_t *h)
         DEBUG_PARK(PARK_DRAIN_AFTER_POP);
         /* Relaxed: written by the pusher before its release push, which our
          * pop's acquire load read; rewritten only after D1. */
-        uint32_t as_of = atomic_load_explicit(&sp->queued_at, memory_order_relaxed); /* after the pop's acquire */
-        /* D1. Seq_cst store: with F3/F4 a Dekker pair (remote.c): a freer
-         * whose F3 comes after D2 sees queued == 0 and queues sp again.
-         * Release: our reads of sp->qnode happen before that push. */
-        atomic_store_explicit(&sp->queued, 0, memory_order_seq_cst); /* D1: pairs with F4 */
+        uint32_t as_of = atomic_load_explicit(&sp->queued_at, memory_order_relaxed);
+        /* D1. Seq_cst store, pairs with F4: with F3/F4 a Dekker pair
+         * (remote.c): a freer whose F3 comes after D2 sees queued == 0 and
+         * queues sp again. Release: our reads of sp->qnode happen before that
+         * push. */
+        atomic_store_explicit(&sp->queued, 0, memory_order_seq_cst);
         /* D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
          * visible); the order with D1 is the Dekker pair above. */
-        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst); /* D2: pairs with F3 */
+        uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst);
         if (!mask) DEBUG_COUNT(WIN_EMPTY_POP);
         superpage_merge(h, sp, mask, as_of);
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
@@ -886,10 +889,11 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     s->state = STATE_WIDE;
     s->trigger = 0;
     slab_set_taken(s, 1);
-    /* Relaxed (three stores): as above. */
-    atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed); /* relaxed: walker snapshot */
-    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);  /* relaxed: walker snapshot */
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);          /* relaxed: hand-off orders it */
+    /* Relaxed (three stores): the walker's snapshot; a freer learns of the
+     * slab through its block, whose hand-off orders these stores. */
+    atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
     h->wide_allocations++;
     h->wide_bytes += bytes;
     return s->data;

@@ -122,7 +122,7 @@ static void cache_dirty_add(ptrdiff_t bytes)
      * through it. It never goes below zero: a claimer's subtraction comes
      * after the putter's addition, which precedes the release CAS the
      * claimer's acquire CAS read from. */
-    atomic_fetch_add_explicit(&huge_dirty_bytes, (size_t)bytes, memory_order_relaxed); /* a counter, see above */
+    atomic_fetch_add_explicit(&huge_dirty_bytes, (size_t)bytes, memory_order_relaxed);
 }
 
 /* Claim slot i if it still holds w: the mapping is ours. */
@@ -130,7 +130,6 @@ static bool slot_claim(unsigned i, uint64_t w)
 {
     /* Acquire: pairs with the release CAS in slot_publish that put w there;
      * the mapping's header, and its decommit if clean, happen before us. */
-    /* (claim CAS: acquire pairs with the put CAS, see above) */
     if (!atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire, memory_order_relaxed))
         return false;
     if (slot_dirty(w)) cache_dirty_add(-(ptrdiff_t)slot_body(w));
@@ -150,7 +149,6 @@ static bool slot_publish(uint64_t w, unsigned first)
         /* Release: the header writes and the decommit (of a clean mapping)
          * happen before the claimer's acquire CAS (slot_claim,
          * huge_cache_take). A failed attempt moves on to the next slot. */
-        /* (put CAS: release pairs with the claim CAS, see above) */
         if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, w, memory_order_release,
                                                     memory_order_relaxed))
             return true;
@@ -187,21 +185,50 @@ static void slot_clean(uint64_t w, unsigned i, uint32_t now)
     if (!slot_unmap(w)) slot_publish(slot_remake(w, true, now), i);
 }
 
+/* What a scan of the cache looks for: `score` rates a slot's word (0: not
+ * wanted; the higher, the better), from the time or the need below. */
+typedef struct slot_want {
+    uint64_t (*score)(uint64_t w, const struct slot_want *want);
+    uint32_t now;
+    size_t len;
+    bool zero;
+} slot_want_t;
+
+/* The slot whose word scores highest (the first of equals), with that word
+ * in *wp; HUGE_CACHE_SLOTS (and 0) if no word scores above 0. The caller
+ * claims it with slot_claim, which re-validates the word. */
+static unsigned slot_choose(const slot_want_t *want, uint64_t *wp)
+{
+    unsigned best = HUGE_CACHE_SLOTS;
+    uint64_t bw = 0, bs = 0;
+    for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
+        /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
+        uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
+        uint64_t s = want->score(w, want);
+        if (s > bs) {
+            best = i;
+            bw = w;
+            bs = s;
+        }
+    }
+    *wp = bw;
+    return best;
+}
+
+/* A dirty mapping, the one put longest ago first. */
+static uint64_t score_oldest_dirty(uint64_t w, const slot_want_t *want)
+{
+    return slot_dirty(w) ? (uint64_t)slot_age(w, want->now) + 1 : 0;
+}
+
 /* Decommit the dirty mapping put longest ago. False if there is none (or
  * others keep taking the ones we choose). */
 static bool cache_clean_oldest(uint32_t now)
 {
+    const slot_want_t want = {.score = score_oldest_dirty, .now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            if (slot_dirty(w) && (best == HUGE_CACHE_SLOTS || slot_age(w, now) > slot_age(bw, now))) {
-                best = i;
-                bw = w;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
         if (best == HUGE_CACHE_SLOTS) return false;
         if (slot_claim(best, bw)) {
             slot_clean(bw, best, now);
@@ -211,23 +238,23 @@ static bool cache_clean_oldest(uint32_t now)
     return false;
 }
 
+/* The mapping worth least: a clean one before a dirty one, the oldest
+ * first; an empty slot above all (nothing to evict). */
+static uint64_t score_evict(uint64_t w, const slot_want_t *want)
+{
+    if (!w) return UINT64_MAX;
+    return ((uint64_t)!slot_dirty(w) << 32) + slot_age(w, want->now) + 1;
+}
+
 /* Every slot is taken: unmap the cached mapping worth least (a clean one
  * before a dirty one, the oldest first) to make room for a fresher one. */
 static bool cache_evict(uint32_t now)
 {
+    const slot_want_t want = {.score = score_evict, .now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            if (!w) return true; /* a slot freed up meanwhile */
-            if (best == HUGE_CACHE_SLOTS || slot_dirty(w) < slot_dirty(bw) ||
-                (slot_dirty(w) == slot_dirty(bw) && slot_age(w, now) > slot_age(bw, now))) {
-                best = i;
-                bw = w;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
+        if (!bw) return true; /* a slot freed up meanwhile */
         if (!slot_claim(best, bw)) continue;
         if (slot_unmap(bw)) return true;
         slot_publish(bw, best); /* the kernel refused: it stays cached */
@@ -265,7 +292,7 @@ void huge_cache_purge(enum purge_mode mode)
     }
     /* Relaxed: a hint. A put racing with this scan may be older than what we
      * store by the length of the race; it is purged that much later. */
-    atomic_store_explicit(&huge_purge_floor, oldest, memory_order_relaxed); /* a hint, see above */
+    atomic_store_explicit(&huge_purge_floor, oldest, memory_order_relaxed);
 }
 
 /* How well cached mapping w serves a need of len bytes (zero: for calloc),
@@ -285,23 +312,16 @@ static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
     return 0;
 }
 
+static uint64_t score_fit(uint64_t w, const slot_want_t *want) { return slot_rank(w, want->len, want->zero); }
+
 /* Take the cached mapping that serves a need of len bytes best (slot_rank).
  * Returns its word, 0 if none can. */
 static uint64_t huge_cache_take(size_t len, bool zero)
 {
+    const slot_want_t want = {.score = score_fit, .len = len, .zero = zero};
     for (unsigned tries = 0; tries < 4; tries++) {
-        unsigned best = HUGE_CACHE_SLOTS;
-        uint64_t bw = 0, br = 0;
-        for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
-            /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
-            uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-            uint64_t r = slot_rank(w, len, zero);
-            if (r > br) {
-                best = i;
-                bw = w;
-                br = r;
-            }
-        }
+        uint64_t bw;
+        unsigned best = slot_choose(&want, &bw);
         if (best == HUGE_CACHE_SLOTS) return 0;
         if (slot_claim(best, bw)) return bw;
     }
@@ -457,7 +477,7 @@ static char *huge_map_once(size_t *len)
 static bool reclaim_address_space(void)
 {
     /* Relaxed: statistics counters, compared before and after. */
-    size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
+    size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
     superpage_shrink_orphans();
     huge_cache_flush();
     return atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed) < before; /* stats */

@@ -277,7 +277,7 @@ void options_init_once(void)
 {
     /* Acquire: pairs with the release store of OPTIONS_READ below, so a thread
      * that sees it also sees every value stored before it. */
-    int st = atomic_load_explicit(&options_state, memory_order_acquire); /* pairs with the release store, above */
+    int st = atomic_load_explicit(&options_state, memory_order_acquire);
     if (likely(st == OPTIONS_READ)) return;
     /* Too early (a preloaded library's malloc called by the dynamic loader
      * before libc set `environ` up): keep the defaults for now; the
@@ -287,7 +287,6 @@ void options_init_once(void)
     int expected = OPTIONS_UNREAD;
     /* Acquire on failure: pairs with the release store below (as the load above).
      * Relaxed would do on success: only this thread writes until the release store. */
-    /* (claim CAS: see above) */
     if (!atomic_compare_exchange_strong_explicit(&options_state, &expected, OPTIONS_READING, memory_order_acquire,
                                                  memory_order_acquire))
         return;

@@ -70,20 +70,20 @@ static _Atomic uint32_t walkers;
 void superpage_walk_begin(void)
 {
     /* W1. Seq_cst: a Dekker pair with S1/S2 (superpage_shrink). */
-    atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst); /* W1: pairs with S2 */
+    atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst);
 }
 
 void superpage_walk_end(void)
 {
-    /* Release: our reads of the superpages happen before the unmap of a
-     * shrinker whose S2 reads the count without us. */
-    atomic_fetch_sub_explicit(&walkers, 1, memory_order_release); /* pairs with S2 */
+    /* Release, pairs with S2: our reads of the superpages happen before the
+     * unmap of a shrinker whose S2 reads the count without us. */
+    atomic_fetch_sub_explicit(&walkers, 1, memory_order_release);
 }
 
 bool superpage_walkable(superpage_t *sp)
 {
     /* W2. Seq_cst: pairs with S1; 1 means skip (it may be unmapped now). */
-    return atomic_load_explicit(&sp->shrunk, memory_order_seq_cst) == 0; /* W2: pairs with S1 */
+    return atomic_load_explicit(&sp->shrunk, memory_order_seq_cst) == 0;
 }
 
 /* Unmap all of sp but its first SHRINK_KEEP bytes. sp is ours (popped from
@@ -94,20 +94,20 @@ static bool superpage_shrink(superpage_t *sp)
 {
     uint32_t clean = sp->orphan_clean;
     /* Relaxed: our own superpage's field (walkers only read it). */
-    if (atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || !(clean & 1)) return false; /* ours */
+    if (atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || !(clean & 1)) return false;
     /* S1. Seq_cst: pairs with W2 (see above). */
-    atomic_store_explicit(&sp->shrunk, 1, memory_order_seq_cst); /* S1: pairs with W2 */
-    /* S2. Seq_cst (and acquire: pairs with walk_end's release). */
-    if (atomic_load_explicit(&walkers, memory_order_seq_cst) != 0) { /* S2: pairs with W1 */
+    atomic_store_explicit(&sp->shrunk, 1, memory_order_seq_cst);
+    /* S2. Seq_cst: pairs with W1 (and acquire: with walk_end's release). */
+    if (atomic_load_explicit(&walkers, memory_order_seq_cst) != 0) {
         DEBUG_COUNT(WIN_SHRINK_WALKER_SEEN);
         /* Relaxed: nothing was unmapped; a walker reading 1 skipped a mapped superpage. */
-        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed); /* see above */
+        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed);
         return false;
     }
     /* Data slabs whose decommit failed are still counted as committed. */
     size_t committed = (size_t)popcount64(~clean & DATA_SLABS_MASK) * SLAB_SIZE;
     if (!os_unmap_counted((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP, committed)) {
-        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed); /* still mapped: as above */
+        atomic_store_explicit(&sp->shrunk, 0, memory_order_relaxed); /* relaxed: still mapped, as the store above */
         return false;
     }
     sp->orphan_clean = DATA_SLABS_MASK | 1; /* when it is mapped again: fresh zero pages */
@@ -123,7 +123,7 @@ static bool superpage_regrow(superpage_t *sp)
     if (!os_map_at((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP)) return false;
     BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: as for a new superpage */
     /* Release: pairs with W2 (a walker reads the pages only after seeing 0). */
-    atomic_store_explicit(&sp->shrunk, 0, memory_order_release); /* pairs with W2 */
+    atomic_store_explicit(&sp->shrunk, 0, memory_order_release);
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_superpages_shrunk, 1, memory_order_relaxed);
     return true;
@@ -137,7 +137,7 @@ superpage_t *orphanage_take(void)
     superpage_t *sp, *blocked = NULL;
     for (unsigned tries = 0; tries < 4 && (sp = orphanage_pop()); tries++) {
         /* Relaxed: our own orphan's field now. */
-        if (!atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || superpage_regrow(sp)) break; /* ours */
+        if (!atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || superpage_regrow(sp)) break;
         sp->deferred_next = blocked; /* ours while popped */
         blocked = sp;
         sp = NULL;

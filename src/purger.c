@@ -45,21 +45,21 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
      * at the remote map (slab_purgers): the owner hands out no bin of s, and
      * does not make s FREE, while we may hold bits of it, some of which may
      * be stale (bins freed twice), nor if we came and went while it looked. */
-    atomic_fetch_add_explicit(&s->purgers, PURGER_P0, memory_order_seq_cst); /* P0: pairs with slab_purgers */
+    atomic_fetch_add_explicit(&s->purgers, PURGER_P0, memory_order_seq_cst);
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         held[w] = 0;
         /* Relaxed peek: a word that reads 0 has nothing for us (and we do not
          * write, and so fault in, a decommitted metadata page). */
-        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
         /* P1. Acquire: pairs with the release of whoever set the bits (F2, a
          * donation, a purger's P5), so the slab's configuration and their
          * writes to the bins happen before we read and decommit. */
-        held[w] = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* P1: pairs with F2 */
+        held[w] = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
         any |= held[w];
     }
     if (!any) {
-        /* P8, early. Release: nothing taken, nothing to order. */
-        atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purgers */
+        /* P8, early. Release (pairs with slab_purgers): nothing taken, nothing to order. */
+        atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release);
         return 0;
     }
     DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
@@ -67,32 +67,33 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
     /* P2. While we hold bins the slab keeps its configuration (its `taken`
      * counts them). Relaxed: ordered by P1. A wide block is not purged here. */
-    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* ordered by P1 */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* ordered by P1 */
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
     unsigned pages = kind == SLAB_SMALL ? slab_decommit_pages(s, slab_free_pages(s, held)) : 0; /* P3 */
     if (pages) DEBUG_COUNT(WIN_PURGER_PURGED_PAGES);
     /* P4 (F1). Relaxed: P5's release orders it before any owner that merges
      * our bits; that owner then reads inflight >= 1 until P7. */
-    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* P4: as F1 */
+    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         if (!held[w]) continue;
         /* P5. Release: pairs with the owner's acquire exchange (merge), as
          * F2. A bit set meanwhile is a bin freed while we held it. */
-        uint64_t old = atomic_fetch_or_explicit(&remote[w], held[w], memory_order_release); /* P5: as F2 */
+        uint64_t old = atomic_fetch_or_explicit(&remote[w], held[w], memory_order_release);
         if (old & ~held[w]) DEBUG_COUNT(WIN_FREE_WHILE_PURGER_HELD); /* an OR, not a store, keeps them */
         if (unlikely(old & held[w]))
             bitslab_fatal("double free (freed again while the purger held it)",
                           data + (size_t)(w * 64 + ctz64(old & held[w])) * size);
     }
-    /* P8. Release: the bins are back (P5) before the owner may hand out bins
-     * of s again (it reads purgers after peeking at the remote map). */
-    atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release); /* P8: pairs with slab_purgers */
+    /* P8. Release, pairs with the owner's reads of purgers (slab_purgers):
+     * the bins are back (P5) before the owner may hand out bins of s again
+     * (it reads purgers after peeking at the remote map). */
+    atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release);
     DEBUG_PARK(PARK_PURGER_BEFORE_NOTIFY);
     remote_notify(sp, i, data); /* P6: F3, F4 */
     DEBUG_PARK(PARK_PURGER_BEFORE_P7);
     /* P7 (F5). Release: pairs with the owner's acquire load of inflight
      * before a release (superpage_try_release). */
-    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* P7: as F5 */
+    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
     return pages;
 }
 
@@ -109,23 +110,23 @@ unsigned purger_pass(uint32_t now, uint32_t delay)
     unsigned pages = 0;
     /* Acquire: pairs with the release CAS that published each superpage
      * (superpage_map); all_next never changes after that. */
-    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); /* pairs with the CAS */
+    superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
     for (; sp; sp = sp->all_next) {
         if (!superpage_walkable(sp)) continue;
         /* Relaxed (six loads): hints for where to look; what is taken is
          * decided by P1's exchanges. */
-        if (now - atomic_load_explicit(&sp->purger_at, memory_order_relaxed) < PURGER_REVISIT_MS) continue; /* ours */
-        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed); /* a hint */
-        if (take && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < delay) take = 0; /* a hint */
-        if (atomic_load_explicit(&sp->queued, memory_order_relaxed) &&                   /* a hint */
-            now - atomic_load_explicit(&sp->queued_at, memory_order_relaxed) >= delay) /* a hint */
-            take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);     /* a hint */
+        if (now - atomic_load_explicit(&sp->purger_at, memory_order_relaxed) < PURGER_REVISIT_MS) continue;
+        uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        if (take && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < delay) take = 0;
+        if (atomic_load_explicit(&sp->queued, memory_order_relaxed) &&
+            now - atomic_load_explicit(&sp->queued_at, memory_order_relaxed) >= delay)
+            take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
         take &= DATA_SLABS_MASK;
         if (!take) continue;
         /* Relaxed: only purgers read it, as a hint. The sparse marks stay:
          * the owner's own purge (heap_purge_sparse) clears them. */
-        atomic_store_explicit(&sp->purger_at, now, memory_order_relaxed); /* a hint */
+        atomic_store_explicit(&sp->purger_at, now, memory_order_relaxed);
         for (uint32_t m = take; m; m &= m - 1) pages += purger_take_and_purge(sp, ctz64(m));
     }
     superpage_walk_end();
@@ -145,7 +146,7 @@ static void *purger_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals go to its own threads */
     for (;;) {
         /* Relaxed: a setting. */
-        int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed); /* a setting */
+        int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
         uint32_t ms = delay < 20 ? 10 : delay / 2 > 1000 ? 1000 : (uint32_t)delay / 2;
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -168,7 +169,7 @@ static void purger_create(void)
     }
     /* Relaxed: nobody waits for it; a failed start is tried again at the
      * next chance (purger_start_if_enabled). */
-    if (!ok) atomic_store_explicit(&purger_state, PURGER_OFF, memory_order_relaxed); /* see above */
+    if (!ok) atomic_store_explicit(&purger_state, PURGER_OFF, memory_order_relaxed);
 }
 
 /* Start the purger thread if the option asks for it and it is not running
@@ -176,12 +177,12 @@ static void purger_create(void)
  * from inside a slow path: pthread_create allocates. */
 void purger_start_if_enabled(void)
 {
-    /* Relaxed (load and CAS): the CAS only elects one starter; the thread
-     * reads nothing we wrote. */
-    if (!atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) return; /* a setting */
-    int st = atomic_load_explicit(&purger_state, memory_order_relaxed); /* the CAS re-validates */
+    /* Relaxed (two loads): a setting, and the state the CAS re-validates. */
+    if (!atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) return;
+    int st = atomic_load_explicit(&purger_state, memory_order_relaxed);
     if (st == PURGER_RUNNING) return;
-    if (atomic_compare_exchange_strong_explicit(&purger_state, &st, PURGER_RUNNING, memory_order_relaxed, /* elects */
+    /* Relaxed: the CAS only elects one starter; the thread reads nothing we wrote. */
+    if (atomic_compare_exchange_strong_explicit(&purger_state, &st, PURGER_RUNNING, memory_order_relaxed,
                                                 memory_order_relaxed))
         purger_create();
 }
@@ -190,8 +191,8 @@ void purger_start_if_enabled(void)
 void purger_atfork_child(void)
 {
     /* Relaxed: the child runs one thread now. */
-    if (atomic_load_explicit(&purger_state, memory_order_relaxed) == PURGER_RUNNING) /* one thread */
-        atomic_store_explicit(&purger_state, PURGER_RESTART, memory_order_relaxed); /* one thread */
+    if (atomic_load_explicit(&purger_state, memory_order_relaxed) == PURGER_RUNNING)
+        atomic_store_explicit(&purger_state, PURGER_RESTART, memory_order_relaxed);
 }
 
 /* 1 if the child of a fork has still to restart the thread: one load, for
@@ -199,5 +200,5 @@ void purger_atfork_child(void)
 bool purger_wants_restart(void)
 {
     /* Relaxed: a flag for this process's one restart. */
-    return atomic_load_explicit(&purger_state, memory_order_relaxed) == PURGER_RESTART; /* see above */
+    return atomic_load_explicit(&purger_state, memory_order_relaxed) == PURGER_RESTART;
 }

@@ -17,7 +17,7 @@ bool region_register(uintptr_t region, unsigned kind)
     if (idx >= REGION_MAP_SIZE) return false; /* a 5-level-paging address: refuse */
     /* Relaxed: read by free() on a pointer whose hand-off already orders this
      * registration before it (see region_kind_of). */
-    atomic_store_explicit(&bitslab_region_map[idx], (uint8_t)kind, memory_order_relaxed); /* relaxed: see above */
+    atomic_store_explicit(&bitslab_region_map[idx], (uint8_t)kind, memory_order_relaxed);
     return true;
 }
 
@@ -25,5 +25,5 @@ void region_unregister(uintptr_t region)
 {
     /* Relaxed: done before munmap, so a later mapping of the same region
      * registers after this clear (the syscalls order them). */
-    atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed); /* relaxed: see above */
+    atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed);
 }

@@ -32,7 +32,7 @@ static inline unsigned region_kind_of(uintptr_t region)
     if (unlikely(idx >= REGION_MAP_SIZE)) return 0;
     /* Relaxed: a valid pointer's region was registered before the block was
      * handed out, and the hand-off to this thread orders that before us. */
-    return atomic_load_explicit(&bitslab_region_map[idx], memory_order_relaxed); /* see above */
+    return atomic_load_explicit(&bitslab_region_map[idx], memory_order_relaxed);
 }
 
 bool region_register(uintptr_t region, unsigned kind);

@@ -46,11 +46,11 @@ static void queue_push(heap_t *h, qnode_t *n)
 {
     /* Relaxed: n is not in the queue (we won its superpage's `queued`
      * exchange, or it is the stub); the exchange below releases this store. */
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed); /* relaxed: published by the exchange */
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
     /* Acq_rel: release publishes n->next = NULL to the next producer, which
      * links after n; acquire makes the previous producer's NULL store to
      * prev->next happen before our link store below. */
-    qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel); /* acq_rel: see above */
+    qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel);
     DEBUG_PARK(PARK_QUEUE_LINK);
     /* Release: pairs with the consumer's acquire load of prev->next. */
     atomic_store_explicit(&prev->next, n, memory_order_release);
@@ -74,9 +74,10 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
     qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &h->q_stub) {
         if (!next) {
-            /* Acquire: pairs with producers' acq_rel exchange; a head past the
-             * stub means a producer is between its exchange and its link. */
-            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) { /* pairs with the push exchange */
+            /* Acquire: pairs with producers' acq_rel exchange (queue_push); a
+             * head past the stub means a producer is between its exchange and
+             * its link. */
+            if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) {
                 DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
                 *stalled = true;
             }
@@ -119,14 +120,14 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
      * Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
      * comes after D1 and sees queued == 0. Release also makes F2 visible to
      * the acquire side of D2. */
-    atomic_fetch_or_explicit(&sp->remote_slabs, 1u << slab_index, memory_order_seq_cst); /* F3 */
+    atomic_fetch_or_explicit(&sp->remote_slabs, 1u << slab_index, memory_order_seq_cst);
     DEBUG_PARK(PARK_REMOTE_AFTER_F3);
 
     /* F4. Seq_cst load (a plain mov on x86-64), paired with D1 (above); a 1
      * means a push is done or under way and a drain will follow it. The
      * exchange makes one freer the pusher; acquire pairs with D1's release,
      * so the owner's last read of sp->qnode happens before our push rewrites it. */
-    uint32_t seen = atomic_load_explicit(&sp->queued, memory_order_seq_cst); /* F4: pairs with D1 */
+    uint32_t seen = atomic_load_explicit(&sp->queued, memory_order_seq_cst);
     if (seen == 0) DEBUG_PARK(PARK_REMOTE_BEFORE_CLAIM);
     uint32_t won = seen == 0 && atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0; /* F4: pairs with D1 */
 #if BITSLAB_DEBUG
@@ -136,20 +137,20 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
         /* Relaxed: sp cannot change owner while we are inside it (F1's
          * inflight keeps it from the orphanage), and the block it held when
          * we started ordered the owner's store before us. */
-        heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed); /* see above */
+        heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
         /* Only a double free racing with its superpage's release can find no
          * owner here: report it instead of pushing onto nothing. */
         if (unlikely(!owner)) bitslab_fatal("double free (the superpage was released meanwhile)", p);
 #if BITSLAB_DEBUG
         /* Relaxed: debug counting only (heap_pool_push sets it). */
-        if (owner->id && atomic_load_explicit(&owner->abandoned, memory_order_relaxed)) /* a count */
+        if (owner->id && atomic_load_explicit(&owner->abandoned, memory_order_relaxed))
             DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
         /* Relaxed (load and store): a date for the owner's purge delay, no
          * ordering of its own; the push below publishes it (release), and
          * nobody else writes it while queued == 1. */
-        uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed); /* a hint, see above */
-        atomic_store_explicit(&sp->queued_at, now, memory_order_relaxed); /* published by the push */
+        uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed);
+        atomic_store_explicit(&sp->queued_at, now, memory_order_relaxed);
         DEBUG_PARK(PARK_REMOTE_BEFORE_PUSH);
         queue_push(owner, &sp->qnode);
     }
@@ -159,15 +160,15 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 {
     /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
      * that owner then reads inflight >= 1 until F5. */
-    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed); /* F1 */
+    atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
     DEBUG_PARK(PARK_REMOTE_AFTER_F1);
 
+    uint64_t bit = (uint64_t)1 << (idx & 63);
     /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
      * so our writes to the block happen before its reuse. An add, not an or:
      * one lock xadd (see the top of this file); the old value catches a
      * double free that has not been merged yet. */
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release); /* F2 */
+    uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release);
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
     DEBUG_PARK(PARK_REMOTE_AFTER_F2);
 
@@ -176,5 +177,5 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 
     /* F5. Release: pairs with the owner's acquire load of inflight in
      * superpage_try_release: all our touches of sp happen before its release. */
-    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release); /* F5 */
+    atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
 }

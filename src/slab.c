@@ -42,9 +42,9 @@ void slab_check_no_remote(slab_t *s)
     _Atomic uint64_t *remote = slab_remote(s);
     for (unsigned w = 0; w < s->nwords; w++) {
         /* Relaxed peek, then acquire exchange: as in slab_merge_remote. */
-        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
-        /* Acquire: pairs with the freer's release fetch_add (we only report). */
-        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
+        /* Acquire: pairs with the freer's release fetch_add (F2; we only report). */
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
         if (bits) {
             uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
             bitslab_fatal("double free (a bin freed by its owner was freed again by another thread)",
@@ -67,8 +67,8 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->trigger = 0;
     s->donated = 0;
     slab_set_taken(s, 0);
-    /* Relaxed: a hint only its owner and purgers use (docs/purger.md). */
-    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed); /* pairs with no one: a hint */
+    /* Relaxed: a hint only its owner and purgers use, paired with nothing (docs/purger.md). */
+    atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed);
     /* Relaxed: the walker's snapshot (see slab_load_word). */
     atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
     /* Bins of a slab whose data was touched since its last decommit may hold
@@ -78,9 +78,9 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     bitmap_fill(slab_local(s), nbins);
     /* Relaxed (three stores): the walker's snapshot; a freer learns of the
      * slab through its block, whose hand-off orders these stores. */
-    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed); /* walker snapshot */
-    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed); /* walker snapshot */
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* the block's hand-off orders it */
+    atomic_store_explicit(&s->bin_size, size, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed);
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
 }
 
 /* The owner's look at a slab's remote map against purgers (docs/purger.md):
@@ -118,7 +118,7 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
      * merge would catch it too, but only after it was handed out again).
      * Seq_cst: a peek (only freers, purgers and our merge write the word),
      * between the two reads of `purgers` (the Dekker pair at slab_purgers). */
-    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst); /* a peek; see above */
+    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst);
     if (unlikely(twice)) {
         uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
         bitslab_fatal("double free (freed by its owner, then by another thread)",
@@ -149,7 +149,7 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
      * in heap_alloc_slow do). The fast paths that later take bins from the
      * cache or put them back do not update it (docs/stats.md says what that
      * leaves approximate). */
-    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed); /* walker snapshot, see above */
+    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
     c->bits = bits;
     DEBUG_PARK(PARK_REFILL_MIDWAY);
     c->fresh = fresh;
@@ -188,11 +188,11 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Relaxed peek: a word that reads 0 here either has no pending bit or
          * has a bit whose notification (remote_slabs) comes after our drain
          * and will bring us back. Skipping it loses nothing. */
-        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue; /* relaxed peek, see above */
+        if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
         DEBUG_PARK(PARK_MERGE_PEEKED);
         /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
          * freeing thread wrote into the block happens before we reuse it. */
-        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire); /* pairs with F2 */
+        uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
         if (!bits) continue; /* a purger's P1 took the word after our peek (docs/purger.md) */
         uint64_t free_here = local[w];
         if (w == s->cached) free_here |= cache->bits; /* bins waiting in the word cache are free too */
@@ -218,9 +218,8 @@ uint32_t slab_merge_remote(slab_t *s)
         /* Relaxed load and store: only the heap's current user writes this
          * counter (the pool's hand-off orders one user before the next); the
          * stats walker's relaxed load pairs with the store (a snapshot). */
-        /* (relaxed load and store: see above) */
-        atomic_store_explicit(&h->remote_merged, /* walker snapshot */
-                              atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged, /* ours */
+        atomic_store_explicit(&h->remote_merged,
+                              atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged,
                               memory_order_relaxed);
     }
     return merged;
@@ -266,7 +265,7 @@ void slab_donate(slab_t *s)
         /* Release: pairs with the acquire exchange that takes the bins (a
          * purger's P1, or our own merge); a bit already there is a bin freed
          * by its owner and by another thread. */
-        uint64_t old = atomic_fetch_or_explicit(&remote[w], bits, memory_order_release); /* pairs with P1 */
+        uint64_t old = atomic_fetch_or_explicit(&remote[w], bits, memory_order_release);
         if (unlikely(old & bits)) {
             uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
             bitslab_fatal("double free (freed by its owner, then by another thread)",
@@ -306,7 +305,7 @@ unsigned slab_decommit_pages(slab_t *s, uint16_t pages)
     superpage_t *sp = superpage_of_slab(s);
     char *data = (char *)sp + (uintptr_t)(s - sp->slabs) * SLAB_SIZE;
     /* Relaxed (load and store): a hint; see docs/purger.md, "stale purged_pages". */
-    uint32_t done = atomic_load_explicit(&s->purged_pages, memory_order_relaxed); /* a hint */
+    uint32_t done = atomic_load_explicit(&s->purged_pages, memory_order_relaxed);
     uint32_t m = pages & ~done;
     unsigned n = 0;
     while (m) {

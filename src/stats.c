@@ -55,7 +55,7 @@ static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_reside
         if (!((meta_resident >> page) & 1)) continue;
         /* Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
          * nothing is read through these bits. */
-        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed)); /* a snapshot, see above */
+        n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
     }
     return n;
 }
@@ -74,8 +74,8 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
      * relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
      * a concurrent reconfiguration they may come from two lives of the slab:
      * every combination is handled below (no index is trusted). */
-    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed); /* relaxed: as above */
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: as above */
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
     o->decommitted = slab_decommitted(s);
     o->kind = kind;
     if (kind == SLAB_META || kind == SLAB_WIDE_TAIL) return;
@@ -145,6 +145,7 @@ uint32_t stats_heap_id(const heap_t *h)
 /* ---- totals ----------------------------------------------------------------- */
 
 typedef struct totals {
+    heap_t *self; /* the calling thread's heap, NULL if it has none (stats_self_heap) */
     bitslab_class_stats_t *classes;
     size_t small_bytes, cached_bytes, pending;
     size_t wide_n, wide_bytes;
@@ -208,15 +209,29 @@ static size_t fill_size(size_t caller, size_t ours)
     return n;
 }
 
+/* Start a report into `ours`, a versioned struct of `size` bytes whose
+ * caller's copy has `caller` bytes: ours zeroed, t empty, adding into
+ * `classes` (ours) for this thread's heap. Returns the bytes to fill; 0 (errno
+ * EINVAL): none, nothing done. */
+static size_t report_begin(size_t caller, void *ours, size_t size, bitslab_class_stats_t *classes, totals_t *t)
+{
+    size_t n = fill_size(caller, size);
+    if (n) {
+        memset(ours, 0, size);
+        *t = (totals_t){.self = stats_self_heap(), .classes = classes};
+    }
+    return n;
+}
+
 /* Add the data slabs of sp to t, reading no remote row in a page the kernel
  * has not mapped (remote_pending). Returns sp's resident bytes. */
-static size_t add_superpage(totals_t *t, superpage_t *sp, heap_t *self)
+static size_t add_superpage(totals_t *t, superpage_t *sp)
 {
     uint16_t pages[SLABS_PER_SUPERPAGE];
     size_t resident = stats_superpage_resident(sp, pages);
     for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) {
         slab_snapshot_t o;
-        stats_slab_snapshot(sp, i, self, pages[0], &o);
+        stats_slab_snapshot(sp, i, t->self, pages[0], &o);
         add_slab(t, &o);
     }
     return resident;
@@ -224,16 +239,15 @@ static size_t add_superpage(totals_t *t, superpage_t *sp, heap_t *self)
 
 void bitslab_heap_info(bitslab_heap_info_t *out)
 {
-    size_t n = fill_size(out->struct_size, sizeof *out);
-    if (!n) return;
     bitslab_heap_info_t hi;
-    memset(&hi, 0, sizeof hi);
-    heap_t *h = stats_self_heap();
-    totals_t t = {.classes = hi.classes};
+    totals_t t;
+    size_t n = report_begin(out->struct_size, &hi, sizeof hi, hi.classes, &t);
+    if (!n) return;
+    heap_t *h = t.self;
     if (h) {
         for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
             hi.superpages++;
-            add_superpage(&t, sp, h);
+            add_superpage(&t, sp);
         }
         /* Relaxed: our own counter (we are its only writer). */
         hi.remote_frees_merged = atomic_load_explicit(&h->remote_merged, memory_order_relaxed);
@@ -253,41 +267,39 @@ void bitslab_heap_info(bitslab_heap_info_t *out)
 
 void bitslab_stats(bitslab_stats_t *out)
 {
-    size_t n = fill_size(out->struct_size, sizeof *out);
-    if (!n) return;
     bitslab_stats_t st;
-    memset(&st, 0, sizeof st);
-    heap_t *self = stats_self_heap();
-    totals_t t = {.classes = st.classes};
+    totals_t t;
+    size_t n = report_begin(out->struct_size, &st, sizeof st, st.classes, &t);
+    if (!n) return;
     size_t resident = 0;
-    /* Acquire: pairs with the release CAS that published each superpage. */
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
         if (!superpage_walkable(sp)) continue; /* a shrunk orphan: its first pages only, not resident */
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
-        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) { /* a snapshot, see above */
+        if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) {
             resident += stats_superpage_resident(sp, NULL);
             continue;
         }
         st.superpages_owned++;
-        resident += add_superpage(&t, sp, self);
+        resident += add_superpage(&t, sp);
     }
     superpage_walk_end();
     finish_classes(st.classes);
     /* Relaxed (each load): statistics counters; each pairs with its relaxed
      * fetch_add/fetch_sub (os.c, superpage.c, huge.c, heap.c, above). */
-    st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed); /* stats */
-    st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed); /* stats */
-    st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed); /* stats */
-    st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed); /* stats */
-    st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed); /* stats */
-    st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed); /* stats */
-    st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed); /* stats */
-    st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed); /* stats */
-    st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed); /* stats */
-    st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed); /* stats */
-    st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed); /* stats */
+    st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
+    st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed);
+    st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed);
+    st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed);
+    st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed);
+    st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed);
+    st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed);
+    st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
+    st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed);
+    st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed);
+    st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed);
     for (uint32_t id = 1; id <= st.heaps_total; id++) {
         heap_t *h = heap_by_id(id);
         /* Relaxed: pairs with the owner's relaxed store in slab_merge_remote (a snapshot). */

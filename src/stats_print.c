@@ -13,6 +13,7 @@
  * field is renamed, removed or changes meaning; adding one does not.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -168,53 +169,79 @@ static void json_b(sink_t *k, const char *sep, const char *key, bool v)
 
 /* ---- bitslab_stats_print ------------------------------------------------------ */
 
+/* A counter of a struct of size_t counters, for JSON: its key and offset. */
+typedef struct json_field {
+    const char *key;
+    size_t offset;
+} json_field_t;
+
+#define STATS_FIELD(f) {#f, offsetof(bitslab_stats_t, f)}
+#define CLASS_FIELD(f) {#f, offsetof(bitslab_class_stats_t, f)}
+#define LINE_END {NULL, 0}
+
+/* The process's counters, in the order and lines of the JSON output
+ * (docs/stats.md); LINE_END starts a new line. */
+static const json_field_t stats_fields[] = {
+    STATS_FIELD(mapped), STATS_FIELD(committed), STATS_FIELD(resident), STATS_FIELD(in_use), STATS_FIELD(cached),
+    LINE_END,
+    STATS_FIELD(purged_bytes), STATS_FIELD(madvise_calls),
+    LINE_END,
+    STATS_FIELD(superpages_total), STATS_FIELD(superpages_owned), STATS_FIELD(superpages_orphaned),
+    STATS_FIELD(superpages_shrunk),
+    LINE_END,
+    STATS_FIELD(huge_allocations), STATS_FIELD(huge_bytes), STATS_FIELD(wide_allocations), STATS_FIELD(wide_bytes),
+    LINE_END,
+    STATS_FIELD(heaps_total), STATS_FIELD(heaps_abandoned),
+    LINE_END,
+    STATS_FIELD(remote_frees_sent), STATS_FIELD(remote_frees_merged), STATS_FIELD(remote_frees_pending),
+};
+
+/* A size class's counters, after its "class" key. */
+static const json_field_t class_fields[] = {
+    CLASS_FIELD(bin_size), CLASS_FIELD(slabs), CLASS_FIELD(bins_total), CLASS_FIELD(bins_in_use),
+    CLASS_FIELD(bins_cached), CLASS_FIELD(bins_pending), CLASS_FIELD(bins_free), CLASS_FIELD(bytes_in_use),
+    CLASS_FIELD(waste),
+};
+
+/* The n fields of `base` that `fields` names: the first of each line after
+ * `first`, the others after ", "; a LINE_END puts ",\n". */
+static void json_fields(sink_t *k, const char *first, const json_field_t *fields, size_t n, const void *base)
+{
+    const char *sep = first;
+    for (size_t i = 0; i < n; i++) {
+        if (!fields[i].key) {
+            put(k, ",\n");
+            sep = first;
+            continue;
+        }
+        json_u(k, sep, fields[i].key, *(const size_t *)(const void *)((const char *)base + fields[i].offset));
+        sep = ", ";
+    }
+}
+
 static void print_json(sink_t *k, const bitslab_stats_t *st)
 {
     json_u(k, "{", "schema_version", SCHEMA_VERSION);
     json_s(k, ", ", "bitslab_version", BITSLAB_VERSION_STRING);
     put(k, ",\n");
-    json_u(k, " ", "mapped", st->mapped);
-    json_u(k, ", ", "committed", st->committed);
-    json_u(k, ", ", "resident", st->resident);
-    json_u(k, ", ", "in_use", st->in_use);
-    json_u(k, ", ", "cached", st->cached);
-    put(k, ",\n");
-    json_u(k, " ", "purged_bytes", st->purged_bytes);
-    json_u(k, ", ", "madvise_calls", st->madvise_calls);
-    put(k, ",\n");
-    json_u(k, " ", "superpages_total", st->superpages_total);
-    json_u(k, ", ", "superpages_owned", st->superpages_owned);
-    json_u(k, ", ", "superpages_orphaned", st->superpages_orphaned);
-    json_u(k, ", ", "superpages_shrunk", st->superpages_shrunk);
-    put(k, ",\n");
-    json_u(k, " ", "huge_allocations", st->huge_allocations);
-    json_u(k, ", ", "huge_bytes", st->huge_bytes);
-    json_u(k, ", ", "wide_allocations", st->wide_allocations);
-    json_u(k, ", ", "wide_bytes", st->wide_bytes);
-    put(k, ",\n");
-    json_u(k, " ", "heaps_total", st->heaps_total);
-    json_u(k, ", ", "heaps_abandoned", st->heaps_abandoned);
-    put(k, ",\n");
-    json_u(k, " ", "remote_frees_sent", st->remote_frees_sent);
-    json_u(k, ", ", "remote_frees_merged", st->remote_frees_merged);
-    json_u(k, ", ", "remote_frees_pending", st->remote_frees_pending);
+    json_fields(k, " ", stats_fields, sizeof stats_fields / sizeof *stats_fields, st);
     put(k, ",\n \"classes\": [\n");
     for (unsigned c = 0; c < NUM_CLASSES; c++) {
-        const bitslab_class_stats_t *cs = &st->classes[c];
         json_u(k, "  {", "class", c);
-        json_u(k, ", ", "bin_size", cs->bin_size);
-        json_u(k, ", ", "slabs", cs->slabs);
-        json_u(k, ", ", "bins_total", cs->bins_total);
-        json_u(k, ", ", "bins_in_use", cs->bins_in_use);
-        json_u(k, ", ", "bins_cached", cs->bins_cached);
-        json_u(k, ", ", "bins_pending", cs->bins_pending);
-        json_u(k, ", ", "bins_free", cs->bins_free);
-        json_u(k, ", ", "bytes_in_use", cs->bytes_in_use);
-        json_u(k, ", ", "waste", cs->waste);
+        json_fields(k, ", ", class_fields, sizeof class_fields / sizeof *class_fields, &st->classes[c]);
         put(k, c + 1 < NUM_CLASSES ? "},\n" : "}\n");
     }
     put(k, " ]}\n");
 }
+
+/* A figure of the table's summary: the text before it, and how it is shown. */
+typedef struct table_item {
+    const char *before;
+    uint64_t v;
+    int width; /* bytes, right-aligned in `width` columns; COUNT: a plain number */
+} table_item_t;
+
+#define COUNT (-1)
 
 static void print_table(sink_t *k, const bitslab_stats_t *st, bool all_classes)
 {
@@ -224,52 +251,26 @@ static void print_table(sink_t *k, const bitslab_stats_t *st, bool all_classes)
         slabs += st->classes[c].slabs;
     }
     put(k, "bitslab " BITSLAB_VERSION_STRING " statistics\n");
-    put(k, "  mapped    ");
-    put_bytes(k, st->mapped, 11);
-    put(k, "   committed");
-    put_bytes(k, st->committed, 11);
-    put(k, "   resident ");
-    put_bytes(k, st->resident, 11);
-    put(k, "\n  in use    ");
-    put_bytes(k, st->in_use, 11);
-    put(k, "   cached   ");
-    put_bytes(k, st->cached, 11);
-    put(k, "   slab waste");
-    put_bytes(k, waste, 10);
-    put(k, "\n  purged    ");
-    put_bytes(k, st->purged_bytes, 11);
-    put(k, "   in ");
-    put_u(k, st->madvise_calls);
-    put(k, " madvise calls\n  superpages ");
-    put_u(k, st->superpages_total);
-    put(k, " mapped: ");
-    put_u(k, st->superpages_owned);
-    put(k, " owned, ");
-    put_u(k, st->superpages_orphaned);
-    put(k, " orphaned (");
-    put_u(k, st->superpages_shrunk);
-    put(k, " unmapped); ");
-    put_u(k, slabs);
-    put(k, " small slabs\n  heaps     ");
-    put_u(k, st->heaps_total);
-    put(k, " created: ");
-    put_u(k, st->heaps_total - st->heaps_abandoned);
-    put(k, " with a thread, ");
-    put_u(k, st->heaps_abandoned);
-    put(k, " abandoned\n  wide      ");
-    put_u(k, st->wide_allocations);
-    put(k, " live, ");
-    put_bytes(k, st->wide_bytes, 0);
-    put(k, "    huge ");
-    put_u(k, st->huge_allocations);
-    put(k, " live, ");
-    put_bytes(k, st->huge_bytes, 0);
-    put(k, "\n  remote    ");
-    put_u(k, st->remote_frees_sent);
-    put(k, " frees sent: ");
-    put_u(k, st->remote_frees_merged);
-    put(k, " merged, ");
-    put_u(k, st->remote_frees_pending);
+    /* The summary: each figure after its text, a count or bytes right-aligned. */
+    const table_item_t items[] = {
+        {"  mapped    ", st->mapped, 11}, {"   committed", st->committed, 11}, {"   resident ", st->resident, 11},
+        {"\n  in use    ", st->in_use, 11}, {"   cached   ", st->cached, 11}, {"   slab waste", waste, 10},
+        {"\n  purged    ", st->purged_bytes, 11}, {"   in ", st->madvise_calls, COUNT},
+        {" madvise calls\n  superpages ", st->superpages_total, COUNT},
+        {" mapped: ", st->superpages_owned, COUNT}, {" owned, ", st->superpages_orphaned, COUNT},
+        {" orphaned (", st->superpages_shrunk, COUNT}, {" unmapped); ", slabs, COUNT},
+        {" small slabs\n  heaps     ", st->heaps_total, COUNT},
+        {" created: ", st->heaps_total - st->heaps_abandoned, COUNT}, {" with a thread, ", st->heaps_abandoned, COUNT},
+        {" abandoned\n  wide      ", st->wide_allocations, COUNT}, {" live, ", st->wide_bytes, 0},
+        {"    huge ", st->huge_allocations, COUNT}, {" live, ", st->huge_bytes, 0},
+        {"\n  remote    ", st->remote_frees_sent, COUNT}, {" frees sent: ", st->remote_frees_merged, COUNT},
+        {" merged, ", st->remote_frees_pending, COUNT},
+    };
+    for (size_t i = 0; i < sizeof items / sizeof *items; i++) {
+        put(k, items[i].before);
+        if (items[i].width == COUNT) put_u(k, items[i].v);
+        else put_bytes(k, items[i].v, (size_t)items[i].width);
+    }
     put(k, " pending\n");
     put(k, "  class     bin  slabs     live   cached  pending     free      in use       waste\n");
     for (unsigned c = 0; c < NUM_CLASSES; c++) {
@@ -396,8 +397,8 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
     put(&k, "],\n \"superpages\": [");
     const heap_t *last_heap = NULL;
     uint32_t last_id = 0;
-    /* Acquire: pairs with the release CAS that published each superpage. */
     superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
         if (!superpage_walkable(sp)) continue; /* a shrunk orphan: nothing mapped to show */

@@ -78,9 +78,9 @@ static void slab_reset(slab_t *s)
     slab_set_taken(s, 0);
     /* Relaxed (three stores): the walker's snapshot; no block of this slab
      * is live, so no freer reads them. */
-    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed); /* walker snapshot */
-    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed); /* walker snapshot */
-    atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed); /* walker */
+    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
 }
 
 /* Every slab FREE. Data slabs in `decommitted` have their pages returned to
@@ -91,7 +91,7 @@ static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirt
 {
     sp->free_mask = DATA_SLABS_MASK;
     /* Relaxed: a hint; no slab of sp is configured, so no purger takes bins here. */
-    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed); /* a hint */
+    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed);
     for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
@@ -144,7 +144,7 @@ static superpage_t *superpage_map(void)
     BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: see valgrind.c */
     /* Publish in the registry the stats walker reads. Relaxed load: the CAS
      * re-validates. */
-    superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed); /* the CAS re-validates */
+    superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed);
     do {
         sp->all_next = head;
         /* Release: the walker's acquire load sees the initialised header. */
@@ -176,7 +176,7 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
     }
     /* Relaxed: no live block exists in sp yet, so no freer reads this; blocks
      * handed out later carry the hand-off ordering. */
-    atomic_store_explicit(&sp->heap, h, memory_order_relaxed); /* no live block yet */
+    atomic_store_explicit(&sp->heap, h, memory_order_relaxed);
     list_push_front(h, sp);
     h->nsuperpages++;
     h->nempty++;
@@ -211,7 +211,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
      * (retain == 0) or with the delay off (-1). What waits is bounded by the
      * dirty caps (its slabs count in them). superpage_release_aged releases
      * it once the delay has passed. Relaxed: a setting. */
-    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed); /* a setting */
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
     if (retain && delay > 0 && os_now_ms() - sp->empty_since < (uint32_t)delay &&
         committed_data_slabs(sp) >= RELEASE_WAIT_SLABS)
         return;
@@ -219,7 +219,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
      * Every freer whose bit we merged incremented it before setting the bit,
      * so reading 0 means all of them have finished touching sp
      * (docs/remote-free.md). */
-    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) { /* pairs with F5 */
+    if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) {
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
         /* Nothing else would bring us back to sp once that freer is done:
          * the next slow path retries every deferred superpage. */
@@ -234,8 +234,8 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
      * sits in (or is being pushed onto) our remote queue, and the drain that
      * pops it retries the release; remote_slabs != 0: bits a drain or scan
      * has still to merge. */
-    if (atomic_load_explicit(&sp->queued, memory_order_relaxed) != 0 || /* after the acquire */
-        atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) { /* after the acquire */
+    if (atomic_load_explicit(&sp->queued, memory_order_relaxed) != 0 ||
+        atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) {
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
         return;
     }
@@ -251,7 +251,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     /* Relaxed: nobody holds a block in sp; the push below releases it. */
     atomic_store_explicit(&sp->heap, NULL, memory_order_relaxed);
     /* Relaxed: a hint; an empty superpage has no sparse slab for purgers. */
-    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed); /* a hint */
+    atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed);
     /* Keep the first page (header, links); return the rest to the OS. */
     superpage_decommit_for_orphanage(h, sp);
     orphanage_give(sp);

@@ -320,16 +320,24 @@ static void sc_usable_size_foreign(void)
     (void)n;
 }
 
-/* realloc and usable_size validate exactly as free does (one lookup):
- * a freed block given to them aborts instead of being handed back as live. */
-static void sc_realloc_freed(void)
+/* A 64-byte block this thread (its owner) freed into its word cache, the
+ * slab kept by another live block; published as the pointer misused next. */
+static void *freed_in_cache(void)
 {
     void *keep = bitslab_malloc(64);
     (void)keep;
     void *p = bitslab_malloc(64);
-    bitslab_free(p); /* into the word cache */
+    bitslab_free(p);
     about_to_misuse(p);
-    void *q = bitslab_realloc(p, 64); /* would stay put: the block handed back */
+    return p;
+}
+
+/* realloc and usable_size validate exactly as free does (one lookup):
+ * a freed block given to them aborts instead of being handed back as live,
+ * reported as a use after free (free reports a double free). */
+static void sc_realloc_freed(void)
+{
+    void *q = bitslab_realloc(freed_in_cache(), 64); /* would stay put: the block handed back */
     (void)q;
 }
 
@@ -379,6 +387,34 @@ static void sc_realloc_in_thread_freed_remote(void)
     join(spawn(realloc_one, p));
 }
 
+/* free_sized and free_aligned_sized free: a freed block is a double free,
+ * found by the owner's fast path or by the lookup (another thread, huge). */
+static void sc_free_sized_freed(void) { bitslab_free_sized(freed_in_cache(), 64); }
+
+static void *free_aligned_sized_one(void *p)
+{
+    bitslab_free_aligned_sized(p, 64, 64);
+    return NULL;
+}
+
+static void sc_free_aligned_sized_freed_remote(void)
+{
+    void *keep = bitslab_malloc(64);
+    (void)keep;
+    void *p = bitslab_aligned_alloc(64, 64);
+    free_in_thread(p); /* a remote bit the owner has not merged */
+    about_to_misuse(p);
+    join(spawn(free_aligned_sized_one, p)); /* another non-owner: the lookup */
+}
+
+static void sc_free_sized_freed_huge(void)
+{
+    void *p = bitslab_malloc(4 * MiB);
+    bitslab_free(p); /* kept in the huge cache */
+    about_to_misuse(p);
+    bitslab_free_sized(p, 4 * MiB);
+}
+
 static void *usable_size_one(void *p)
 {
     size_t n = bitslab_usable_size(p);
@@ -388,12 +424,7 @@ static void *usable_size_one(void *p)
 
 static void sc_usable_size_freed(void)
 {
-    void *keep = bitslab_malloc(64);
-    (void)keep;
-    void *p = bitslab_malloc(64);
-    bitslab_free(p);
-    about_to_misuse(p);
-    size_t n = bitslab_usable_size(p);
+    size_t n = bitslab_usable_size(freed_in_cache());
     (void)n;
 }
 
@@ -451,14 +482,19 @@ static const scenario_t scenarios[] = {
     {"realloc_foreign", sc_realloc_foreign, "realloc: pointer bitslab never returned"},
     {"realloc_interior", sc_realloc_interior, "realloc: not the start of a live block"},
     {"usable_size_foreign", sc_usable_size_foreign, "malloc_usable_size: pointer bitslab never returned"},
-    {"realloc_freed", sc_realloc_freed, "realloc: double free"},
-    {"realloc_freed_partial", sc_realloc_freed_partial, "realloc: double free"},
-    {"realloc_freed_remote", sc_realloc_freed_remote, "realloc: double free"},
-    {"realloc_freed_huge", sc_realloc_freed_huge, "realloc: double free"},
-    {"realloc_in_thread_freed_remote", sc_realloc_in_thread_freed_remote, "realloc: double free"},
-    {"usable_size_freed", sc_usable_size_freed, "malloc_usable_size: double free"},
+    {"realloc_freed", sc_realloc_freed, "realloc: use after free (the block is already free)"},
+    {"realloc_freed_partial", sc_realloc_freed_partial, "realloc: use after free (the block is already free)"},
+    {"realloc_freed_remote", sc_realloc_freed_remote, "realloc: use after free (the block is already free)"},
+    {"realloc_freed_huge", sc_realloc_freed_huge, "realloc: use after free (the block is already free)"},
+    {"realloc_in_thread_freed_remote", sc_realloc_in_thread_freed_remote,
+     "realloc: use after free (the block is already free)"},
+    {"usable_size_freed", sc_usable_size_freed, "malloc_usable_size: use after free (the block is already free)"},
     {"usable_size_freed_remote_other_thread", sc_usable_size_freed_remote_other_thread,
-     "malloc_usable_size: double free"},
+     "malloc_usable_size: use after free (the block is already free)"},
+    {"free_sized_freed", sc_free_sized_freed, "free: double free (the block is already free)"},
+    {"free_aligned_sized_freed_remote", sc_free_aligned_sized_freed_remote,
+     "free: double free (the block is already free)"},
+    {"free_sized_freed_huge", sc_free_sized_freed_huge, "free: double free (the block is already free)"},
     {"usable_size_interior", sc_usable_size_interior, "malloc_usable_size: not the start of a live block"},
 };
 enum { NSCENARIOS = sizeof scenarios / sizeof *scenarios };
