@@ -50,6 +50,8 @@ static inline void *alloc_class(unsigned cls, bool *fresh)
 /* Sizes above 32 KiB, or alignments the small classes cannot give. */
 static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
 {
+    BITSLAB_ASSERT(size > SMALL_MAX || align > SMALL_MAX); /* what the classes cannot give */
+    BITSLAB_ASSERT(align == 0 || (align & (align - 1)) == 0);
     if (unlikely(size > PTRDIFF_MAX)) {
         errno = ENOMEM;
         return NULL;
@@ -89,6 +91,7 @@ static void *alloc_aligned(size_t align, size_t size)
     if (size <= SMALL_MAX && align <= SMALL_MAX) {
         unsigned cls = size_class(size);
         while (bitslab_class_size[cls] % align) cls++; /* ends at 32 KiB at the latest */
+        BITSLAB_ASSERT(cls < NUM_CLASSES && bitslab_class_size[cls] >= size);
         return BITSLAB_VG_MALLOC(alloc_class(cls, NULL));
     }
     return BITSLAB_VG_MALLOC(alloc_large(size, align, false));
@@ -317,6 +320,7 @@ void *bitslab_realloc(void *ptr, size_t size)
         return NULL;
     }
     size_t usable = block_usable(&b);
+    BITSLAB_ASSERT(usable >= MIN_BIN);
     if (b.hh && size > WIDE_MAX) return BITSLAB_VG_HUGE_REALLOC(ptr, usable, huge_realloc(b.hh, size));
     /* Stay put if the block fits and is not more than twice too big. */
     if (size <= usable && (size >= usable / 2 || usable <= MIN_BIN)) return ptr;

@@ -35,6 +35,7 @@
 
 #define LFSTACK_PARK(point) DEBUG_PARK(point)
 #define LFSTACK_RETRY(window) DEBUG_COUNT(window)
+#define LFSTACK_ASSERT(cond) BITSLAB_ASSERT(cond)
 #include "lfstack.h"
 
 /* ---- the empty heap and TLS ----------------------------------------------- */
@@ -58,12 +59,14 @@ static _Thread_local uint8_t tls_heapless __attribute__((tls_model("initial-exec
  * fork, in this thread's image, needs no more. */
 static inline void slow_enter(heap_t *h)
 {
+    BITSLAB_ASSERT(!h->is_placeholder); /* the empty heap is never entered: it owns nothing */
     h->in_slow++;
     atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
 }
 
 static inline void slow_leave(heap_t *h)
 {
+    BITSLAB_ASSERT(h->in_slow >= 1); /* paired with a slow_enter */
     atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
     h->in_slow--;
 }
@@ -125,6 +128,7 @@ static heap_t *heap_new(void)
             break;
     }
     heap_t *h = &chunk[total % HEAPS_PER_CHUNK];
+    BITSLAB_ASSERT(h->id == 0 && !h->superpages && !h->q_tail); /* ids are unique: never built before */
     remote_queue_init(h);
     DEBUG_PARK(PARK_HEAP_NEW_MIDWAY);
     /* The id last: a fork child (heap_atfork_child) takes a heap whose id is
@@ -134,6 +138,7 @@ static heap_t *heap_new(void)
      * a single thread's fork needs). */
     atomic_signal_fence(memory_order_seq_cst);
     h->id = total + 1;
+    BITSLAB_ASSERT(heap_by_id(h->id) == h);
     return h;
 }
 
@@ -158,6 +163,7 @@ static const lfstack_hooks_t pool_hooks = {PARK_POOL_PUSH_CAS, PARK_POOL_POP_CAS
 /* The link of heap `id`: heaps are never unmapped (lfstack_pop's precondition). */
 static _Atomic uint64_t *pool_link(uint64_t id)
 {
+    BITSLAB_ASSERT(id != 0 && (id >> POOL_ID_BITS) == 0);
     heap_t *h = heap_by_id((uint32_t)id);
     if (unlikely(!h)) bitslab_fatal("corrupt abandoned-heap pool", NULL);
     return &h->pool_next;
@@ -165,6 +171,11 @@ static _Atomic uint64_t *pool_link(uint64_t id)
 
 static void heap_pool_push(heap_t *h)
 {
+    /* A whole heap (id set, queue set up) at rest, not in the pool already
+     * (lfstack_push's precondition). Relaxed: our own heap's flag. */
+    BITSLAB_ASSERT(h->id >= 1 && heap_by_id(h->id) == h && h->q_tail && !h->is_placeholder);
+    BITSLAB_ASSERT(!h->in_slow);
+    BITSLAB_ASSERT(!atomic_load_explicit(&h->abandoned, memory_order_relaxed)); /* relaxed: see above */
     /* Relaxed: published by the push's release CAS; read by the fork child
      * handler (single-threaded) and by debug counters. */
     atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed);
@@ -180,6 +191,9 @@ static heap_t *heap_pool_pop(void)
     uint64_t id = lfstack_pop(&abandoned, POOL_ID_BITS, pool_link, POOL_HOOKS);
     if (!id) return NULL;
     heap_t *h = heap_by_id((uint32_t)id);
+    BITSLAB_ASSERT(h && h->id == id && !h->in_slow);
+    /* Relaxed: ours now (the pop's acquire CAS); set by its push. */
+    BITSLAB_ASSERT(atomic_load_explicit(&h->abandoned, memory_order_relaxed) == 1);
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_heaps_abandoned, 1, memory_order_relaxed);
     /* Relaxed: the heap is ours after the pop's acquire CAS; see heap_pool_push. */
@@ -257,6 +271,7 @@ static void heap_thread_exit(void *arg)
 {
     heap_t *h = arg;
     if (!h || h != bitslab_tls_heap) return;
+    BITSLAB_ASSERT(!h->is_placeholder && !h->in_slow);
     heap_collect(h, true);
     bitslab_tls_heap = &bitslab_empty_heap;
     tls_heapless = 1; /* from now on, allocations borrow a heap (heap_lend) */
@@ -309,6 +324,7 @@ static heap_t *heap_pop_or_new(void)
         if (atomic_load_explicit(&h->q_head, memory_order_acquire) != &h->q_stub || h->q_tail != &h->q_stub)
             DEBUG_COUNT(WIN_ADOPT_WITH_PENDING_REMOTE);
 #endif
+        BITSLAB_ASSERT(h->q_tail != NULL && !h->in_slow);
         return h;
     }
     return heap_new();
@@ -345,6 +361,7 @@ static heap_t *heap_acquire(void)
  * pool (*lent set; give it back with heap_unlend). NULL: out of memory. */
 static heap_t *heap_for_alloc(bool *lent)
 {
+    BITSLAB_ASSERT(bitslab_tls_heap == &bitslab_empty_heap); /* the thread has no heap */
     *lent = false;
     if (likely(!tls_heapless)) {
         heap_t *h = heap_acquire();
@@ -362,6 +379,7 @@ static heap_t *heap_for_alloc(bool *lent)
  * are remote frees into a pooled heap, like frees into an exited thread's. */
 static void heap_unlend(heap_t *h)
 {
+    BITSLAB_ASSERT(bitslab_tls_heap == h && h->in_slow == 1); /* heap_for_alloc's slow_enter only */
     slow_leave(h);
     bitslab_tls_heap = &bitslab_empty_heap;
     heap_pool_push(h);
@@ -379,6 +397,7 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age);
  * (PURGE_ALL). Called from slow paths only: never a syscall on a fast path. */
 void heap_purge(heap_t *h, enum purge_mode mode, size_t limit)
 {
+    BITSLAB_ASSERT(!h->is_placeholder && mode <= PURGE_ALL && limit > 0);
     huge_cache_purge(mode == PURGE_ALL ? PURGE_EXPIRED : mode); /* freed huge mappings age here too (huge.c) */
     /* Relaxed: a setting; any value read is valid. */
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
@@ -425,6 +444,7 @@ static void heap_trim_if_idle(heap_t *h)
  * NULL (errno ENOMEM) if the kernel refuses. */
 static superpage_t *heap_grow(heap_t *h)
 {
+    BITSLAB_ASSERT(h->in_slow);
     superpage_t *sp = superpage_acquire(h, false);
     if (!sp && heap_help_forked()) sp = superpage_acquire(h, false);
     if (sp) return sp;
@@ -442,10 +462,13 @@ static superpage_t *heap_grow(heap_t *h)
  * superpages or a new one; NULL (errno ENOMEM) if memory is exhausted. */
 static slab_t *heap_take_slabs(heap_t *h, unsigned n, size_t step)
 {
+    BITSLAB_ASSERT(h->in_slow && n >= 1 && n <= WIDE_MAX_SLABS);
     slab_t *s = superpage_take_slabs(h, n, step);
     if (s) return s;
     superpage_t *sp = heap_grow(h);
-    return sp ? superpage_take_run(h, sp, n, step) : NULL;
+    s = sp ? superpage_take_run(h, sp, n, step) : NULL;
+    BITSLAB_ASSERT(!sp || s); /* an empty superpage has every run of up to 16 slabs, at any step */
+    return s;
 }
 
 /* Return n slabs starting at s to their superpage as FREE; the caller has
@@ -453,6 +476,7 @@ static slab_t *heap_take_slabs(heap_t *h, unsigned n, size_t step)
  * `may_release`: see superpage_return_slabs. */
 static void heap_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release)
 {
+    BITSLAB_ASSERT(h->in_slow && n >= 1);
     uint32_t now = os_now_ms();
     superpage_reset_slabs(h, s, n, now);
     /* Bound what waits out the purge delay, per heap and for the process: a
@@ -475,6 +499,15 @@ static void heap_return_slabs(heap_t *h, slab_t *s, unsigned n, bool may_release
  * filled first and sparse ones drain (and give their pages back). */
 static void partial_push(heap_t *h, slab_t *s)
 {
+    BITSLAB_ASSERT(h->in_slow);
+    /* A small slab of h that is on no list (its `next` may chain it on
+     * alloc_from_slabs's `held` list), not active, with free bins. */
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && s->cls < NUM_CLASSES);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(s->state != STATE_PARTIAL && s->state != STATE_WIDE && !s->prev);
+    BITSLAB_ASSERT(h->active[s->cls] != s && s->cached == NO_WORD);
+    BITSLAB_ASSERT((h->partial[s->cls] == NULL) == (h->partial_tail[s->cls] == NULL));
+    BITSLAB_ASSERT(!h->partial[s->cls] || !h->partial[s->cls]->prev);
     s->state = STATE_PARTIAL;
     s->prev = NULL;
     s->next = h->partial[s->cls];
@@ -486,6 +519,9 @@ static void partial_push(heap_t *h, slab_t *s)
 
 static void partial_unlink(heap_t *h, slab_t *s)
 {
+    BITSLAB_ASSERT(h->in_slow && s->state == STATE_PARTIAL);
+    BITSLAB_ASSERT(s->prev ? s->prev->next == s : h->partial[s->cls] == s);
+    BITSLAB_ASSERT(s->next ? s->next->prev == s : h->partial_tail[s->cls] == s);
     if (s->prev) s->prev->next = s->next;
     else h->partial[s->cls] = s->next;
     if (s->next) s->next->prev = s->prev;
@@ -495,17 +531,23 @@ static void partial_unlink(heap_t *h, slab_t *s)
 
 static void partial_to_tail(heap_t *h, slab_t *s)
 {
+    BITSLAB_ASSERT(h->in_slow && s->state == STATE_PARTIAL);
     if (h->partial_tail[s->cls] == s) return;
     partial_unlink(h, s);
     s->prev = h->partial_tail[s->cls];
     s->prev->next = s; /* not empty: s was on it, and not last */
     h->partial_tail[s->cls] = s;
+    BITSLAB_ASSERT(s->next == NULL && h->partial[s->cls] != s);
 }
 
 /* A wide allocation's slabs go back to their superpage. */
 static void wide_release(heap_t *h, slab_t *s, bool may_release)
 {
     unsigned n = s->nslabs;
+    BITSLAB_ASSERT(s->state == STATE_WIDE && slab_kind_now(s) == SLAB_WIDE && slab_taken(s) == 0);
+    BITSLAB_ASSERT(n >= 1 && n <= WIDE_MAX_SLABS && s->index + n <= SLABS_PER_SUPERPAGE);
+    BITSLAB_ASSERT(h->wide_allocations >= 1 && h->wide_bytes >= (size_t)n * SLAB_SIZE);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->bin_size, memory_order_relaxed) == n * SLAB_SIZE); /* relaxed: own */
     h->wide_allocations--;
     h->wide_bytes -= (size_t)n * SLAB_SIZE;
     slab_check_no_remote(s); /* a late free of the block's bit is a double free */
@@ -518,6 +560,7 @@ static void wide_release(heap_t *h, slab_t *s, bool may_release)
  * exchanges before the second read of `purgers` (slab_purgers). */
 static bool slab_empty_but_held(slab_t *s)
 {
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && slab_taken(s) == 0 && s->cached == NO_WORD);
     uint32_t purgers = slab_purgers(s);
     slab_check_no_remote(s);
     atomic_thread_fence(memory_order_seq_cst); /* pairs with P0 (see above) */
@@ -530,6 +573,14 @@ static bool slab_empty_but_held(slab_t *s)
  * `taken` bins remain live. `may_release`: see superpage_return_slabs. */
 static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t taken, bool may_release)
 {
+    BITSLAB_ASSERT(h->in_slow && taken == slab_taken(s));
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    /* The owner's list state matches the kind: WIDE for a wide block; a
+     * small slab is ACTIVE, PARTIAL, FULL, or (empty, just taken off the
+     * active slot by heap_slab_freed_slow) NONE. */
+    BITSLAB_ASSERT((s->state == STATE_WIDE) == (slab_kind_now(s) == SLAB_WIDE));
+    BITSLAB_ASSERT(s->state != STATE_NONE || taken == 0);
+    BITSLAB_ASSERT(s->state != STATE_ACTIVE || h->active[s->cls] == s);
     if (s->state == STATE_WIDE) {
         if (taken == 0) wide_release(h, s, may_release);
         return;
@@ -560,6 +611,8 @@ static void slab_after_free(heap_t *h, slab_t *s, bool was_full, uint32_t taken,
 static void slab_went_sparse(heap_t *h, slab_t *s)
 {
     superpage_t *sp = superpage_of_slab(s);
+    BITSLAB_ASSERT(h->in_slow && s->state == STATE_PARTIAL && slab_kind_now(s) == SLAB_SMALL);
+    BITSLAB_ASSERT(s->index >= 1 && atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: own */
     /* Relaxed: a setting. */
     if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s);
     /* Relaxed: pairs with os_now_ms's relaxed store; a coarse date suffices. */
@@ -581,6 +634,14 @@ static void slab_went_sparse(heap_t *h, slab_t *s)
 static void slab_activate(heap_t *h, slab_t *s)
 {
     superpage_t *sp = superpage_of_slab(s);
+    /* A small slab of h, just configured (NONE) or just off the partial list,
+     * with free bins and no donated ones, into an empty active slot. */
+    BITSLAB_ASSERT(h->in_slow && slab_kind_now(s) == SLAB_SMALL);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(s->state == STATE_NONE || s->state == STATE_PARTIAL);
+    BITSLAB_ASSERT(!s->prev && !s->next && s->cached == NO_WORD);
+    BITSLAB_ASSERT(s->summary != 0 && s->donated == 0);
+    BITSLAB_ASSERT(h->active[s->cls] == NULL && h->cache[s->cls].bits == 0);
     s->state = STATE_ACTIVE;
     s->trigger = 0;
     h->active[s->cls] = s;
@@ -602,6 +663,7 @@ static void slab_activate(heap_t *h, slab_t *s)
  * does not hold a superpage of h (a merge may return slabs). */
 static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
 {
+    BITSLAB_ASSERT(h->in_slow);
     bool left = false;
     for (superpage_t *sp = h->superpages; sp;) {
         superpage_t *next = sp->next; /* the merge may move sp in the list */
@@ -619,6 +681,7 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
             uint32_t n = slab_merge_remote(s);
             if (n) slab_after_free(h, s, false, before - n, false);
             if (s->state != STATE_PARTIAL) continue; /* emptied: a FREE slab now */
+            BITSLAB_ASSERT(s->cached == NO_WORD && s->donated == 0); /* merged: nothing donated is out */
             slab_decommit_pages(s, slab_free_pages(s, slab_local(s)));
         }
         sp = next;
@@ -630,6 +693,10 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
  * sparse level, or is empty (slab_retrigger). */
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after)
 {
+    /* The owner's free fast path: a slab of h whose `taken` fell to its trigger. */
+    BITSLAB_ASSERT(taken_after == slab_taken(s) && taken_after == s->trigger);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL || slab_kind_now(s) == SLAB_WIDE);
     slow_enter(h);
     if (taken_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
         /* Memory is short of the cap: an empty active slab goes back too
@@ -645,6 +712,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after)
         slab_merge_remote(s);
         taken_after = slab_taken(s);
     }
+    BITSLAB_ASSERT(!s->donated || taken_after != s->donated); /* taken back above */
     bool sparse = taken_after && s->state == STATE_PARTIAL && taken_after == s->trigger;
     slab_after_free(h, s, taken_after + 1 == s->nbins, taken_after, true);
     if (sparse) {
@@ -667,6 +735,9 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after)
  * purges what others freed meanwhile at once). */
 static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t as_of)
 {
+    BITSLAB_ASSERT(h->in_slow);
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(!(mask & ~DATA_SLABS_MASK)); /* notifications name data slabs (remote_notify, the purger) */
     while (mask) {
         slab_t *s = &sp->slabs[ctz64(mask)];
         mask &= mask - 1;
@@ -693,6 +764,7 @@ static void superpage_merge(heap_t *h, superpage_t *sp, uint32_t mask, uint32_t 
  * queue, and the drain that pops it finds little or nothing left to do. */
 static void heap_scan_remote(heap_t *h)
 {
+    BITSLAB_ASSERT(h->in_slow);
     uint32_t now = os_now_ms();
     superpage_t *sp = h->superpages;
     while (sp) {
@@ -708,7 +780,12 @@ void heap_drain_remote(heap_t *h)
 {
     superpage_t *sp;
     bool stalled = false;
+    BITSLAB_ASSERT(h->in_slow);
     while ((sp = remote_queue_pop(h, &stalled))) {
+        /* Only h's superpages are in its queue, and `queued` stays 1 from the
+         * pusher's claim until D1 below. Relaxed (two loads): ours, a check. */
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h);
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 1);
         DEBUG_PARK(PARK_DRAIN_AFTER_POP);
         /* Relaxed: written by the pusher before its release push, which our
          * pop's acquire load read; rewritten only after D1. */
@@ -738,6 +815,7 @@ void heap_drain_remote(heap_t *h)
  * its memory and purges what has been free for the delay. */
 void heap_tick(heap_t *h)
 {
+    BITSLAB_ASSERT(h == bitslab_tls_heap && !h->in_slow); /* from the owner's free fast path */
     slow_enter(h);
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
@@ -751,6 +829,7 @@ void heap_tick(heap_t *h)
 /* Pop the lowest free bin of a non-empty word cache. */
 static inline void *cache_pop(word_cache_t *c, bool *fresh)
 {
+    BITSLAB_ASSERT(c->bits != 0);
     unsigned b = ctz64(c->bits);
     c->bits &= c->bits - 1;
     if (fresh) *fresh = (c->fresh >> b) & 1;
@@ -760,10 +839,15 @@ static inline void *cache_pop(word_cache_t *c, bool *fresh)
 /* The slow path proper: housekeeping, then the next slab for the class. */
 static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *s, bool *fresh)
 {
+    BITSLAB_ASSERT(h->in_slow && cls < NUM_CLASSES && c == &h->cache[cls] && c->bits == 0);
+    BITSLAB_ASSERT(s == h->active[cls] && (!s || s->state == STATE_ACTIVE));
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
     heap_purge(h, PURGE_PERIODIC, SIZE_MAX);
     superpage_release_aged(h);
+    /* The housekeeping above leaves the active slab as it was: a merge or
+     * purge never makes it FREE (slab_after_free keeps an empty active one). */
+    BITSLAB_ASSERT(s == h->active[cls]);
     if (s) {
         if (s->summary && slab_load_word(s, c)) return cache_pop(c, fresh);
         slab_unload_word(s, c); /* the cache no longer speaks for s (it is empty) */
@@ -792,8 +876,10 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
             slab_mark_in_use(h, s); /* purge.c: its pages count as committed again */
             slab_configure_small(s, h, cls);
         } else {
+            BITSLAB_ASSERT(s->cls == cls && s->state == STATE_PARTIAL && s->cached == NO_WORD);
             partial_unlink(h, s);
             if (!s->summary || s->donated) slab_merge_remote(s); /* donated bins are ours again */
+            BITSLAB_ASSERT(s->donated == 0);
             if (!s->summary) {
                 DEBUG_COUNT(WIN_RECLAIM_WAITS_FOR_PURGER); /* its free bins are all donated and held */
                 s->state = STATE_FULL;
@@ -813,6 +899,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
         held = t->next;
         partial_push(h, t);
     }
+    BITSLAB_ASSERT(!s || (h->active[cls] == s && s->state == STATE_ACTIVE && s->cached == c->word));
     return s ? cache_pop(c, fresh) : NULL;
 }
 
@@ -829,7 +916,10 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
             return p;
         }
     }
+    BITSLAB_ASSERT(cls < NUM_CLASSES && !h->is_placeholder && h == bitslab_tls_heap);
     word_cache_t *c = &h->cache[cls];
+    /* The word cache speaks for the active slab's cached word, or is empty. */
+    BITSLAB_ASSERT(!c->bits || (h->active[cls] && h->active[cls]->cached == c->word));
     if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     slab_t *s = h->active[cls];
     /* The common slow path: the next word of the active slab. The heap's
@@ -853,9 +943,11 @@ void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 
 static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
 {
+    BITSLAB_ASSERT(h->in_slow && size <= WIDE_MAX && align <= WIDE_MAX); /* alloc_large's choice */
     heap_drain_remote(h);
     unsigned n = (unsigned)((size + SLAB_SIZE - 1) / SLAB_SIZE);
     if (n == 0) n = 1;
+    BITSLAB_ASSERT(n <= WIDE_MAX_SLABS);
     size_t step = align > SLAB_SIZE ? align / SLAB_SIZE : 1;
     slab_t *s = heap_take_slabs(h, n, step);
     if (!s) {
@@ -868,6 +960,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
             if (s[i].dirty) memset(s[i].data, 0, i + 1 == n ? size - (size_t)i * SLAB_SIZE : SLAB_SIZE);
     }
     for (unsigned i = 0; i < n; i++) {
+        BITSLAB_ASSERT(slab_kind_now(&s[i]) == SLAB_FREE && s[i].state == STATE_NONE); /* a FREE run */
         slab_check_no_remote(&s[i]); /* a late double free of its previous life */
         slab_mark_in_use(h, &s[i]);
     }
@@ -924,6 +1017,7 @@ void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 void heap_collect(heap_t *h, bool full)
 {
     if (h->is_placeholder) return;
+    BITSLAB_ASSERT(h->id >= 1 && h->q_tail);
     slow_enter(h);
     heap_drain_remote(h);
     /* A producer stopped before its push hides nothing from the queue, but
@@ -943,6 +1037,7 @@ void heap_collect(heap_t *h, bool full)
                 heap_return_slabs(h, s, 1, true);
             }
         }
+        for (unsigned c = 0; c < NUM_CLASSES; c++) BITSLAB_ASSERT(h->cache[c].bits == 0); /* all put back */
     }
     /* Every sparse slab now (its merge may empty it), before the releases. */
     if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0);

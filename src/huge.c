@@ -86,6 +86,11 @@ static _Atomic uint32_t huge_purge_floor;
 
 static uint64_t slot_make(huge_header_t *hh, bool dirty, uint32_t now)
 {
+    /* What fits the word: a 2 MiB-aligned header below 2^47, a whole number
+     * of pages below 2^15, and more than the header page. */
+    BITSLAB_ASSERT(((uintptr_t)hh & (SUPERPAGE_SIZE - 1)) == 0 && ((uintptr_t)hh >> SUPERPAGE_SHIFT) >> SLOT_ADDR_BITS == 0);
+    BITSLAB_ASSERT(hh->map_len % OS_PAGE == 0 && hh->map_len > OS_PAGE);
+    BITSLAB_ASSERT(hh->map_len / OS_PAGE <= HUGE_CACHE_MAX_PAGES);
     return ((uint64_t)(now & SLOT_TIME_MASK) << SLOT_TIME_SHIFT) | (dirty ? SLOT_DIRTY : 0) |
            ((uint64_t)(hh->map_len / OS_PAGE) << SLOT_ADDR_BITS) | ((uintptr_t)hh >> SUPERPAGE_SHIFT);
 }
@@ -128,6 +133,7 @@ static void cache_dirty_add(ptrdiff_t bytes)
 /* Claim slot i if it still holds w: the mapping is ours. */
 static bool slot_claim(unsigned i, uint64_t w)
 {
+    BITSLAB_ASSERT(i < HUGE_CACHE_SLOTS && w != 0);
     /* Acquire: pairs with the release CAS in slot_publish that put w there;
      * the mapping's header, and its decommit if clean, happen before us. */
     if (!atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire, memory_order_relaxed))
@@ -140,6 +146,9 @@ static bool slot_claim(unsigned i, uint64_t w)
  * first. False if every slot is taken. */
 static bool slot_publish(uint64_t w, unsigned first)
 {
+    BITSLAB_ASSERT(w != 0 && first < HUGE_CACHE_SLOTS && slot_len(w) > OS_PAGE);
+    /* The mapping is ours: its header says what its word says. */
+    BITSLAB_ASSERT(slot_header(w)->map_len == slot_len(w) && slot_header(w)->offset == OS_PAGE);
     if (slot_dirty(w)) cache_dirty_add((ptrdiff_t)slot_body(w)); /* before the CAS: see cache_dirty_add */
     for (unsigned k = 0; k < HUGE_CACHE_SLOTS; k++) {
         unsigned i = (first + k) % HUGE_CACHE_SLOTS;
@@ -162,6 +171,7 @@ static bool slot_publish(uint64_t w, unsigned first)
 static bool slot_unmap(uint64_t w)
 {
     huge_header_t *hh = slot_header(w);
+    BITSLAB_ASSERT(w != 0 && hh->map_base == (char *)hh && hh->map_len == slot_len(w)); /* claimed: ours */
     /* Unregister before unmapping: the range may be mapped again at once. */
     region_unregister((uintptr_t)hh);
     if (os_unmap_counted(hh, slot_len(w), slot_dirty(w) ? slot_len(w) : OS_PAGE)) return true;
@@ -177,6 +187,7 @@ static bool slot_unmap(uint64_t w)
 static void slot_clean(uint64_t w, unsigned i, uint32_t now)
 {
     huge_header_t *hh = slot_header(w);
+    BITSLAB_ASSERT(slot_dirty(w) && i < HUGE_CACHE_SLOTS); /* a claimed dirty mapping */
     if (os_decommit((char *)hh + OS_PAGE, slot_body(w))) {
         uint64_t c = slot_remake(w, false, now);
         if (!slot_publish(c, i)) slot_unmap(c);
@@ -269,6 +280,7 @@ static bool cache_evict(uint32_t now)
  * one load with no dirty mapping, a clock read and two loads with some. */
 void huge_cache_purge(enum purge_mode mode)
 {
+    BITSLAB_ASSERT(mode <= PURGE_ALL);
     /* Relaxed: a hint; a put in flight is seen by a later purge. */
     if (!atomic_load_explicit(&huge_dirty_bytes, memory_order_relaxed)) return;
     /* Relaxed: a setting; any value read is valid. */
@@ -335,6 +347,10 @@ static huge_header_t *huge_from_cache(size_t len, size_t size, bool zero)
     if (!w) return NULL;
     huge_header_t *hh = slot_header(w);
     size_t have = slot_len(w), body = slot_body(w);
+    /* Claimed: ours, as huge_cache_put left it (a plain block, kind cleared). */
+    BITSLAB_ASSERT(hh->hdr.magic == (REGION_MAGIC ^ (uintptr_t)hh) && hh->hdr.kind == 0);
+    BITSLAB_ASSERT(hh->map_base == (char *)hh && hh->map_len == have && hh->offset == OS_PAGE);
+    BITSLAB_ASSERT(len > OS_PAGE && region_of(huge_user(hh)) == (uintptr_t)hh);
     if (have < len) {
         /* Grow it in place (the pages after it are usually the tail that
          * huge_map trimmed). If they are taken, it goes back. */
@@ -401,6 +417,7 @@ static size_t dirty_cap(void)
  * does not qualify or cannot be cached: the caller unmaps it. */
 static bool huge_cache_put(huge_header_t *hh)
 {
+    BITSLAB_ASSERT(hh->hdr.kind == REGION_HUGE && hh->map_base == (char *)hh); /* a live block being freed */
     if (hh->offset != OS_PAGE || hh->map_len / OS_PAGE > HUGE_CACHE_MAX_PAGES) return false;
     uint32_t now = os_now_ms();
     size_t body = hh->map_len - OS_PAGE;
@@ -467,6 +484,7 @@ static char *huge_map_once(size_t *len)
         span += head;
     }
     if (span > want && !os_unmap(p + want, span - want)) want = span;
+    BITSLAB_ASSERT(((uintptr_t)p & (SUPERPAGE_SIZE - 1)) == 0 && want >= *len);
     *len = want;
     return p;
 }
@@ -532,6 +550,11 @@ void *huge_alloc(size_t size, size_t align, bool zero)
         return NULL;
     }
     huge_header_t *hh = (huge_header_t *)h;
+    /* The header at a 2 MiB boundary H, the block in (H, H + 2 MiB]: region_of
+     * finds H, as for a slab block; and aligned as asked. */
+    BITSLAB_ASSERT(((uintptr_t)h & (SUPERPAGE_SIZE - 1)) == 0 && region_of(h + offset) == (uintptr_t)h);
+    BITSLAB_ASSERT(offset >= OS_PAGE && offset + body <= len);
+    BITSLAB_ASSERT(align <= 1 || ((uintptr_t)(h + offset) & (align - 1)) == 0);
     hh->hdr.magic = REGION_MAGIC ^ (uintptr_t)h;
     hh->hdr.kind = REGION_HUGE;
     hh->map_base = h;
@@ -544,6 +567,9 @@ void *huge_alloc(size_t size, size_t align, bool zero)
 
 void huge_free(huge_header_t *hh)
 {
+    /* block_lookup validated it: a live huge block's header. */
+    BITSLAB_ASSERT(hh->hdr.kind == REGION_HUGE && hh->map_base == (char *)hh);
+    BITSLAB_ASSERT(hh->offset >= OS_PAGE && hh->offset <= SUPERPAGE_SIZE && hh->map_len > hh->offset);
     size_t len = hh->map_len;
     huge_account(-1, -(ptrdiff_t)len);
     if (!huge_cache_put(hh)) {
@@ -567,6 +593,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    BITSLAB_ASSERT(hh->hdr.kind == REGION_HUGE && hh->map_base == (char *)hh); /* validated by block_lookup */
     size_t old_len = hh->map_len;
     size_t len = hh->offset + round_page(size ? size : 1);
     if (len <= old_len) {
@@ -602,6 +629,8 @@ void *huge_realloc(huge_header_t *hh, size_t size)
         return NULL;
     }
     huge_header_t *nh = (huge_header_t *)dst;
+    /* The pages moved, header and all: the same block at a new 2 MiB boundary. */
+    BITSLAB_ASSERT(nh->offset == offset && nh->hdr.kind == REGION_HUGE && region_of(dst + offset) == (uintptr_t)dst);
     nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
     nh->map_base = dst;
     nh->map_len = len;

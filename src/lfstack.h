@@ -72,6 +72,10 @@
  *                         (a lost race or a spurious failure of the weak CAS).
  * Both default to nothing. The library defines them as DEBUG_PARK and
  * DEBUG_COUNT. `hooks` may be NULL (no hooks called).
+ *   LFSTACK_ASSERT(cond)  checks the preconditions above (bits in 1..63,
+ *                         a handle nonzero and below 2^bits, a link that
+ *                         holds a handle); defaults to nothing, the library
+ *                         defines it as BITSLAB_ASSERT.
  */
 #ifndef BITSLAB_LFSTACK_H
 #define BITSLAB_LFSTACK_H
@@ -85,6 +89,9 @@
 #endif
 #ifndef LFSTACK_RETRY
 #define LFSTACK_RETRY(window) ((void)0)
+#endif
+#ifndef LFSTACK_ASSERT
+#define LFSTACK_ASSERT(cond) ((void)0)
 #endif
 
 /* The head. Zero (LFSTACK_INIT, or a static object) is the empty stack. */
@@ -123,6 +130,8 @@ static inline uint64_t lfstack_next_word(uint64_t old, unsigned bits, uint64_t h
 #else
     uint64_t version = lfstack_version_of(old, bits) + 1;
 #endif
+    LFSTACK_ASSERT(bits >= 1 && bits <= 63);
+    LFSTACK_ASSERT((handle >> bits) == 0); /* a handle is at most `bits` wide: it would spill into the version */
     return (version << bits) | handle;
 }
 
@@ -133,6 +142,9 @@ static inline void lfstack_push(lfstack_t *st, unsigned bits, uint64_t handle, _
                                 const lfstack_hooks_t *hooks)
 {
     (void)hooks;
+    LFSTACK_ASSERT(bits >= 1 && bits <= 63);
+    LFSTACK_ASSERT(handle != 0 && (handle >> bits) == 0); /* 0 is "none" */
+    LFSTACK_ASSERT(link != NULL);
     /* Relaxed: a guess, paired with nothing; the CAS below validates it. */
     uint64_t old = atomic_load_explicit(&st->head, memory_order_relaxed);
     for (;;) {
@@ -160,6 +172,8 @@ static inline uint64_t lfstack_pop(lfstack_t *st, unsigned bits, _Atomic uint64_
                                    const lfstack_hooks_t *hooks)
 {
     (void)hooks;
+    LFSTACK_ASSERT(bits >= 1 && bits <= 63);
+    LFSTACK_ASSERT(link_of != NULL);
     /* Acquire: pairs with the release CAS of the push that put the top entry
      * there (through the head's release sequence), so its link is visible. */
     uint64_t old = atomic_load_explicit(&st->head, memory_order_acquire);
@@ -170,6 +184,8 @@ static inline uint64_t lfstack_pop(lfstack_t *st, unsigned bits, _Atomic uint64_
          * read of `old`; a newer value (the entry popped and pushed again
          * meanwhile) means the head changed, and the versioned CAS fails. */
         uint64_t next = atomic_load_explicit(link_of(handle), memory_order_relaxed);
+        /* Stale or not, a link only ever holds a handle (push writes nothing else). */
+        LFSTACK_ASSERT((next >> bits) == 0);
         if (hooks) LFSTACK_PARK(hooks->park_pop);
         /* Acquire on success: pairs with the entry's push (the entry and what
          * its pusher wrote are ours now). Acquire on failure: the reloaded

@@ -17,6 +17,7 @@
 
 #define LFSTACK_PARK(point) DEBUG_PARK(point)
 #define LFSTACK_RETRY(window) DEBUG_COUNT(window)
+#define LFSTACK_ASSERT(cond) BITSLAB_ASSERT(cond)
 #include "lfstack.h"
 
 _Atomic size_t bitslab_superpages_orphaned;
@@ -38,6 +39,10 @@ static _Atomic uint64_t *orphan_link(uint64_t handle) { return &orphan_of(handle
 
 static void orphanage_push(superpage_t *sp)
 {
+    /* An orphan: a superpage, empty and owned by nobody (the pusher holds it). */
+    BITSLAB_ASSERT(((uintptr_t)sp & (SUPERPAGE_SIZE - 1)) == 0 && sp->hdr.kind == REGION_SUPERPAGE);
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL); /* relaxed: we hold sp */
+    BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK && !sp->on_deferred);
     lfstack_push(&orphanage, REGION_BITS, (uintptr_t)sp >> SUPERPAGE_SHIFT, &sp->orphan_next, ORPHANAGE_HOOKS);
     /* Relaxed: statistics only. */
     atomic_fetch_add_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
@@ -47,6 +52,7 @@ static superpage_t *orphanage_pop(void)
 {
     uint64_t handle = lfstack_pop(&orphanage, REGION_BITS, orphan_link, ORPHANAGE_HOOKS);
     if (!handle) return NULL;
+    BITSLAB_ASSERT(orphan_of(handle)->hdr.magic == (REGION_MAGIC ^ (uintptr_t)orphan_of(handle)));
     /* Relaxed: statistics only. */
     atomic_fetch_sub_explicit(&bitslab_superpages_orphaned, 1, memory_order_relaxed);
     return orphan_of(handle);
@@ -92,6 +98,8 @@ bool superpage_walkable(superpage_t *sp)
  * walker may be reading it, or the kernel refuses. */
 static bool superpage_shrink(superpage_t *sp)
 {
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL); /* relaxed: ours, see above */
+    BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK);
     uint32_t clean = sp->orphan_clean;
     /* Relaxed: our own superpage's field (walkers only read it). */
     if (atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || !(clean & 1)) return false;
@@ -120,6 +128,8 @@ static bool superpage_shrink(superpage_t *sp)
  * was mapped there meanwhile (the superpage then stays shrunk for good). */
 static bool superpage_regrow(superpage_t *sp)
 {
+    /* Relaxed: ours (popped), as in orphanage_take. */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->shrunk, memory_order_relaxed) == 1);
     if (!os_map_at((char *)sp + SHRINK_KEEP, SUPERPAGE_SIZE - SHRINK_KEEP)) return false;
     BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: as for a new superpage */
     /* Release: pairs with W2 (a walker reads the pages only after seeing 0). */
@@ -142,6 +152,8 @@ superpage_t *orphanage_take(void)
         blocked = sp;
         sp = NULL;
     }
+    /* Relaxed: ours, as above. */
+    BITSLAB_ASSERT(!sp || atomic_load_explicit(&sp->shrunk, memory_order_relaxed) == 0);
     while (blocked) {
         superpage_t *b = blocked;
         blocked = b->deferred_next;
@@ -173,6 +185,13 @@ bool superpage_shrink_orphans(void)
  * ORPHAN_RESERVE orphans it first gives back its address space. */
 void orphanage_give(superpage_t *sp)
 {
+    /* Released by superpage_try_release: no freer in flight, no notification
+     * pending, the metadata's state recorded in orphan_clean. Relaxed (three
+     * loads): ours; the release's acquire load of inflight came first. */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) == 0);
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 0 &&
+                   atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) == 0);
+    BITSLAB_ASSERT(!(sp->orphan_clean & ~(DATA_SLABS_MASK | 1)));
     /* Relaxed: a count compared with the reserve (any recent value does). */
     if (atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed) >= ORPHAN_RESERVE)
         superpage_shrink(sp);

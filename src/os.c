@@ -24,6 +24,10 @@
 
 #include "os.h"
 
+/* The page size, for the assertions: types.h's OS_PAGE (os.c, of the same
+ * layer, does not include it). */
+#define PAGE 4096u
+
 _Atomic size_t bitslab_mapped_bytes;
 _Atomic size_t bitslab_committed_bytes;
 
@@ -32,6 +36,7 @@ _Atomic size_t os_madvise_calls;
 
 void *os_map(size_t len)
 {
+    BITSLAB_ASSERT(len > 0);
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
         errno = ENOMEM;
@@ -49,6 +54,8 @@ void *os_map(size_t len)
  * vm.max_map_count): the range is still mapped and still counted. */
 bool os_unmap_counted(void *p, size_t len, size_t committed)
 {
+    BITSLAB_ASSERT(p && ((uintptr_t)p & (PAGE - 1)) == 0 && len > 0);
+    BITSLAB_ASSERT(committed <= len); /* a part of the range, or all of it */
     int saved = errno;
     if (munmap(p, len) != 0) {
         errno = saved;
@@ -69,6 +76,7 @@ bool os_unmap(void *p, size_t len) { return os_unmap_counted(p, len, len); }
  * neighbours are mapped and counted as unmapped. */
 bool os_trim(char *raw, size_t over, char *keep, size_t len)
 {
+    BITSLAB_ASSERT(keep >= raw && len <= over && (size_t)(keep - raw) <= over - len); /* keep lies inside */
     size_t head = (size_t)(keep - raw), tail = over - head - len;
     if (head && !os_unmap(raw, head)) {
         os_unmap(raw, over); /* if this fails too, the range stays mapped and counted */
@@ -85,6 +93,7 @@ bool os_trim(char *raw, size_t over, char *keep, size_t len)
 
 void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
 {
+    BITSLAB_ASSERT(align >= PAGE && (align & (align - 1)) == 0 && len > 0);
     if (len > SIZE_MAX - align) {
         errno = ENOMEM;
         return NULL;
@@ -94,6 +103,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
     if (!raw) return NULL;
     char *start = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
     if (!os_trim(raw, over, start, len)) return NULL;
+    BITSLAB_ASSERT(((uintptr_t)start & (align - 1)) == 0);
     *map_len = len;
     *map_base = start;
     return start;
@@ -105,6 +115,7 @@ void *os_map_aligned(size_t len, size_t align, size_t *map_len, char **map_base)
  * recommit. errno is left alone. */
 bool os_purge_pages(void *p, size_t len)
 {
+    BITSLAB_ASSERT(((uintptr_t)p & (PAGE - 1)) == 0 && len > 0 && len % PAGE == 0); /* whole pages */
     int saved = errno;
     /* Relaxed (two counters): statistics; pair with bitslab_stats's relaxed loads (a snapshot). */
     atomic_fetch_add_explicit(&os_purged_bytes, len, memory_order_relaxed);
@@ -123,6 +134,7 @@ bool os_purge_pages(void *p, size_t len)
  * bound of what is resident). */
 bool os_decommit(void *p, size_t len)
 {
+    BITSLAB_ASSERT(((uintptr_t)p & (PAGE - 1)) == 0 && len % PAGE == 0); /* whole pages */
     if (len == 0) return true;
     if (!os_purge_pages(p, len)) return false;
     /* Relaxed: statistics only. */
@@ -135,6 +147,7 @@ bool os_decommit(void *p, size_t len)
  * mapped there: then false, and nothing changed. */
 bool os_map_at(void *addr, size_t len)
 {
+    BITSLAB_ASSERT(addr && ((uintptr_t)addr & (PAGE - 1)) == 0 && len > 0 && len % PAGE == 0);
     int saved = errno;
     void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
                    -1, 0);
@@ -153,6 +166,7 @@ bool os_map_at(void *addr, size_t len)
  * its pages fault in on touch). No system call. */
 void os_note_committed(size_t len)
 {
+    BITSLAB_ASSERT(len % PAGE == 0); /* whole pages put back to use */
     /* Relaxed: statistics only. */
     atomic_fetch_add_explicit(&bitslab_committed_bytes, len, memory_order_relaxed);
 }
@@ -178,6 +192,9 @@ uint32_t os_now_ms(void)
  * and nothing changed, if the kernel refuses. */
 bool os_remap(void *old, size_t old_len, size_t new_len, void *to)
 {
+    BITSLAB_ASSERT(((uintptr_t)old & (PAGE - 1)) == 0 && ((uintptr_t)to & (PAGE - 1)) == 0);
+    BITSLAB_ASSERT(to || new_len > old_len); /* in place: it grows */
+    BITSLAB_ASSERT(!to || to != old);
     int saved = errno;
     void *r = to ? mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, to) : mremap(old, old_len, new_len, 0);
     errno = saved;

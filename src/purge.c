@@ -22,6 +22,7 @@ static _Atomic size_t dirty_free_total;
 
 void purge_dirty_add(heap_t *h, int delta)
 {
+    BITSLAB_ASSERT(delta >= 0 || h->dirty_free >= (uint32_t)-delta); /* counts FREE slabs: never below 0 */
     h->dirty_free += (uint32_t)delta;
     /* Relaxed: a counter compared with a cap; nothing is published through it. */
     atomic_fetch_add_explicit(&dirty_free_total, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
@@ -65,6 +66,11 @@ bool dirty_over_process_cap(unsigned factor) { return purge_dirty_total() > fact
  * either way. */
 void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
 {
+    BITSLAB_ASSERT(!(mask & ~DATA_SLABS_MASK)); /* never the metadata slab */
+    BITSLAB_ASSERT(!(mask & ~sp->free_mask));    /* FREE slabs only */
+    /* Relaxed: the owner's own field (NULL: on its way to the orphanage). */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h ||
+                   atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL);
     uint32_t m = 0;
     for (uint32_t t = mask; t; t &= t - 1) {
         unsigned i = ctz64(t);
@@ -76,6 +82,7 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
         bool ok = os_decommit((char *)sp + (uintptr_t)first * SLAB_SIZE, (size_t)len * SLAB_SIZE);
         for (unsigned i = first; i < first + len; i++) {
             slab_t *s = &sp->slabs[i];
+            BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE && !slab_decommitted(s));
             if (slab_counts_dirty(s)) purge_dirty_add(h, -1); /* only FREE slabs are decommitted */
             if (ok) {
                 s->dirty = 0;
@@ -92,6 +99,13 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
 /* A FREE slab is being put to use: its pages count as committed again. */
 void slab_mark_in_use(heap_t *h, slab_t *s)
 {
+    /* FREE, and just taken out of its superpage's free mask by h. */
+    BITSLAB_ASSERT(slab_is_record(s) && s->index >= 1 && slab_kind_now(s) == SLAB_FREE);
+    BITSLAB_ASSERT(!((superpage_of_slab(s)->free_mask >> s->index) & 1));
+    /* Relaxed: the owner's own field. */
+    BITSLAB_ASSERT(atomic_load_explicit(&superpage_of_slab(s)->heap, memory_order_relaxed) == h);
+    BITSLAB_ASSERT(!s->decommit_failed || s->dirty); /* decommit_failed: "FREE, dirty, and ..." */
+    BITSLAB_ASSERT(!(s->dirty && slab_decommitted(s))); /* a decommit leaves it clean */
     purge_slabs_in_use_add(1);
     h->slabs_used++;
     if (slab_counts_dirty(s)) purge_dirty_add(h, -1);
@@ -110,6 +124,7 @@ void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
         uint32_t m = 0;
         for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
+            BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE); /* the free mask names FREE slabs */
             if (slab_counts_dirty(s) && !slab_decommitted(s) && now - s->freed_at >= min_age) {
                 m |= 1u << s->index;
                 limit--;

@@ -38,6 +38,8 @@
  * decommitted. Any thread, any superpage. */
 unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
 {
+    BITSLAB_ASSERT(i >= 1 && i < SLABS_PER_SUPERPAGE); /* a data slab */
+    BITSLAB_ASSERT(((uintptr_t)sp & (SUPERPAGE_SIZE - 1)) == 0);
     _Atomic uint64_t *remote = sp->remote[i];
     slab_t *s = &sp->slabs[i];
     uint64_t held[BITMAP_WORDS], any = 0;
@@ -63,6 +65,10 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
         return 0;
     }
     DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
+    /* Between P0 and P8 the low 8 bits of `purgers` count us: at most 255
+     * purgers on one slab at once, or the count would carry into the visits.
+     * Relaxed: a check of a count that includes our own P0. */
+    BITSLAB_ASSERT((atomic_load_explicit(&s->purgers, memory_order_relaxed) & 0xFFu) != 0);
     DEBUG_PARK(PARK_PURGER_HOLDING);
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
     /* P2. While we hold bins the slab keeps its configuration (its `taken`
@@ -70,6 +76,7 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
     unsigned pages = kind == SLAB_SMALL ? slab_decommit_pages(s, slab_free_pages(s, held)) : 0; /* P3 */
+    BITSLAB_ASSERT(pages <= SLAB_SIZE / OS_PAGE);
     if (pages) DEBUG_COUNT(WIN_PURGER_PURGED_PAGES);
     /* P4 (F1). Relaxed: P5's release orders it before any owner that merges
      * our bits; that owner then reads inflight >= 1 until P7. */

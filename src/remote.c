@@ -44,6 +44,7 @@ static superpage_t *superpage_of_node(qnode_t *n)
 
 static void queue_push(heap_t *h, qnode_t *n)
 {
+    BITSLAB_ASSERT(h && n && h->id >= 1); /* a whole heap's queue (heap_new sets it up before the id) */
     /* Relaxed: n is not in the queue (we won its superpage's `queued`
      * exchange, or it is the stub); the exchange below releases this store. */
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
@@ -69,6 +70,7 @@ void remote_queue_init(heap_t *h)
  * empty or a producer is half-way through a push (then *stalled is set). */
 superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
 {
+    BITSLAB_ASSERT(h->q_tail != NULL && stalled != NULL); /* set up by remote_queue_init */
     qnode_t *tail = h->q_tail;
     /* Acquire: pairs with a producer's release link store. */
     qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
@@ -90,6 +92,7 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
     }
     if (next) {
         h->q_tail = next;
+        BITSLAB_ASSERT(tail != &h->q_stub && ((uintptr_t)superpage_of_node(tail) & (SUPERPAGE_SIZE - 1)) == 0);
         return superpage_of_node(tail);
     }
     /* Acquire: pairs with producers' acq_rel exchange. */
@@ -115,6 +118,10 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
  * bits. Between the caller's F1 and F5. p names the block in a report. */
 void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
 {
+    BITSLAB_ASSERT(slab_index >= 1 && slab_index < SLABS_PER_SUPERPAGE); /* a data slab */
+    /* Between the caller's F1 (or P4) and F5 (P7): our own count is in.
+     * Relaxed: a check of our own increment. */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) >= 1);
     /* F3. Seq_cst (a lock or, its result unused): with the owner's seq_cst
      * store of queued = 0 and exchange of remote_slabs (D1, D2) this is a
      * Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
@@ -158,6 +165,10 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
 
 void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
 {
+    /* block_lookup validated p: bin idx of slab s of sp, a live block (whose
+     * hand-off orders the slab's configuration before these reads). */
+    BITSLAB_ASSERT(superpage_of_slab(s) == sp && s->index >= 1 && &sp->slabs[s->index] == s);
+    BITSLAB_ASSERT(idx < s->nbins && p != NULL);
     /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
      * that owner then reads inflight >= 1 until F5. */
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);

@@ -39,6 +39,11 @@
  * wide block's check is one word, not 64. */
 void slab_check_no_remote(slab_t *s)
 {
+    BITSLAB_ASSERT(slab_is_record(s) && s->index != 0);
+    BITSLAB_ASSERT(s->nwords <= BITMAP_WORDS);
+    /* No live bin: a FREE slab (or a stale notification's), an empty wide
+     * block or an empty small slab on its way back. */
+    BITSLAB_ASSERT(slab_taken(s) == 0);
     _Atomic uint64_t *remote = slab_remote(s);
     for (unsigned w = 0; w < s->nwords; w++) {
         /* Relaxed peek, then acquire exchange: as in slab_merge_remote. */
@@ -55,12 +60,23 @@ void slab_check_no_remote(slab_t *s)
 
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
 {
+    BITSLAB_ASSERT(cls < NUM_CLASSES);
+    BITSLAB_ASSERT(h && !h->is_placeholder);
+    /* A FREE slab h has just taken out of its superpage's free mask
+     * (superpage_take_slabs) and counted as in use (slab_mark_in_use). */
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE && s->state == STATE_NONE);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL); /* relaxed: own field */
+    BITSLAB_ASSERT(atomic_load_explicit(&superpage_of_slab(s)->heap, memory_order_relaxed) == h); /* relaxed: ours */
+    BITSLAB_ASSERT(!((superpage_of_slab(s)->free_mask >> s->index) & 1));
+    BITSLAB_ASSERT(!slab_decommitted(s));
+    BITSLAB_ASSERT(s->prev == NULL && s->next == NULL); /* on no list */
     slab_check_no_remote(s); /* a late double free of its previous life */
     uint32_t size = bitslab_class_size[cls];
     uint32_t nbins = (uint32_t)(SLAB_SIZE / size);
     s->cls = (uint8_t)cls;
     s->nbins = nbins;
     s->nwords = (uint8_t)((nbins + 63) / 64);
+    BITSLAB_ASSERT(nbins >= 2 && nbins <= BITMAP_WORDS * 64 && s->nwords <= BITMAP_WORDS);
     s->recip = slab_recip(size);
     s->summary = s->nwords == 64 ? ~(uint64_t)0 : (((uint64_t)1 << s->nwords) - 1);
     s->cached = NO_WORD;
@@ -108,9 +124,20 @@ bool slab_purger_was_there(slab_t *s, uint32_t before)
  * back (and the merge then reports) only after P5. */
 bool slab_load_word(slab_t *s, word_cache_t *c)
 {
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && s->state == STATE_ACTIVE);
+    BITSLAB_ASSERT(s->summary != 0); /* the caller checked */
+    BITSLAB_ASSERT(c == &atomic_load_explicit(&s->heap, memory_order_relaxed)->cache[s->cls]); /* relaxed: own */
+    /* c is the owner's cache of this class, and it is empty: its word, if it
+     * had one, was s's and is all handed out. */
+    BITSLAB_ASSERT(c->bits == 0);
+    BITSLAB_ASSERT(s->cached == NO_WORD || s->cached == c->word);
+    BITSLAB_ASSERT(s->donated == 0); /* an active slab donates nothing */
     uint64_t *local = slab_local(s);
     unsigned w = ctz64(s->summary);
     uint64_t bits = local[w];
+    /* A summary bit is set only with a free bin in its word (a load clears
+     * it, a donation clears them all): the caller hands out a bin at once. */
+    BITSLAB_ASSERT(w < s->nwords && bits != 0);
     uint32_t purgers = slab_purgers(s); /* before the peek: see slab_purgers */
     /* A bin free here and also freed by another thread (not merged yet) was
      * freed twice: the owner's free, then a free by a thread that could not
@@ -140,6 +167,7 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
     else if (s->hwm >= first + 64) fresh = 0;
     else fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
     uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
+    BITSLAB_ASSERT(top <= s->nbins); /* no bit beyond the last bin (bitmap_fill) */
     if (top > s->hwm) s->hwm = top;
     s->cached = w;
     /* Relaxed: published for the stats walker, which pairs with it by a
@@ -162,6 +190,13 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
 /* Put the cached word's free bins back into the slab's local map. */
 void slab_unload_word(slab_t *s, word_cache_t *c)
 {
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && s->state == STATE_ACTIVE);
+    BITSLAB_ASSERT(c == &atomic_load_explicit(&s->heap, memory_order_relaxed)->cache[s->cls]); /* relaxed: own */
+    /* Bits in the cache are bins of the cached word of s, free nowhere else,
+     * and counted in `taken`. */
+    BITSLAB_ASSERT(!c->bits || (s->cached == c->word && c->word < s->nwords));
+    BITSLAB_ASSERT(!c->bits || !(slab_local(s)[c->word] & c->bits));
+    BITSLAB_ASSERT(popcount64(c->bits) <= slab_taken(s));
     if (c->bits) {
         slab_local(s)[c->word] |= c->bits;
         s->summary |= (uint64_t)1 << c->word;
@@ -180,6 +215,12 @@ uint32_t slab_merge_remote(slab_t *s)
 {
     /* Relaxed: our own field. The cache is read only if s->cached names a word. */
     heap_t *h = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    BITSLAB_ASSERT(h != NULL); /* configured: SMALL or WIDE, owned by h */
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL || slab_kind_now(s) == SLAB_WIDE);
+    BITSLAB_ASSERT(s->nwords <= BITMAP_WORDS);
+    /* Only the active slab has a cached word, and it is the cache's word. */
+    BITSLAB_ASSERT(s->cached == NO_WORD ||
+                   (s->state == STATE_ACTIVE && s->cached < s->nwords && h->cache[s->cls].word == s->cached));
     const word_cache_t *cache = s->cached != NO_WORD ? &h->cache[s->cls] : NULL;
     uint64_t *local = slab_local(s);
     _Atomic uint64_t *remote = slab_remote(s);
@@ -201,6 +242,8 @@ uint32_t slab_merge_remote(slab_t *s)
             uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* own field */
             bitslab_fatal("double free (freed by another thread and again)", s->data + (size_t)bin * size);
         }
+        /* Only bins of s have remote bits (the lookup refuses the others). */
+        BITSLAB_ASSERT(w * 64 + 63 - (unsigned)__builtin_clzll(bits) < s->nbins);
         local[w] |= bits;
         s->summary |= (uint64_t)1 << w;
         merged += popcount64(bits);
@@ -214,6 +257,7 @@ uint32_t slab_merge_remote(slab_t *s)
     if (merged < s->donated) DEBUG_COUNT(WIN_MERGE_WHILE_PURGER_HELD);
     s->donated = 0; /* taken back, or held by a purger that frees them again */
     if (merged) {
+        BITSLAB_ASSERT(merged <= slab_taken(s)); /* every remote bit was a taken bin */
         slab_set_taken(s, slab_taken(s) - merged);
         /* Relaxed load and store: only the heap's current user writes this
          * counter (the pool's hand-off orders one user before the next); the
@@ -237,6 +281,8 @@ uint32_t slab_merge_remote(slab_t *s)
  * is its first free (nbins - 1); any other's is 0. */
 void slab_retrigger_partial(slab_t *s)
 {
+    BITSLAB_ASSERT(s->state == STATE_PARTIAL && slab_kind_now(s) == SLAB_SMALL);
+    BITSLAB_ASSERT(s->donated <= slab_taken(s)); /* donated bins count in `taken` */
     /* Donated bins count in `taken` but are free: the levels are of the rest. */
     uint32_t t = s->donated, live = slab_taken(s) - s->donated; /* no level left: when no bin is live */
     for (unsigned k = 2; k <= 5 && s->nbins >= SPARSE_MIN_BINS; k++) {
@@ -246,6 +292,7 @@ void slab_retrigger_partial(slab_t *s)
             break;
         }
     }
+    BITSLAB_ASSERT(t <= slab_taken(s)); /* a free reaches it: `taken` only falls to it */
     s->trigger = t;
 }
 
@@ -255,6 +302,9 @@ void slab_retrigger_partial(slab_t *s)
  * like remote frees. Owner only. */
 void slab_donate(slab_t *s)
 {
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && s->state == STATE_PARTIAL);
+    BITSLAB_ASSERT(s->cached == NO_WORD); /* not the active slab */
+    BITSLAB_ASSERT(s->nwords <= BITMAP_WORDS);
     uint64_t *local = slab_local(s);
     _Atomic uint64_t *remote = slab_remote(s);
     uint32_t n = 0;
@@ -277,6 +327,7 @@ void slab_donate(slab_t *s)
     s->summary = 0;
     s->donated += n;
     slab_set_taken(s, slab_taken(s) + n);
+    BITSLAB_ASSERT(s->donated <= slab_taken(s));
 }
 
 /* The 4 KiB pages of s every bin of which is set in `map` (bit i: page i).
@@ -286,6 +337,8 @@ uint16_t slab_free_pages(const slab_t *s, const uint64_t *map)
 {
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: fixed while held */
     uint32_t nbins = s->nbins;
+    /* Held or owned: a small slab's configuration, fixed meanwhile. */
+    BITSLAB_ASSERT(size >= MIN_BIN && size <= SMALL_MAX && nbins == SLAB_SIZE / size);
     uint16_t pages = 0;
     for (uint32_t pg = 0; pg < SLAB_SIZE / OS_PAGE; pg++) {
         uint32_t first = pg * OS_PAGE / size, last = ((pg + 1) * OS_PAGE - 1) / size;
@@ -303,6 +356,7 @@ uint16_t slab_free_pages(const slab_t *s, const uint64_t *map)
 unsigned slab_decommit_pages(slab_t *s, uint16_t pages)
 {
     superpage_t *sp = superpage_of_slab(s);
+    BITSLAB_ASSERT(s > sp->slabs && s < sp->slabs + SLABS_PER_SUPERPAGE); /* a data slab's record */
     char *data = (char *)sp + (uintptr_t)(s - sp->slabs) * SLAB_SIZE;
     /* Relaxed (load and store): a hint; see docs/purger.md, "stale purged_pages". */
     uint32_t done = atomic_load_explicit(&s->purged_pages, memory_order_relaxed);

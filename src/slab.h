@@ -88,6 +88,20 @@ static inline void slab_set_decommitted(slab_t *s, bool v)
     atomic_store_explicit(&s->decommitted, v, memory_order_relaxed);
 }
 
+/* For assertions: the kind of a slab, read by its owner or by a holder of
+ * one of its blocks (relaxed: the configuration is ordered by the hand-off;
+ * the atomic is for the walker). */
+static inline unsigned slab_kind_now(const slab_t *s)
+{
+    return atomic_load_explicit(&s->kind, memory_order_relaxed); /* relaxed: see above */
+}
+
+/* For assertions: s is one of the 32 records of its superpage, at its index. */
+static inline bool slab_is_record(const slab_t *s)
+{
+    return s->index < SLABS_PER_SUPERPAGE && &superpage_of_slab(s)->slabs[s->index] == s;
+}
+
 #pragma GCC visibility pop
 
 #endif /* BITSLAB_SLAB_H */

@@ -24,6 +24,11 @@ _Atomic size_t bitslab_superpages_total;
 
 static void list_unlink(heap_t *h, superpage_t *sp)
 {
+    /* Lists change only inside a slow path: heap_atfork_child leaves a heap
+     * that is in one alone. */
+    BITSLAB_ASSERT(h->in_slow);
+    BITSLAB_ASSERT(sp->prev ? sp->prev->next == sp : h->superpages == sp);
+    BITSLAB_ASSERT(!sp->next || sp->next->prev == sp);
     if (sp->prev) sp->prev->next = sp->next;
     else h->superpages = sp->next;
     if (sp->next) sp->next->prev = sp->prev;
@@ -32,6 +37,9 @@ static void list_unlink(heap_t *h, superpage_t *sp)
 
 static void list_push_front(heap_t *h, superpage_t *sp)
 {
+    BITSLAB_ASSERT(h->in_slow);
+    BITSLAB_ASSERT(!sp->prev && !sp->next && h->superpages != sp); /* on no list */
+    BITSLAB_ASSERT(!h->superpages || !h->superpages->prev);
     sp->prev = NULL;
     sp->next = h->superpages;
     if (h->superpages) h->superpages->prev = sp;
@@ -40,6 +48,9 @@ static void list_push_front(heap_t *h, superpage_t *sp)
 
 static void list_push_back(heap_t *h, superpage_t *sp)
 {
+    BITSLAB_ASSERT(h->in_slow);
+    BITSLAB_ASSERT(!sp->prev && !sp->next && h->superpages != sp); /* on no list */
+    BITSLAB_ASSERT(sp->free_mask == 0); /* only a superpage without a FREE slab goes last */
     superpage_t *t = h->superpages;
     if (!t) {
         list_push_front(h, sp);
@@ -56,6 +67,8 @@ static void list_push_back(heap_t *h, superpage_t *sp)
 /* A superpage got a free slab: move it among the ones that have some. */
 void superpage_list_promote(heap_t *h, superpage_t *sp)
 {
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(sp->free_mask != 0);
     if (h->superpages == sp) return;
     list_unlink(h, sp);
     list_push_front(h, sp);
@@ -89,6 +102,9 @@ static void slab_reset(slab_t *s)
  * pages (a fresh mapping). */
 static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirty)
 {
+    /* Data slabs only, and a slab is either decommitted or may hold data. */
+    BITSLAB_ASSERT(!(decommitted & ~DATA_SLABS_MASK) && !(dirty & ~DATA_SLABS_MASK) && !(decommitted & dirty));
+    BITSLAB_ASSERT(sp->hdr.magic == (REGION_MAGIC ^ (uintptr_t)sp) && sp->hdr.kind == REGION_SUPERPAGE);
     sp->free_mask = DATA_SLABS_MASK;
     /* Relaxed: a hint; no slab of sp is configured, so no purger takes bins here. */
     atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed);
@@ -110,6 +126,7 @@ static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirt
  * since a release unlinks a superpage that such a caller may hold. */
 void superpage_release_aged(heap_t *h)
 {
+    BITSLAB_ASSERT(h->in_slow);
     size_t retain = HEAP_RETAIN_EMPTY(h);
     for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {
         superpage_t *next = sp->next;
@@ -134,6 +151,7 @@ static superpage_t *superpage_map(void)
     char *base;
     superpage_t *sp = os_map_aligned(SUPERPAGE_SIZE, SUPERPAGE_SIZE, &map_len, &base);
     if (!sp) return NULL;
+    BITSLAB_ASSERT(((uintptr_t)sp & (SUPERPAGE_SIZE - 1)) == 0 && map_len == SUPERPAGE_SIZE);
     if (!region_register((uintptr_t)sp, REGION_SUPERPAGE)) {
         os_unmap(sp, SUPERPAGE_SIZE);
         return NULL;
@@ -160,8 +178,21 @@ static superpage_t *superpage_map(void)
  * refused). The heap decides when to map (heap_grow). */
 superpage_t *superpage_acquire(heap_t *h, bool map_new)
 {
+    BITSLAB_ASSERT(h->in_slow && !h->is_placeholder);
     superpage_t *sp = orphanage_take();
     if (sp) {
+        /* An orphan: no owner, empty, mapped, and no remote freer or purger
+         * can still be in it or have left a notification (superpage_try_release
+         * gave it away only with inflight, queued and remote_slabs at 0, and
+         * with no live block in it nobody frees into it since). Relaxed
+         * (four loads): ours now (the orphanage pop's acquire). */
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL);
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->shrunk, memory_order_relaxed) == 0);
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) == 0);
+        BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 0 &&
+                       atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) == 0);
+        BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK && !sp->on_deferred);
+        BITSLAB_ASSERT(!sp->prev && !sp->next);
         /* What the releaser managed to decommit (orphan_clean): the metadata
          * counts as committed again now, clean data slabs as they are used;
          * the others kept their pages and old data. */
@@ -180,6 +211,7 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
     list_push_front(h, sp);
     h->nsuperpages++;
     h->nempty++;
+    BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK && h->nempty <= h->nsuperpages);
     sp->empty_since = os_now_ms();
     return sp;
 }
@@ -190,6 +222,8 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
  * slab_t flags that tell it now are themselves in the pages that follow. */
 static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
 {
+    BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK); /* every data slab FREE */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL); /* relaxed: released by us */
     purge_decommit_slabs(h, sp, DATA_SLABS_MASK);
     uint32_t clean = 0;
     for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++)
@@ -202,6 +236,10 @@ static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
  * (it has `retain` or fewer empty ones) or a remote freer may still touch it. */
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 {
+    /* sp is h's: on its list, its deferred list or popped from its queue.
+     * Relaxed: the owner reads its own field. */
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h);
+    BITSLAB_ASSERT(h->in_slow && h->nempty <= h->nsuperpages);
     if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
     /* Beyond the heap's retention an empty superpage that still holds at
      * least RELEASE_WAIT_SLABS committed data slabs waits out the purge
@@ -245,6 +283,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
         *pp = sp->deferred_next;
         sp->on_deferred = 0;
     }
+    BITSLAB_ASSERT(h->nempty >= 1 && h->nsuperpages >= h->nempty);
     list_unlink(h, sp);
     h->nsuperpages--;
     h->nempty--;
@@ -260,10 +299,12 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 /* Retry the releases deferred by a freer in flight (slow path). */
 void superpage_retry_deferred(heap_t *h)
 {
+    BITSLAB_ASSERT(h->in_slow);
     superpage_t *sp = h->deferred;
     h->deferred = NULL;
     while (sp) {
         superpage_t *next = sp->deferred_next;
+        BITSLAB_ASSERT(sp->on_deferred);
         sp->on_deferred = 0;
         superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h)); /* may defer it again */
         sp = next;
@@ -276,6 +317,8 @@ void superpage_retry_deferred(heap_t *h)
  * `step` slabs. */
 static uint32_t run_starts(uint32_t mask, unsigned n, unsigned step)
 {
+    BITSLAB_ASSERT(n >= 1 && n <= WIDE_MAX_SLABS && step >= 1 && step <= WIDE_MAX_SLABS);
+    BITSLAB_ASSERT(!(mask & ~DATA_SLABS_MASK)); /* slab 0 is never FREE */
     uint32_t m = mask;
     for (unsigned i = 1; i < n && m; i++) m &= mask >> i;
     if (step > 1) {
@@ -302,8 +345,12 @@ static uint32_t committed_free_mask(superpage_t *sp)
  * run starts). */
 static slab_t *take_run(heap_t *h, superpage_t *sp, uint32_t starts, unsigned n)
 {
+    BITSLAB_ASSERT(starts != 0 && n >= 1 && n <= WIDE_MAX_SLABS);
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
     unsigned first = ctz64(starts);
     uint32_t bits = (n == 32 ? ~0u : ((1u << n) - 1)) << first;
+    BITSLAB_ASSERT(first >= 1 && first + n <= SLABS_PER_SUPERPAGE && (sp->free_mask & bits) == bits);
+    BITSLAB_ASSERT(sp->free_mask != DATA_SLABS_MASK || h->nempty >= 1);
     if (sp->free_mask == DATA_SLABS_MASK) h->nempty--;
     sp->free_mask &= ~bits;
     if (!sp->free_mask && sp->next) {
@@ -320,6 +367,8 @@ static slab_t *take_run(heap_t *h, superpage_t *sp, uint32_t starts, unsigned n)
  * superpage: superpage_take_run). */
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
 {
+    /* step: an alignment of 128 KiB .. 1 MiB in slabs, or 1. */
+    BITSLAB_ASSERT(step >= 1 && step <= WIDE_MAX_SLABS && (step & (step - 1)) == 0);
     superpage_t *sp = h->superpages;
     uint32_t starts = 0;
     /* First a run of slabs whose pages are still committed, in the first
@@ -343,6 +392,7 @@ slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step)
 /* The same from sp, a superpage h has just acquired (every data slab FREE). */
 slab_t *superpage_take_run(heap_t *h, superpage_t *sp, unsigned n, size_t step)
 {
+    BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK); /* just acquired */
     return take_run(h, sp, run_starts(sp->free_mask, n, (unsigned)step), n);
 }
 
@@ -351,6 +401,19 @@ slab_t *superpage_take_run(heap_t *h, superpage_t *sp, unsigned n, size_t step)
  * (slab_check_no_remote), and calls superpage_return_slabs next. */
 void superpage_reset_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now)
 {
+    BITSLAB_ASSERT(h->in_slow && n >= 1 && n <= WIDE_MAX_SLABS && h->slabs_used >= n);
+    BITSLAB_ASSERT(slab_is_record(s) && s->index >= 1 && s->index + n <= SLABS_PER_SUPERPAGE);
+    /* A run of configured slabs of h (a small slab, or a wide block's head
+     * and tails), none in the free mask, with no live bin, on no list and
+     * with no cached word. */
+    BITSLAB_ASSERT((slab_kind_now(s) == SLAB_SMALL && n == 1) || slab_kind_now(s) == SLAB_WIDE);
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(slab_taken(s) == 0 && s->state != STATE_ACTIVE);
+    BITSLAB_ASSERT(!(superpage_of_slab(s)->free_mask & (((1u << n) - 1) << s->index)));
+    for (unsigned i = 0; i < n; i++) {
+        BITSLAB_ASSERT(i == 0 || slab_kind_now(&s[i]) == SLAB_WIDE_TAIL);
+        BITSLAB_ASSERT(s[i].cached == NO_WORD && !s[i].prev && !s[i].next && !slab_decommitted(&s[i]));
+    }
     purge_slabs_in_use_add(-(ptrdiff_t)n);
     h->slabs_used -= n;
     for (unsigned i = 0; i < n; i++) {
@@ -367,11 +430,17 @@ void superpage_reset_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now)
 void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now, bool may_release)
 {
     superpage_t *sp = superpage_of_slab(s);
+    BITSLAB_ASSERT(h->in_slow && n >= 1 && n <= WIDE_MAX_SLABS);
+    BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
+    BITSLAB_ASSERT(s->index >= 1 && s->index + n <= SLABS_PER_SUPERPAGE);
+    BITSLAB_ASSERT(!(sp->free_mask & (((1u << n) - 1) << s->index))); /* not FREE in the mask yet */
+    for (unsigned i = 0; i < n; i++) BITSLAB_ASSERT(slab_kind_now(&s[i]) == SLAB_FREE); /* superpage_reset_slabs */
     bool was_full = sp->free_mask == 0;
     sp->free_mask |= ((n == 32 ? ~0u : ((1u << n) - 1)) << s->index);
     if (was_full) superpage_list_promote(h, sp);
     if (sp->free_mask == DATA_SLABS_MASK) {
         h->nempty++;
+        BITSLAB_ASSERT(h->nempty <= h->nsuperpages);
         sp->empty_since = now;
         if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
     }

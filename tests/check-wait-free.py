@@ -9,7 +9,8 @@ the ENTRY functions (default: bitslab_free and heap_free_slow, the path a
 free by another thread takes: lookup, validation, remote_free and the queue
 push), following direct calls and jumps into other symbols (.cold parts,
 callees). It does not follow what is not part of a remote free, by exact
-name: the fatal-error reporters (they abort), huge_free (a huge block), the
+name: the fatal-error reporters (they abort; bitslab_assert_failed is a
+debug build's BITSLAB_ASSERT), huge_free (a huge block), the
 owner's own paths out of bitslab_free (heap_slab_freed_slow, free_to_cache
 and heap_tick: the owner freeing its own block) and the debug build's test
 hooks (debug_park, debug_count).
@@ -41,9 +42,9 @@ import shutil
 import subprocess
 import sys
 
-NOT_FOLLOWED = {"bitslab_fatal", "bitslab_fatal_in", "huge_free", "heap_slab_freed_slow", "free_to_cache",
-                "heap_tick", "debug_park", "debug_count"}
-NORETURN = {"bitslab_fatal", "bitslab_fatal_in", "abort", "__stack_chk_fail"}
+NOT_FOLLOWED = {"bitslab_fatal", "bitslab_fatal_in", "bitslab_assert_failed", "huge_free", "heap_slab_freed_slow",
+                "free_to_cache", "heap_tick", "debug_park", "debug_count"}
+NORETURN = {"bitslab_fatal", "bitslab_fatal_in", "bitslab_assert_failed", "abort", "__stack_chk_fail"}
 EXTERNAL_OK = {"abort", "__stack_chk_fail"}
 FUNC_RE = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
 INSN_RE = re.compile(r"^\s*([0-9a-f]+):\s+(.*)$")

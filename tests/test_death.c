@@ -6,6 +6,10 @@
  * (tcase_add_test_raise_signal, in Check's own forked child), and once in a
  * grandchild whose stderr is captured, to check the message names the pointer.
  * Scenarios publish the pointer they are about to misuse in a shared page.
+ *
+ * In a debug build (-Ddebug_checks=true), "assertion" also breaks internal
+ * preconditions on purpose and checks that BITSLAB_ASSERT aborts with its
+ * one line "bitslab: assertion failed: <cond> (<file>:<line>, <function>)".
  */
 #include <signal.h>
 #include <sys/mman.h>
@@ -549,6 +553,82 @@ START_TEST(test_death_message)
 }
 END_TEST
 
+/* ---- BITSLAB_ASSERT is live (debug builds) --------------------------------------------
+ * A precondition broken on purpose, by calling an internal function as no
+ * caller in the library does: the process must abort with the one line
+ * "bitslab: assertion failed: <cond> (<file>:<line>, <function>)". A release
+ * build compiles the assertions out (these calls then do no harm), so the
+ * cases exist in debug builds only. */
+#if BITSLAB_DEBUG
+typedef struct assertion {
+    const char *name;
+    void (*run)(void);
+    const char *cond, *file, *func; /* expected in the message */
+} assertion_t;
+
+/* Releases of aged superpages happen only at the top of a slow path
+ * (superpage.c: the heap's in_slow count marks it, for the fork child). */
+static void as_release_outside_slow_path(void)
+{
+    void *p = bitslab_malloc(64); /* the thread has a heap */
+    (void)p;
+    superpage_release_aged(bitslab_tls_heap);
+}
+
+/* A heap's count of dirty FREE slabs never goes below zero. */
+static void as_dirty_count_below_zero(void)
+{
+    void *p = bitslab_malloc(64);
+    (void)p;
+    heap_t *h = bitslab_tls_heap;
+    purge_dirty_add(h, -(int)h->dirty_free - 1);
+}
+
+static const assertion_t assertions[] = {
+    {"release_outside_slow_path", as_release_outside_slow_path, "h->in_slow", "superpage.c:",
+     "superpage_release_aged"},
+    {"dirty_count_below_zero", as_dirty_count_below_zero, "delta >= 0 || h->dirty_free >= (uint32_t)-delta",
+     "purge.c:", "purge_dirty_add"},
+};
+enum { NASSERTIONS = sizeof assertions / sizeof *assertions };
+
+START_TEST(test_assertion_fires)
+{
+    const assertion_t *as = &assertions[_i];
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        as->run();
+        _exit(42); /* no abort */
+    }
+    close(fds[1]);
+    char msg[1024];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof msg - 1 && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
+    msg[len] = 0;
+    close(fds[0]);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: no SIGABRT (status %#x), stderr: %s",
+                  as->name, status, msg);
+    char want[256], tail[128];
+    snprintf(want, sizeof want, "bitslab: assertion failed: %s (", as->cond);
+    snprintf(tail, sizeof tail, ", %s)\n", as->func);
+    ck_assert_msg(strncmp(msg, want, strlen(want)) == 0, "%s: message '%s' does not start '%s'", as->name, msg, want);
+    ck_assert_msg(strstr(msg, as->file) != NULL, "%s: message '%s' does not name %s", as->name, msg, as->file);
+    ck_assert_msg(len > strlen(tail) && strcmp(msg + len - strlen(tail), tail) == 0,
+                  "%s: message '%s' does not end '%s'", as->name, msg, tail);
+    ck_assert_msg(strchr(msg, '\n') == msg + len - 1, "%s: not one line: '%s'", as->name, msg);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     /* No core files from the deliberate aborts. */
@@ -564,5 +644,10 @@ int main(void)
     tc = tcase("message");
     tcase_add_loop_test(tc, test_death_message, 0, NSCENARIOS);
     suite_add_tcase(s, tc);
+#if BITSLAB_DEBUG
+    tc = tcase("assertion");
+    tcase_add_loop_test(tc, test_assertion_fires, 0, NASSERTIONS);
+    suite_add_tcase(s, tc);
+#endif
     return run_suite(s);
 }

@@ -48,6 +48,9 @@ static _Thread_local uint64_t tl_parks;   /* park points passed by this thread *
 static void park_hook(int point);
 #define LFSTACK_RETRY(window) ((void)(window), tl_retries++)
 #define LFSTACK_PARK(point) park_hook(point)
+/* The header's preconditions (handle width, bits), checked in every build. */
+static _Noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define LFSTACK_ASSERT(cond) ((cond) ? (void)0 : fail("lfstack.h: assertion failed: %s", #cond))
 #include "lfstack.h"
 
 #define NTHREADS 4
