@@ -10,14 +10,15 @@
  * checked exact -> set the bit in the local map (a bit already set, there or
  * in the remote map, is a double free) -> one compare of `taken` with the
  * slab's trigger (full, sparse, empty: the slow path). Everything else
- * (NULL, huge, not ours, another thread's slab) goes to heap_free_slow(),
- * which validates the pointer with block_lookup(), the lookup realloc and
+ * (NULL, huge, not ours, another thread's slab) goes to free_slow(),
+ * which validates the pointer with block_lookup() (lookup.c), the lookup realloc and
  * usable_size use too.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "heap.h"
+#include "lookup.h"
 #include "debug.h"
 #include "error.h"
 #include "huge.h"
@@ -136,78 +137,11 @@ void *bitslab_memalign(size_t alignment, size_t size)
     return alloc_aligned(alignment, size);
 }
 
-/* ---- the lookup-and-validate of every entry point -------------------------- */
-
-#define MSG_FOREIGN "pointer bitslab never returned"
-#define MSG_NOT_START "not the start of a live block (interior pointer, wide-block tail, or a freed slab)"
-#define MSG_FREED "double free (the block is already free)"
-#define MSG_USED_FREED "use after free (the block is already free)"
-
-/* A validated block: a huge block (hh), or bin idx of slab s. */
-typedef struct block {
-    huge_header_t *hh;
-    superpage_t *sp;
-    slab_t *s;
-    uint32_t idx;
-} block_t;
-
-/* Bin idx of s is free as far as this thread can see without a data race
- * (a non-owner cannot see a bin its owner freed: that double free is caught
- * at the owner's next load of the word or merge, docs/remote-free.md):
- * its owner sees the local map, the word cache and the remote map; any
- * other thread sees the remote map (a relaxed peek at a line only freers and
- * the owner's merge write). */
-static bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
-{
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint32_t w = idx >> 6;
-    /* Relaxed: a peek, see above. */
-    uint64_t already_free = atomic_load_explicit(&slab_remote(s)[w], memory_order_relaxed);
-    if (mine) {
-        already_free |= slab_local(s)[w];
-        if (s->cached == w) already_free |= bitslab_tls_heap->cache[s->cls].bits;
-    }
-    return (already_free & bit) != 0;
-}
-
-/* The one lookup: every entry point that takes a pointer (free's slow path
- * and the remote free behind it, realloc, usable_size) validates it here,
- * with the same messages; free's fast path is the same steps inlined (the
- * helpers in internal.h). Aborts with a one-line message naming `entry`
- * unless p is the start of a live block; a block that is already free is
- * reported as `freed` says (MSG_FREED for the entry points that free it,
- * MSG_USED_FREED for those that use it). */
-static block_t block_lookup(const void *p, const char *entry, const char *freed)
-{
-    block_t b = {0};
-    uintptr_t a = (uintptr_t)p, region = region_of(p);
-    unsigned kind = region_kind_of(region);
-    if (kind == REGION_HUGE) {
-        huge_header_t *hh = (huge_header_t *)region;
-        if (hh->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted huge block header", p);
-        /* kind is cleared when a freed mapping is cached for reuse. */
-        if (hh->hdr.kind != REGION_HUGE) bitslab_fatal_in(entry, freed, p);
-        if (!huge_owns(hh, p)) bitslab_fatal_in(entry, MSG_NOT_START, p);
-        b.hh = hh;
-        return b;
-    }
-    if (kind != REGION_SUPERPAGE) bitslab_fatal_in(entry, MSG_FOREIGN, p);
-    b.sp = (superpage_t *)region;
-    if (b.sp->hdr.magic != (REGION_MAGIC ^ region)) bitslab_fatal_in(entry, "corrupted superpage header", p);
-    b.s = slab_of_addr(region, a);
-    /* Relaxed: a live block's slab has an owner; the hand-off orders it. */
-    heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed);
-    b.idx = owner ? slab_bin_of(b.s, a) : NOT_A_BIN;
-    if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
-    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, freed, p);
-    return b;
-}
-
 /* ---- free ------------------------------------------------------------------ */
 
 /* Everything the fast path does not handle: NULL, huge blocks, pointers that
  * are not ours, and frees by a thread that does not own the slab. */
-NOINLINE void heap_free_slow(void *p)
+static NOINLINE void free_slow(void *p)
 {
     if (!p) return;
     block_t b = block_lookup(p, "free", MSG_FREED);
@@ -239,7 +173,7 @@ void bitslab_free(void *p)
     uintptr_t region = region_of(p);
     /* One byte tells "a superpage of ours" (NULL and huge blocks go slow). */
     if (unlikely(region_kind_of(region) != REGION_SUPERPAGE)) {
-        heap_free_slow(p);
+        free_slow(p);
         return;
     }
     /* The slab's metadata, straight from the address bits. */
@@ -249,7 +183,7 @@ void bitslab_free(void *p)
      * that is FREE, a wide tail or metadata has no owner and goes slow, and
      * so does another thread's slab (a remote free). */
     if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) {
-        heap_free_slow(p);
+        free_slow(p);
         return;
     }
     uint32_t idx = slab_bin_of(s, a);

@@ -25,7 +25,6 @@ extern __thread heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"
 
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh);
 void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after);
-void heap_free_slow(void *p);
 void heap_drain_remote(heap_t *h);
 void heap_tick(heap_t *h);
 void heap_collect(heap_t *h, bool full);

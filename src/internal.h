@@ -27,5 +27,6 @@
 #include "purger.h"
 #include "heap.h"
 #include "stats.h"
+#include "lookup.h"
 
 #endif /* BITSLAB_INTERNAL_H */

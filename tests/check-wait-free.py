@@ -5,7 +5,7 @@
     check-wait-free.py [--objdump PATH] --self-test MODULE
 
 Disassembles LIBRARY (objdump -d) and walks every instruction reachable from
-the ENTRY functions (default: bitslab_free and heap_free_slow, the path a
+the ENTRY functions (default: bitslab_free and free_slow, the path a
 free by another thread takes: lookup, validation, remote_free and the queue
 push), following direct calls and jumps into other symbols (.cold parts,
 callees). It does not follow what is not part of a remote free, by exact
@@ -191,7 +191,7 @@ def main():
     ap.add_argument("--optimization", default="2")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("library")
-    ap.add_argument("entries", nargs="*", default=["bitslab_free", "heap_free_slow"])
+    ap.add_argument("entries", nargs="*", default=["bitslab_free", "free_slow"])
     args = ap.parse_args()
     if not shutil.which(args.objdump):
         print("objdump not found: skipped")

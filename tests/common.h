@@ -95,8 +95,15 @@ static inline bool test_region_is_superpage(uintptr_t region) { return region_ki
 
 static inline superpage_t *sp_of(const void *p) { return (superpage_t *)region_of(p); }
 
-/* The allocator's own lookup (src/internal.h), as free() uses it. */
-static inline slab_t *slab_of(const void *p) { return slab_of_addr(region_of(p), (uintptr_t)p); }
+/* The slab of a live block p, by the allocator's own lookup-and-validate
+ * (block_lookup, src/lookup.c): a pointer that is not the start of a live
+ * small or wide block aborts the test with the allocator's message. */
+static inline slab_t *slab_of(const void *p) { return block_lookup(p, "test", MSG_USED_FREED).s; }
+/* The slab of a block that may be free already: the first steps of the
+ * same lookup (slab_of_addr, as free's fast path does), without the checks. */
+static inline slab_t *slab_of_any(const void *p) { return slab_of_addr(region_of(p), (uintptr_t)p); }
+/* The same lookup's bin index of p in its slab. */
+static inline uint32_t bin_of(const void *p) { return block_lookup(p, "test", MSG_USED_FREED).idx; }
 
 static inline uint8_t slab_kind(const slab_t *s) { return atomic_load_explicit(&s->kind, memory_order_relaxed); }
 

@@ -323,13 +323,13 @@ static void die(const char *fmt, ...)
 /* ---- live blocks and their patterns ------------------------------------------- */
 
 #define MAX_BLOCKS 1024
-typedef struct block {
+typedef struct live {
     unsigned char *p;
     size_t size;
     size_t align;
     uint64_t id;
-} block_t;
-static block_t blocks[MAX_BLOCKS];
+} live_t;
+static live_t blocks[MAX_BLOCKS];
 static unsigned nblocks;
 static uint64_t next_id = 1;
 
@@ -350,7 +350,7 @@ static unsigned char pattern_at(uint64_t id, size_t i) { return (unsigned char)(
 #define COVER (4 * KiB)
 
 /* Calls fn on each patterned range of b within [from, to). */
-static void each_range(const block_t *b, size_t from, size_t to, void (*fn)(const block_t *, size_t, size_t))
+static void each_range(const live_t *b, size_t from, size_t to, void (*fn)(const live_t *, size_t, size_t))
 {
     size_t cover = b->size > STRIDE ? COVER : STRIDE;
     for (size_t seg = 0; seg < to; seg += STRIDE) {
@@ -360,14 +360,14 @@ static void each_range(const block_t *b, size_t from, size_t to, void (*fn)(cons
 }
 
 /* Blocks are 16-byte aligned: whole words are written and read directly. */
-static void fill_range(const block_t *b, size_t lo, size_t hi)
+static void fill_range(const live_t *b, size_t lo, size_t hi)
 {
     for (; lo < hi && lo % 8; lo++) b->p[lo] = pattern_at(b->id, lo);
     for (; lo + 8 <= hi; lo += 8) *(uint64_t *)(void *)(b->p + lo) = pattern_word(b->id, lo / 8);
     for (; lo < hi; lo++) b->p[lo] = pattern_at(b->id, lo);
 }
 
-static void verify_range(const block_t *b, size_t lo, size_t hi)
+static void verify_range(const live_t *b, size_t lo, size_t hi)
 {
     while (lo + 8 <= hi && lo % 8 == 0 && *(const uint64_t *)(const void *)(b->p + lo) == pattern_word(b->id, lo / 8))
         lo += 8;
@@ -376,10 +376,10 @@ static void verify_range(const block_t *b, size_t lo, size_t hi)
               (void *)b->p, b->size, b->id, lo, b->p[lo], pattern_at(b->id, lo));
 }
 
-static void fill(const block_t *b, size_t from) { each_range(b, from, b->size, fill_range); }
+static void fill(const live_t *b, size_t from) { each_range(b, from, b->size, fill_range); }
 
 /* The first n bytes of b hold its pattern. */
-static void verify(const block_t *b, size_t n) { each_range(b, 0, n, verify_range); }
+static void verify(const live_t *b, size_t n) { each_range(b, 0, n, verify_range); }
 
 static void verify_all(void)
 {
@@ -399,7 +399,7 @@ static void check_zero(const unsigned char *p, size_t n, const char *what)
 }
 
 /* A fresh allocation's result: NULL with ENOMEM, or a good block. */
-static block_t *got(void *p, size_t size, size_t align, bool zero, const char *what)
+static live_t *got(void *p, size_t size, size_t align, bool zero, const char *what)
 {
     if (!p) {
         CHECK(errno == ENOMEM, "%s(%zu): NULL with errno %d (%s), not ENOMEM", what, size, errno, strerror(errno));
@@ -410,25 +410,25 @@ static block_t *got(void *p, size_t size, size_t align, bool zero, const char *w
     CHECK(bitslab_usable_size(p) >= size, "%s(%zu) = %p: usable size %zu", what, size, p, bitslab_usable_size(p));
     if (zero) check_zero(p, size, what);
     CHECK(nblocks < MAX_BLOCKS, "too many blocks");
-    block_t *b = &blocks[nblocks++];
-    *b = (block_t){p, size, align, next_id++};
+    live_t *b = &blocks[nblocks++];
+    *b = (live_t){p, size, align, next_id++};
     fill(b, 0);
     return b;
 }
 
-static block_t *do_malloc(size_t size)
+static live_t *do_malloc(size_t size)
 {
     errno = 0;
     return got(bitslab_malloc(size), size, 0, false, "malloc");
 }
 
-static block_t *do_calloc(size_t size)
+static live_t *do_calloc(size_t size)
 {
     errno = 0;
     return got(bitslab_calloc(1, size), size, 0, true, "calloc");
 }
 
-static block_t *do_aligned(size_t align, size_t size, int how)
+static live_t *do_aligned(size_t align, size_t size, int how)
 {
     errno = 0;
     if (how == 0) return got(bitslab_aligned_alloc(align, size), size, align, false, "aligned_alloc");
@@ -462,7 +462,7 @@ static void do_free(unsigned i)
 /* realloc block i to `size`: on failure the block must be intact. */
 static void do_realloc(unsigned i, size_t size)
 {
-    block_t *b = &blocks[i];
+    live_t *b = &blocks[i];
     verify(b, b->size);
     errno = 0;
     unsigned char *q = bitslab_realloc(b->p, size);
@@ -669,7 +669,7 @@ static void huge(void)
     do_aligned(2 * MiB, 2 * MiB + 100, 2); /* alignment of 2 MiB */
     do_aligned(64 * KiB, 1536 * KiB, 1);
     /* realloc growth (mremap in place or moved) and shrinking (munmap of the tail). */
-    block_t *b = do_malloc(1536 * KiB);
+    live_t *b = do_malloc(1536 * KiB);
     if (b) {
         unsigned i = (unsigned)(b - blocks);
         do_realloc(i, 3 * MiB);
@@ -692,7 +692,7 @@ static void huge(void)
  * mapping back, and it must read as zero. */
 static void huge_cache_round(void)
 {
-    block_t *b = do_malloc(2 * MiB);
+    live_t *b = do_malloc(2 * MiB);
     if (!b) return;
     do_free((unsigned)(b - blocks));
     do_calloc(2 * MiB);
@@ -731,7 +731,7 @@ static void workload(void)
     /* Keep one small block: its superpage stays owned, and collect purges
      * its other slabs (heap_purge) instead of orphaning it. */
     phase = "free all but one, collect";
-    block_t *anchor = do_malloc(100);
+    live_t *anchor = do_malloc(100);
     while (nblocks > (anchor ? 1u : 0u)) {
         unsigned i = nblocks - 1;
         if (anchor && blocks[i].p == anchor->p) i--;
@@ -857,7 +857,7 @@ static int mlock_main(void)
     for (unsigned i = nblocks; i-- > 0;)
         if (i % 16) do_free(i);
     for (unsigned i = 0; i < ROUNDS; i++) {
-        block_t *b = do_malloc(SLAB_SIZE);
+        live_t *b = do_malloc(SLAB_SIZE);
         CHECK(b, "malloc(64 KiB) failed");
         do_free((unsigned)(b - blocks));
     }

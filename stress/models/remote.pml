@@ -13,7 +13,7 @@
  *   src/superpage.c  superpage_try_release, superpage_reset_slabs and
  *                    superpage_return_slabs (heap_return_slabs in heap.c),
  *                    slab_reset, superpage_take_slabs
- *   src/api.c        bitslab_free (the owner's free), heap_free_slow (the
+ *   src/api.c        bitslab_free (the owner's free), free_slow (the
  *                    checks before remote_free)
  *
  * Processes: one owner heap and two remote freers A and B, each freeing one
@@ -257,7 +257,7 @@
 #elif SCEN == 6
 /* A frees bin 0, the owner frees bin 1, B frees bin 0 again: nothing keeps
  * the slab alive, so the owner may empty it and hand the superpage on
- * between B's checks (heap_free_slow) and its F1. */
+ * between B's checks (free_slow) and its F1. */
 #define NSP 1
 #define NSL 1
 #define NB 2
@@ -579,7 +579,7 @@ inline remote_notify()
     fi
 }
 
-/* ---- a remote freer: heap_free_slow + remote_free ------------------------ */
+/* ---- a remote freer: free_slow + remote_free ------------------------ */
 proctype freer(byte s; byte b)
 {
     byte sp, old, was, prv;
@@ -591,7 +591,7 @@ proctype freer(byte s; byte b)
     fi;
     sp = SPOFSLAB(s);
 
-    /* heap_free_slow: owner = s->heap (relaxed); !owner -> invalid_free */
+    /* free_slow: owner = s->heap (relaxed); !owner -> invalid_free */
     d_step {
         if
         :: !sheap[s] -> printf("%c: free into a FREE slab: invalid free\n", WHO); DETECT()
@@ -1408,7 +1408,7 @@ inline alloc_rest()
 
 /* bitslab_free(p) by the owner, block (f_s, f_b). With the purger (SCEN
  * 11) the owner may free a block of a slab that has gone FREE meanwhile (a
- * double free): s->heap is NULL, heap_free_slow reports an invalid free. */
+ * double free): s->heap is NULL, free_slow reports an invalid free. */
 #if PURGE
 #define SHEAP_OK(S) sheap[S] &&
 #else
@@ -1429,7 +1429,7 @@ inline local_free()
         f_t = lmap[f_s] | remote[f_s];
         if
 #if PURGE
-        :: !sheap[f_s] ->                                     /* s->heap != h: heap_free_slow, invalid free */
+        :: !sheap[f_s] ->                                     /* s->heap != h: free_slow, invalid free */
             printf("O: free into a FREE slab: invalid free\n"); DETECT(); f_done = 1
 #endif
         :: SHEAP_OK(f_s) cslab == f_s ->                                    /* s->cached == w: back into the cache */
