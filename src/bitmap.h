@@ -51,9 +51,10 @@ static inline _Atomic uint64_t *remote_row_of_local(uint64_t *local)
  * clear every bit beyond them. */
 static inline void bitmap_fill(uint64_t *map, uint32_t nbins)
 {
-    uint32_t full = nbins / 64, rest = nbins % 64;
-    for (uint32_t w = 0; w < BITMAP_WORDS; w++)
-        map[w] = w < full ? ~(uint64_t)0 : w == full && rest ? ((uint64_t)1 << rest) - 1 : 0;
+    uint32_t full = nbins / 64, rest = nbins % 64, w = 0;
+    for (; w < full; w++) map[w] = ~(uint64_t)0; /* two plain loops: the compiler makes them stores of 16 bytes */
+    if (rest) map[w++] = ((uint64_t)1 << rest) - 1;
+    for (; w < BITMAP_WORDS; w++) map[w] = 0;
 }
 
 /* Bits first..last (inclusive) all set in map. */

@@ -199,7 +199,6 @@ static void slot_clean(uint64_t w, unsigned i, uint32_t now)
 /* What a scan of the cache looks for: `score` rates a slot's word (0: not
  * wanted; the higher, the better), from the time or the need below. */
 typedef struct slot_want {
-    uint64_t (*score)(uint64_t w, const struct slot_want *want);
     uint32_t now;
     size_t len;
     bool zero;
@@ -208,14 +207,17 @@ typedef struct slot_want {
 /* The slot whose word scores highest (the first of equals), with that word
  * in *wp; HUGE_CACHE_SLOTS (and 0) if no word scores above 0. The caller
  * claims it with slot_claim, which re-validates the word. */
-static unsigned slot_choose(const slot_want_t *want, uint64_t *wp)
+typedef uint64_t slot_score_fn(uint64_t w, const slot_want_t *want);
+
+/* Inlined, so that each caller's score function is too. */
+static inline __attribute__((always_inline)) unsigned slot_choose(slot_score_fn *score, const slot_want_t *want, uint64_t *wp)
 {
     unsigned best = HUGE_CACHE_SLOTS;
     uint64_t bw = 0, bs = 0;
     for (unsigned i = 0; i < HUGE_CACHE_SLOTS; i++) {
         /* Relaxed: a choice; slot_claim's CAS re-validates the word. */
         uint64_t w = atomic_load_explicit(&huge_cache[i], memory_order_relaxed);
-        uint64_t s = want->score(w, want);
+        uint64_t s = score(w, want);
         if (s > bs) {
             best = i;
             bw = w;
@@ -236,10 +238,10 @@ static uint64_t score_oldest_dirty(uint64_t w, const slot_want_t *want)
  * others keep taking the ones we choose). */
 static bool cache_clean_oldest(uint32_t now)
 {
-    const slot_want_t want = {.score = score_oldest_dirty, .now = now};
+    const slot_want_t want = {.now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
         uint64_t bw;
-        unsigned best = slot_choose(&want, &bw);
+        unsigned best = slot_choose(score_oldest_dirty, &want, &bw);
         if (best == HUGE_CACHE_SLOTS) return false;
         if (slot_claim(best, bw)) {
             slot_clean(bw, best, now);
@@ -261,10 +263,10 @@ static uint64_t score_evict(uint64_t w, const slot_want_t *want)
  * before a dirty one, the oldest first) to make room for a fresher one. */
 static bool cache_evict(uint32_t now)
 {
-    const slot_want_t want = {.score = score_evict, .now = now};
+    const slot_want_t want = {.now = now};
     for (unsigned tries = 0; tries < 4; tries++) {
         uint64_t bw;
-        unsigned best = slot_choose(&want, &bw);
+        unsigned best = slot_choose(score_evict, &want, &bw);
         if (!bw) return true; /* a slot freed up meanwhile */
         if (!slot_claim(best, bw)) continue;
         if (slot_unmap(bw)) return true;
@@ -330,10 +332,10 @@ static uint64_t score_fit(uint64_t w, const slot_want_t *want) { return slot_ran
  * Returns its word, 0 if none can. */
 static uint64_t huge_cache_take(size_t len, bool zero)
 {
-    const slot_want_t want = {.score = score_fit, .len = len, .zero = zero};
+    const slot_want_t want = {.len = len, .zero = zero};
     for (unsigned tries = 0; tries < 4; tries++) {
         uint64_t bw;
-        unsigned best = slot_choose(&want, &bw);
+        unsigned best = slot_choose(score_fit, &want, &bw);
         if (best == HUGE_CACHE_SLOTS) return 0;
         if (slot_claim(best, bw)) return bw;
     }

@@ -16,46 +16,9 @@
 #include "options.h"
 #include "os.h"
 
-/* FREE slabs with committed pages, all heaps together: the process-wide cap
- * on memory kept for reuse (see superpage_return_slabs). */
-static _Atomic size_t dirty_free_total;
+_Atomic size_t purge_dirty_free_total;
+_Atomic size_t purge_slabs_in_use_total;
 
-void purge_dirty_add(heap_t *h, int delta)
-{
-    BITSLAB_ASSERT(delta >= 0 || h->dirty_free >= (uint32_t)-delta); /* counts FREE slabs: never below 0 */
-    h->dirty_free += (uint32_t)delta;
-    /* Relaxed: a counter compared with a cap; nothing is published through it. */
-    atomic_fetch_add_explicit(&dirty_free_total, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
-}
-
-/* Slabs configured (small or wide) in all heaps: the measure of what the
- * process uses, for the cap below. */
-static _Atomic size_t slabs_in_use_total;
-
-void purge_slabs_in_use_add(ptrdiff_t delta)
-{
-    /* Relaxed: a counter compared with a cap; nothing is published through it. */
-    atomic_fetch_add_explicit(&slabs_in_use_total, (size_t)delta, memory_order_relaxed);
-}
-
-/* How many FREE-but-committed slabs the whole process keeps, at most, before
- * heaps purge theirs early: 2 MiB plus as many as are in use. Past twice
- * that, the heap that returns a slab purges its own down to it. A program
- * that frees everything thus keeps little, and one in a steady state keeps
- * the slack its fragmentation needs. */
-size_t purge_dirty_cap(void)
-{
-    /* Relaxed: a counter compared with a cap. */
-    return 32 + atomic_load_explicit(&slabs_in_use_total, memory_order_relaxed);
-}
-
-size_t purge_dirty_total(void)
-{
-    /* Relaxed: a counter compared with a cap. */
-    return atomic_load_explicit(&dirty_free_total, memory_order_relaxed);
-}
-
-bool dirty_over_process_cap(unsigned factor) { return purge_dirty_total() > factor * purge_dirty_cap(); }
 
 
 /* Return the data pages of the slabs in `mask` to the OS, one madvise per run

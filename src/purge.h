@@ -18,14 +18,48 @@ enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
  * decommit may still return them. */
 static inline bool slab_counts_dirty(const slab_t *s) { return s->dirty && !s->decommit_failed; }
 
-/* h's dirty FREE slabs change by delta (and the process total with them). */
-void purge_dirty_add(heap_t *h, int delta);
-/* Slabs configured (small or wide) in all heaps change by delta. */
-void purge_slabs_in_use_add(ptrdiff_t delta);
-/* The process-wide cap on dirty FREE slabs, and their count now. */
-size_t purge_dirty_cap(void);
-size_t purge_dirty_total(void);
-bool dirty_over_process_cap(unsigned factor);
+/* The dirty counts: inline, they are on the paths that take and return slabs. */
+/* FREE slabs with committed pages, all heaps together: the process-wide cap
+ * on memory kept for reuse (see superpage_return_slabs). */
+extern _Atomic size_t purge_dirty_free_total;
+
+static inline void purge_dirty_add(heap_t *h, int delta)
+{
+    BITSLAB_ASSERT(delta >= 0 || h->dirty_free >= (uint32_t)-delta); /* counts FREE slabs: never below 0 */
+    h->dirty_free += (uint32_t)delta;
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&purge_dirty_free_total, (size_t)(ptrdiff_t)delta, memory_order_relaxed);
+}
+
+/* Slabs configured (small or wide) in all heaps: the measure of what the
+ * process uses, for the cap below. */
+extern _Atomic size_t purge_slabs_in_use_total;
+
+static inline void purge_slabs_in_use_add(ptrdiff_t delta)
+{
+    /* Relaxed: a counter compared with a cap; nothing is published through it. */
+    atomic_fetch_add_explicit(&purge_slabs_in_use_total, (size_t)delta, memory_order_relaxed);
+}
+
+/* How many FREE-but-committed slabs the whole process keeps, at most, before
+ * heaps purge theirs early: 2 MiB plus as many as are in use. Past twice
+ * that, the heap that returns a slab purges its own down to it. A program
+ * that frees everything thus keeps little, and one in a steady state keeps
+ * the slack its fragmentation needs. */
+static inline size_t purge_dirty_cap(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return 32 + atomic_load_explicit(&purge_slabs_in_use_total, memory_order_relaxed);
+}
+
+static inline size_t purge_dirty_total(void)
+{
+    /* Relaxed: a counter compared with a cap. */
+    return atomic_load_explicit(&purge_dirty_free_total, memory_order_relaxed);
+}
+
+static inline bool dirty_over_process_cap(unsigned factor) { return purge_dirty_total() > factor * purge_dirty_cap(); }
+
 /* Decommit the FREE slabs of sp in mask (owner of sp only). */
 void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask);
 /* A FREE slab is being put to use: its pages count as committed again. */
