@@ -29,7 +29,7 @@ run env CC=clang meson setup build/ci-clang -Dbuildtype=release -Dwerror=true
 mtest -C build/ci-clang --print-errorlogs --suite unit
 
 run meson setup build/ci-valgrind -Dbuildtype=release -Dvalgrind=true -Dwerror=true
-mtest -C build/ci-valgrind --print-errorlogs valgrind
+mtest -C build/ci-valgrind --print-errorlogs valgrind layers
 
 run meson setup build/ci-debug -Ddebug_checks=true -Dbuildtype=debugoptimized -Dwerror=true
 mtest -C build/ci-debug --print-errorlogs --suite unit --suite stress --suite fault

@@ -11,7 +11,7 @@
  * in the remote map, is a double free) -> one compare of `taken` with the
  * slab's trigger (full, sparse, empty: the slow path). Everything else
  * (NULL, huge, not ours, another thread's slab) goes to free_slow(),
- * which validates the pointer with block_lookup() (lookup.c), the lookup realloc and
+ * which validates the pointer with block_lookup() (lookup.h), the lookup realloc and
  * usable_size use too.
  */
 #include <errno.h>
@@ -30,6 +30,55 @@
 #include "sizeclass.h"
 #include "slab.h"
 #include "valgrind.h"
+
+/* ---- Valgrind: the block hooks (meson -Dvalgrind=true; valgrind.c) ------- */
+
+#if BITSLAB_VALGRIND
+#include <sys/mman.h>
+#include <valgrind/memcheck.h>
+
+static void *vg_malloced(void *p, bool zeroed)
+{
+    if (p && RUNNING_ON_VALGRIND) VALGRIND_MALLOCLIKE_BLOCK(p, bitslab_usable_size(p), 0, zeroed);
+    return p;
+}
+
+static void vg_quiet(void) { VALGRIND_DISABLE_ERROR_REPORTING; }
+
+static void *vg_malloced_quiet(void *p, bool zeroed)
+{
+    VALGRIND_ENABLE_ERROR_REPORTING;
+    return vg_malloced(p, zeroed);
+}
+
+static void vg_freeing(void *p)
+{
+    if (p) VALGRIND_FREELIKE_BLOCK(p, 0);
+}
+
+/* A huge block grew or shrank in place, or its pages moved (mremap: memcheck
+ * moves their state along, and the block is re-registered with it). */
+static void *vg_realloced_huge(void *old, size_t old_usable, void *q)
+{
+    if (!q || !RUNNING_ON_VALGRIND) return q; /* NULL: failed, the old block is untouched */
+    size_t usable = bitslab_usable_size(q);
+    if (q == old) {
+        VALGRIND_RESIZEINPLACE_BLOCK(old, old_usable, usable, 0);
+        return q;
+    }
+    /* MALLOCLIKE would reset the definedness of the moved contents: keep
+     * it in a scratch mapping across the re-registration. The old block
+     * goes first: the scratch mapping may land where its pages were. */
+    VALGRIND_FREELIKE_BLOCK(old, 0);
+    size_t keep = old_usable < usable ? old_usable : usable;
+    unsigned char *vbits = mmap(NULL, keep, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool saved = vbits != MAP_FAILED && VALGRIND_GET_VBITS(q, vbits, keep) == 1;
+    VALGRIND_MALLOCLIKE_BLOCK(q, usable, 0, !saved);
+    if (saved) VALGRIND_SET_VBITS(q, vbits, keep);
+    if (vbits != MAP_FAILED) munmap(vbits, keep);
+    return q;
+}
+#endif
 
 /* ---- allocation ------------------------------------------------------------ */
 
@@ -152,7 +201,7 @@ static NOINLINE void free_slow(void *p)
 /* free's fast path for a bin of the word the heap has in its word cache: the
  * bin goes back to the cache, so the next malloc of the class reuses it; a
  * bin already there (or in either map) is free. `taken` counts cached bins as
- * already_free, so it does not change. Out of line: it keeps the common path short,
+ * taken, so it does not change. Out of line: it keeps the common path short,
  * and it carries the heap's heartbeat. */
 static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t already_free, uint64_t bit, void *p)
 {
@@ -280,7 +329,7 @@ void bitslab_collect(void)
     heap_collect(bitslab_tls_heap, true);
     heap_collect_abandoned();
     huge_cache_flush();
-    superpage_shrink_orphans(); /* their address space too */
+    orphanage_shrink_all(); /* their address space too */
 }
 
 /* ---- process start and exit ------------------------------------------------- */

@@ -33,8 +33,9 @@ static inline unsigned popcount64(uint64_t x)
 #endif
 }
 
-/* The local bitmap row of that slab, likewise; the remote row is at a fixed
- * distance from it. */
+/* The local bitmap row of the slab holding address a in the superpage at
+ * `region`, by the slab index bits of a (no memory read); the remote row is
+ * at a fixed distance from it. */
 static inline uint64_t *local_row_of_addr(uintptr_t region, uintptr_t a)
 {
     return (uint64_t *)(region + offsetof(superpage_t, local) +

@@ -81,7 +81,7 @@ static void debug_check_heap(heap_t *h)
             if (kind == SLAB_SMALL && s->state == STATE_FULL)
                 check(s->trigger == s->nbins - 1 && slab_taken(s) == s->nbins, "invariant: FULL slab's trigger", s->data);
             else
-                check(s->trigger < slab_taken(s) || (s->trigger == 0 && slab_taken(s) == 0), "invariant: trigger not below used",
+                check(s->trigger < slab_taken(s) || (s->trigger == 0 && slab_taken(s) == 0), "invariant: trigger not below taken",
                       s->data);
         }
     }
@@ -104,9 +104,9 @@ unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
     /* Acquire: pairs with the release CAS that published each superpage
      * (superpage_map), as in purger_pass; all_next never changes. */
     superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
-    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
-        if (!superpage_walkable(sp)) continue;
+        if (!orphanage_walkable(sp)) continue;
         /* Relaxed (three loads): hints, as in purger_pass; P1 decides. */
         uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
         if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0;
@@ -120,7 +120,7 @@ unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
             pages += purger_take_and_purge(sp, i);
         }
     }
-    superpage_walk_end();
+    orphanage_walk_end();
     return pages;
 }
 
@@ -129,9 +129,9 @@ size_t bitslab_debug_unhinted_remote(int take)
     size_t bins = 0;
     /* Acquire: as in bitslab_debug_purger_pass. */
     superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
-    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
-        if (!superpage_walkable(sp)) continue;
+        if (!orphanage_walkable(sp)) continue;
         /* Relaxed: an orphan has no configured slab (and its bitmap pages
          * are decommitted: not read, not faulted in). */
         if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
@@ -147,7 +147,7 @@ size_t bitslab_debug_unhinted_remote(int take)
             if (n && take) purger_take_and_purge(sp, i);
         }
     }
-    superpage_walk_end();
+    orphanage_walk_end();
     return bins;
 }
 

@@ -50,7 +50,7 @@ _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))
  * later pthread key destructor is allocating, perhaps in the last round,
  * after which no destructor would give the heap back), or the key could not
  * be set. Such a thread borrows a heap from the pool for each allocation
- * (heap_lend) and never holds one. */
+ * (heap_for_alloc, heap_unlend) and never holds one. */
 static _Thread_local uint8_t tls_heapless __attribute__((tls_model("initial-exec")));
 
 /* A heap's owner is inside a slow path: the fork child handler leaves such a
@@ -274,7 +274,7 @@ static void heap_thread_exit(void *arg)
     BITSLAB_ASSERT(!h->is_placeholder && !h->in_slow);
     heap_collect(h, true);
     bitslab_tls_heap = &bitslab_empty_heap;
-    tls_heapless = 1; /* from now on, allocations borrow a heap (heap_lend) */
+    tls_heapless = 1; /* from now on, allocations borrow a heap (heap_for_alloc) */
     DEBUG_PARK(PARK_EXIT_COLLECTED);
     heap_pool_push(h);
 }
@@ -332,7 +332,7 @@ static heap_t *heap_pop_or_new(void)
 
 /* Give the calling thread a heap of its own: an abandoned one if any, else a
  * new one. NULL with errno ENOMEM, or NULL with tls_heapless set if the
- * thread may not keep one (then the caller borrows: heap_lend). */
+ * thread may not keep one (then the caller borrows: heap_for_alloc). */
 static heap_t *heap_acquire(void)
 {
     options_init_once(); /* a malloc before the constructors ran: read the options now */
@@ -698,7 +698,7 @@ void heap_slab_freed_slow(heap_t *h, slab_t *s, uint32_t taken_after)
     BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
     BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL || slab_kind_now(s) == SLAB_WIDE);
     slow_enter(h);
-    if (taken_after == 0 && s->state == STATE_ACTIVE && dirty_over_process_cap(1)) {
+    if (taken_after == 0 && s->state == STATE_ACTIVE && purge_over_process_cap(1)) {
         /* Memory is short of the cap: an empty active slab goes back too
          * (nothing of it is cached: taken counts cached bins). */
         slab_unload_word(s, &h->cache[s->cls]);
@@ -800,7 +800,7 @@ void heap_drain_remote(heap_t *h)
         uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst);
         if (!mask) DEBUG_COUNT(WIN_EMPTY_POP);
         superpage_merge(h, sp, mask, as_of);
-        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
+        superpage_try_release(h, sp, SUPERPAGE_RETENTION(h));
     }
     /* A producer stopped half-way through a push hides the superpages queued
      * after it: merge them directly, so the owner reuses their bins instead
@@ -873,7 +873,7 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
                 errno = ENOMEM;
                 break;
             }
-            slab_mark_in_use(h, s); /* purge.c: its pages count as committed again */
+            purge_slab_in_use(h, s); /* purge.c: its pages count as committed again */
             slab_configure_small(s, h, cls);
         } else {
             BITSLAB_ASSERT(s->cls == cls && s->state == STATE_PARTIAL && s->cached == NO_WORD);
@@ -962,7 +962,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     for (unsigned i = 0; i < n; i++) {
         BITSLAB_ASSERT(slab_kind_now(&s[i]) == SLAB_FREE && s[i].state == STATE_NONE); /* a FREE run */
         slab_check_no_remote(&s[i]); /* a late double free of its previous life */
-        slab_mark_in_use(h, &s[i]);
+        purge_slab_in_use(h, &s[i]);
     }
     for (unsigned i = 1; i < n; i++) {
         s[i].dirty = 1;
@@ -1041,7 +1041,7 @@ void heap_collect(heap_t *h, bool full)
     }
     /* Every sparse slab now (its merge may empty it), before the releases. */
     if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0);
-    size_t retain = full ? 0 : HEAP_RETAIN_EMPTY(h);
+    size_t retain = full ? 0 : SUPERPAGE_RETENTION(h);
     superpage_t *sp = h->superpages;
     while (sp) {
         superpage_t *next = sp->next;
@@ -1056,11 +1056,9 @@ void heap_collect(heap_t *h, bool full)
  * only user, exactly as adoption does, so its owner-only state is ours until
  * we push it back. Their remote frees are merged and their empty superpages
  * go to the orphanage, instead of waiting for a new thread to adopt them.
- * Every heap in the pool is visited: all are taken out (chained through
- * `collect_next`, ours while we hold them), then all pushed back. */
-/* Pop every heap from the pool (chained through `collect_next`, ours while
- * we hold them), collect each, push them all back. Returns how many still
- * own superpages afterwards. */
+ * Every heap in the pool is visited: all are popped (chained through
+ * `collect_next`, ours while we hold them), collected, then all pushed
+ * back. Returns how many still own superpages afterwards. */
 static uint32_t heap_collect_pool(void)
 {
     heap_t *chain = NULL, *h;

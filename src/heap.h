@@ -1,7 +1,8 @@
 /*
- * heap.h: thread-local heaps (heap.c): the slow paths of malloc and free,
- * the slab lists, remote-free drains, the purge policy, wide blocks,
- * thread exit, adoption of abandoned heaps, fork.
+ * heap.h: thread-local heaps (heap.c): the slow path of malloc, the owner's
+ * free slow path (heap_slab_freed_slow; a free by another thread is api.c's
+ * free_slow), the slab lists, remote-free drains, the purge policy, wide
+ * blocks, thread exit, adoption of abandoned heaps, fork.
  */
 #ifndef BITSLAB_HEAP_H
 #define BITSLAB_HEAP_H

@@ -498,7 +498,7 @@ static bool reclaim_address_space(void)
 {
     /* Relaxed: statistics counters, compared before and after. */
     size_t before = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
-    superpage_shrink_orphans();
+    orphanage_shrink_all();
     huge_cache_flush();
     return atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed) < before; /* stats */
 }

@@ -58,7 +58,7 @@
  * the push of every entry below it.
  *
  * Users (docs/orphanage.md):
- *   - the orphanage of empty superpages (src/superpage.c): handle =
+ *   - the orphanage of empty superpages (src/orphanage.c): handle =
  *     superpage address >> 21, bits = 26, link = the superpage's orphan link;
  *   - the abandoned-heap pool (src/heap.c): handle = heap id, bits = 20,
  *     link = the heap's pool link.

@@ -34,9 +34,9 @@
 
 /* ---- the table -------------------------------------------------------------
  * One line per option: name, type, min, max, default, doc. The value lives in
- * the relaxed-atomic global `bitslab_<name>` (declared in internal.h if other
+ * the relaxed-atomic global `bitslab_<name>` (declared in options.h if other
  * files read it). docs/options.md and the comment of bitslab_option_get in
- * bitslab.h hold the same table; tests/options/check-docs.sh compares them. */
+ * bitslab.h hold the same table; tests/check_options_docs.py compares them. */
 #define BITSLAB_OPTION_TABLE(X)                                                                      \
     X(verbose, BOOL, 0, 1, 0, "1: a one-line banner with the version and options at start-up")       \
     X(show_stats, BOOL, 0, 1, 0, "1: the statistics table on stderr at exit")                         \

@@ -16,6 +16,7 @@ extern _Atomic int32_t bitslab_show_stats; /* 1: statistics at exit */
 /* A FREE slab's memory is decommitted this long (ms) after it emptied, by its
  * heap's next slow path; -1: never. */
 extern _Atomic int32_t bitslab_purge_delay_ms;
+extern _Atomic int32_t bitslab_background_purge; /* 1: the purger thread runs (purger.c) */
 extern _Atomic int32_t bitslab_retain_superpages; /* -1: 1 + 1/8 of the heap's */
 
 #pragma GCC visibility pop

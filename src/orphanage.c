@@ -7,7 +7,7 @@
  * version. A superpage's first pages (header, links, slab records) are
  * never unmapped, so a popper that reads `orphan_next` of a superpage
  * another thread has just taken reads mapped memory; its CAS then fails on
- * the version. The rest of an orphan may be (superpage_shrink, below).
+ * the version. The rest of an orphan may be (orphan_shrink, below).
  */
 #include "orphanage.h"
 #include "bitmap.h"
@@ -63,7 +63,7 @@ static superpage_t *orphanage_pop(void)
  * bytes (the header, the orphanage link and the slab records: what a popper
  * and the lookup of a stale pointer read) when the orphanage already holds
  * ORPHAN_RESERVE superpages, and every orphan does when the kernel refuses a
- * mapping (superpage_shrink_orphans). Threads that read further into
+ * mapping (orphanage_shrink_all). Threads that read further into
  * superpages they find in the registry (the statistics, the heap map, the
  * purger) announce themselves: a Dekker pair, W1/W2 against S1/S2. Either
  * the shrinker sees the walker and leaves the superpage mapped, or the
@@ -73,20 +73,20 @@ static superpage_t *orphanage_pop(void)
 
 static _Atomic uint32_t walkers;
 
-void superpage_walk_begin(void)
+void orphanage_walk_begin(void)
 {
-    /* W1. Seq_cst: a Dekker pair with S1/S2 (superpage_shrink). */
+    /* W1. Seq_cst: a Dekker pair with S1/S2 (orphan_shrink). */
     atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst);
 }
 
-void superpage_walk_end(void)
+void orphanage_walk_end(void)
 {
     /* Release, pairs with S2: our reads of the superpages happen before the
      * unmap of a shrinker whose S2 reads the count without us. */
     atomic_fetch_sub_explicit(&walkers, 1, memory_order_release);
 }
 
-bool superpage_walkable(superpage_t *sp)
+bool orphanage_walkable(superpage_t *sp)
 {
     /* W2. Seq_cst: pairs with S1; 1 means skip (it may be unmapped now). */
     return atomic_load_explicit(&sp->shrunk, memory_order_seq_cst) == 0;
@@ -96,7 +96,7 @@ bool superpage_walkable(superpage_t *sp)
  * the orphanage, or on its way there) and decommitted. False, and sp as it
  * was, if it is shrunk already, its metadata could not be decommitted, a
  * walker may be reading it, or the kernel refuses. */
-static bool superpage_shrink(superpage_t *sp)
+static bool orphan_shrink(superpage_t *sp)
 {
     BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL); /* relaxed: ours, see above */
     BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK);
@@ -126,7 +126,7 @@ static bool superpage_shrink(superpage_t *sp)
 
 /* Map a shrunk superpage's address space again; false if something else
  * was mapped there meanwhile (the superpage then stays shrunk for good). */
-static bool superpage_regrow(superpage_t *sp)
+static bool orphan_regrow(superpage_t *sp)
 {
     /* Relaxed: ours (popped), as in orphanage_take. */
     BITSLAB_ASSERT(atomic_load_explicit(&sp->shrunk, memory_order_relaxed) == 1);
@@ -147,7 +147,7 @@ superpage_t *orphanage_take(void)
     superpage_t *sp, *blocked = NULL;
     for (unsigned tries = 0; tries < 4 && (sp = orphanage_pop()); tries++) {
         /* Relaxed: our own orphan's field now. */
-        if (!atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || superpage_regrow(sp)) break;
+        if (!atomic_load_explicit(&sp->shrunk, memory_order_relaxed) || orphan_regrow(sp)) break;
         sp->deferred_next = blocked; /* ours while popped */
         blocked = sp;
         sp = NULL;
@@ -165,12 +165,12 @@ superpage_t *orphanage_take(void)
 /* Every orphan that is not shrunk yet gives back its address space (the
  * kernel refused a mapping). All are popped, then pushed back, so the
  * orphanage looks empty meanwhile. True if any was shrunk. */
-bool superpage_shrink_orphans(void)
+bool orphanage_shrink_all(void)
 {
     superpage_t *chain = NULL, *sp;
     bool any = false;
     while ((sp = orphanage_pop())) {
-        any |= superpage_shrink(sp);
+        any |= orphan_shrink(sp);
         sp->deferred_next = chain; /* ours while popped */
         chain = sp;
     }
@@ -194,6 +194,6 @@ void orphanage_give(superpage_t *sp)
     BITSLAB_ASSERT(!(sp->orphan_clean & ~(DATA_SLABS_MASK | 1)));
     /* Relaxed: a count compared with the reserve (any recent value does). */
     if (atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed) >= ORPHAN_RESERVE)
-        superpage_shrink(sp);
+        orphan_shrink(sp);
     orphanage_push(sp);
 }

@@ -16,13 +16,13 @@ superpage_t *orphanage_take(void);
 void orphanage_give(superpage_t *sp);
 /* Every orphan gives back its address space (the kernel refused a mapping);
  * true if any did. */
-bool superpage_shrink_orphans(void);
+bool orphanage_shrink_all(void);
 /* Reading superpages of bitslab_all_superpages past their first pages (the
  * statistics, the heap map, the purger): between walk_begin and walk_end,
- * and only those superpage_walkable says are mapped. */
-void superpage_walk_begin(void);
-void superpage_walk_end(void);
-bool superpage_walkable(superpage_t *sp);
+ * and only those orphanage_walkable says are mapped. */
+void orphanage_walk_begin(void);
+void orphanage_walk_end(void);
+bool orphanage_walkable(superpage_t *sp);
 extern _Atomic size_t bitslab_superpages_orphaned;
 extern _Atomic size_t bitslab_superpages_shrunk;
 

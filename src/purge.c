@@ -46,7 +46,7 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
         for (unsigned i = first; i < first + len; i++) {
             slab_t *s = &sp->slabs[i];
             BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE && !slab_decommitted(s));
-            if (slab_counts_dirty(s)) purge_dirty_add(h, -1); /* only FREE slabs are decommitted */
+            if (purge_counts_dirty(s)) purge_dirty_add(h, -1); /* only FREE slabs are decommitted */
             if (ok) {
                 s->dirty = 0;
                 slab_set_decommitted(s, true);
@@ -60,7 +60,7 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
 }
 
 /* A FREE slab is being put to use: its pages count as committed again. */
-void slab_mark_in_use(heap_t *h, slab_t *s)
+void purge_slab_in_use(heap_t *h, slab_t *s)
 {
     /* FREE, and just taken out of its superpage's free mask by h. */
     BITSLAB_ASSERT(slab_is_record(s) && s->index >= 1 && slab_kind_now(s) == SLAB_FREE);
@@ -71,7 +71,7 @@ void slab_mark_in_use(heap_t *h, slab_t *s)
     BITSLAB_ASSERT(!(s->dirty && slab_decommitted(s))); /* a decommit leaves it clean */
     purge_slabs_in_use_add(1);
     h->slabs_used++;
-    if (slab_counts_dirty(s)) purge_dirty_add(h, -1);
+    if (purge_counts_dirty(s)) purge_dirty_add(h, -1);
     s->decommit_failed = 0;
     if (slab_decommitted(s)) {
         os_note_committed(SLAB_SIZE);
@@ -88,7 +88,7 @@ void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now)
         for (uint32_t t = sp->free_mask; t && limit; t &= t - 1) {
             slab_t *s = &sp->slabs[ctz64(t)];
             BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE); /* the free mask names FREE slabs */
-            if (slab_counts_dirty(s) && !slab_decommitted(s) && now - s->freed_at >= min_age) {
+            if (purge_counts_dirty(s) && !slab_decommitted(s) && now - s->freed_at >= min_age) {
                 m |= 1u << s->index;
                 limit--;
             }

@@ -16,11 +16,11 @@ enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
 
 /* A FREE slab counts in dirty_free while its pages may hold data and a
  * decommit may still return them. */
-static inline bool slab_counts_dirty(const slab_t *s) { return s->dirty && !s->decommit_failed; }
+static inline bool purge_counts_dirty(const slab_t *s) { return s->dirty && !s->decommit_failed; }
 
 /* The dirty counts: inline, they are on the paths that take and return slabs. */
 /* FREE slabs with committed pages, all heaps together: the process-wide cap
- * on memory kept for reuse (see superpage_return_slabs). */
+ * on memory kept for reuse (see heap_return_slabs, heap.c). */
 extern _Atomic size_t purge_dirty_free_total;
 
 static inline void purge_dirty_add(heap_t *h, int delta)
@@ -58,12 +58,12 @@ static inline size_t purge_dirty_total(void)
     return atomic_load_explicit(&purge_dirty_free_total, memory_order_relaxed);
 }
 
-static inline bool dirty_over_process_cap(unsigned factor) { return purge_dirty_total() > factor * purge_dirty_cap(); }
+static inline bool purge_over_process_cap(unsigned factor) { return purge_dirty_total() > factor * purge_dirty_cap(); }
 
 /* Decommit the FREE slabs of sp in mask (owner of sp only). */
 void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask);
 /* A FREE slab is being put to use: its pages count as committed again. */
-void slab_mark_in_use(heap_t *h, slab_t *s);
+void purge_slab_in_use(heap_t *h, slab_t *s);
 /* Decommit up to limit dirty FREE slabs of h, FREE for min_age ms or more. */
 void purge_aged(heap_t *h, uint32_t min_age, size_t limit, uint32_t now);
 /* Over a cap: decommit h's dirty FREE slabs down to both caps. */

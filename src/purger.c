@@ -118,9 +118,9 @@ unsigned purger_pass(uint32_t now, uint32_t delay)
     /* Acquire: pairs with the release CAS that published each superpage
      * (superpage_map); all_next never changes after that. */
     superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
-    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
-        if (!superpage_walkable(sp)) continue;
+        if (!orphanage_walkable(sp)) continue;
         /* Relaxed (six loads): hints for where to look; what is taken is
          * decided by P1's exchanges. */
         if (now - atomic_load_explicit(&sp->purger_at, memory_order_relaxed) < PURGER_REVISIT_MS) continue;
@@ -136,7 +136,7 @@ unsigned purger_pass(uint32_t now, uint32_t delay)
         atomic_store_explicit(&sp->purger_at, now, memory_order_relaxed);
         for (uint32_t m = take; m; m &= m - 1) pages += purger_take_and_purge(sp, ctz64(m));
     }
-    superpage_walk_end();
+    orphanage_walk_end();
     return pages;
 }
 

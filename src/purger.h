@@ -14,7 +14,6 @@ unsigned purger_pass(uint32_t now, uint32_t delay);
 void purger_start_if_enabled(void);
 void purger_atfork_child(void);
 bool purger_wants_restart(void);
-extern _Atomic int32_t bitslab_background_purge; /* 1: the purger thread runs */
 
 #pragma GCC visibility pop
 

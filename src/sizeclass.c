@@ -4,7 +4,7 @@
  */
 #include "sizeclass.h"
 
-/* class_of(size) for size <= 1024, indexed by (size + 15) / 16. */
+/* size_class(size) (sizeclass.h) for size <= 1024, indexed by (size + 15) / 16. */
 const uint8_t bitslab_class_of_small[SMALL_TABLE_MAX / MIN_BIN + 1] = {
     0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12, 12, 12, 13,
     13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17,

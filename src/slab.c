@@ -63,7 +63,7 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     BITSLAB_ASSERT(cls < NUM_CLASSES);
     BITSLAB_ASSERT(h && !h->is_placeholder);
     /* A FREE slab h has just taken out of its superpage's free mask
-     * (superpage_take_slabs) and counted as in use (slab_mark_in_use). */
+     * (superpage_take_slabs) and counted as in use (purge_slab_in_use). */
     BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE && s->state == STATE_NONE);
     BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL); /* relaxed: own field */
     BITSLAB_ASSERT(atomic_load_explicit(&superpage_of_slab(s)->heap, memory_order_relaxed) == h); /* relaxed: ours */
@@ -272,7 +272,7 @@ uint32_t slab_merge_remote(slab_t *s)
 /* ---- sparse slabs: the fast path's trigger, donation, page purge ----------
  * (docs/purger.md) */
 
-/* The trigger of a PARTIAL slab (slab_retrigger in internal.h): the next
+/* The trigger of a PARTIAL slab (slab_retrigger in slab.h): the next
  * sparse level below its live bins (1/4, 1/8, 1/16, 1/32 of its bins; plus
  * the bins it donated, which `taken` counts), then `donated` (no bin live:
  * empty, or empty once the donated bins are back). Slabs of fewer than

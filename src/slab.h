@@ -1,7 +1,8 @@
 /*
  * slab.h: one slab's bins and bitmaps (slab.c): configuration, the word
  * cache's loads, merging remote frees, donation to purgers, page purge; and
- * the pointer-to-bin lookup every entry point uses.
+ * the address-to-slab and address-to-bin arithmetic (slab_of_addr,
+ * slab_bin_of) that block_lookup (lookup.h) validates.
  */
 #ifndef BITSLAB_SLAB_H
 #define BITSLAB_SLAB_H
@@ -10,7 +11,8 @@
 
 #pragma GCC visibility push(hidden)
 
-/* ---- the one pointer lookup: free, realloc, usable_size and the tests ----- */
+/* ---- address to slab and bin: the arithmetic the lookup validates --------
+ * (block_lookup in lookup.h, and free's fast path inline) */
 
 /* The slab_t of address a in the superpage at `region`, by the slab index
  * bits of a (no memory read). */
@@ -41,7 +43,6 @@ static inline uint32_t slab_bin_of(const slab_t *s, uintptr_t a)
 }
 
 void slab_configure_small(slab_t *s, heap_t *h, unsigned cls);
-void slab_retrigger_partial(slab_t *s);
 void slab_donate(slab_t *s);
 uint16_t slab_free_pages(const slab_t *s, const uint64_t *map);
 unsigned slab_decommit_pages(slab_t *s, uint16_t pages);

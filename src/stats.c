@@ -3,8 +3,8 @@
  * (the process, a snapshot), and the slab snapshot the heap map shares.
  *
  * The process walk follows the push-only registry of every superpage ever
- * mapped (between superpage_walk_begin and _end, and skipping superpages
- * that superpage_walkable says are shrunk, so it never reads unmapped
+ * mapped (between orphanage_walk_begin and _end, and skipping superpages
+ * that orphanage_walkable says are shrunk, so it never reads unmapped
  * memory) and reads only the fields that are atomics for this purpose:
  * slab kind, bin_size, taken, cached_bins, decommitted and heap, the remote
  * bitmaps, the superpage's heap, and each heap's remote_merged counter
@@ -111,7 +111,7 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
 
 /* Bytes of sp that the kernel reports resident, and (if `pages` is given)
  * a mask of the resident 4 KiB pages of each slab. mincore reads only the
- * page tables; the caller walks (superpage_walk_begin), so sp is mapped. */
+ * page tables; the caller walks (orphanage_walk_begin), so sp is mapped. */
 size_t stats_superpage_resident(superpage_t *sp, uint16_t *pages)
 {
     unsigned char vec[SUPERPAGE_SIZE / OS_PAGE];
@@ -272,11 +272,11 @@ void bitslab_stats(bitslab_stats_t *out)
     size_t n = report_begin(out->struct_size, &st, sizeof st, st.classes, &t);
     if (!n) return;
     size_t resident = 0;
-    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
-        if (!superpage_walkable(sp)) continue; /* a shrunk orphan: its first pages only, not resident */
+        if (!orphanage_walkable(sp)) continue; /* a shrunk orphan: its first pages only, not resident */
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
         if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) {
             resident += stats_superpage_resident(sp, NULL);
@@ -285,10 +285,10 @@ void bitslab_stats(bitslab_stats_t *out)
         st.superpages_owned++;
         resident += add_superpage(&t, sp);
     }
-    superpage_walk_end();
+    orphanage_walk_end();
     finish_classes(st.classes);
     /* Relaxed (each load): statistics counters; each pairs with its relaxed
-     * fetch_add/fetch_sub (os.c, superpage.c, huge.c, heap.c, above). */
+     * fetch_add/fetch_sub (os.c, superpage.c, orphanage.c, huge.c, heap.c, above). */
     st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
     st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed);
     st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed);

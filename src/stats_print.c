@@ -397,11 +397,11 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
     put(&k, "],\n \"superpages\": [");
     const heap_t *last_heap = NULL;
     uint32_t last_id = 0;
-    superpage_walk_begin(); /* no orphan is unmapped under us (superpage_shrink) */
+    orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     /* Acquire: pairs with the release CAS that published each superpage. */
     for (superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire); sp;
          sp = sp->all_next) {
-        if (!superpage_walkable(sp)) continue; /* a shrunk orphan: nothing mapped to show */
+        if (!orphanage_walkable(sp)) continue; /* a shrunk orphan: nothing mapped to show */
         uint16_t resident[SLABS_PER_SUPERPAGE];
         size_t res = stats_superpage_resident(sp, resident);
         /* Relaxed: a snapshot of who owns it; pairs with superpage_acquire's store. */
@@ -423,7 +423,7 @@ void bitslab_heap_map(void (*out)(const char *msg, void *arg), void *arg, int fl
         for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) map_slab(&k, sp, i, self, owner != NULL, resident, &t);
         put(&k, "  ]}");
     }
-    superpage_walk_end();
+    orphanage_walk_end();
     put(&k, "\n ],\n");
     json_u(&k, " \"totals\": {", "superpages", t.superpages);
     json_u(&k, ", ", "superpages_owned", t.owned);

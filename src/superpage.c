@@ -65,7 +65,7 @@ static void list_push_back(heap_t *h, superpage_t *sp)
 }
 
 /* A superpage got a free slab: move it among the ones that have some. */
-void superpage_list_promote(heap_t *h, superpage_t *sp)
+static void superpage_list_promote(heap_t *h, superpage_t *sp)
 {
     BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h); /* relaxed: the owner's own */
     BITSLAB_ASSERT(sp->free_mask != 0);
@@ -127,7 +127,7 @@ static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirt
 void superpage_release_aged(heap_t *h)
 {
     BITSLAB_ASSERT(h->in_slow);
-    size_t retain = HEAP_RETAIN_EMPTY(h);
+    size_t retain = SUPERPAGE_RETENTION(h);
     for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {
         superpage_t *next = sp->next;
         if (sp->free_mask == DATA_SLABS_MASK) superpage_try_release(h, sp, retain);
@@ -306,7 +306,7 @@ void superpage_retry_deferred(heap_t *h)
         superpage_t *next = sp->deferred_next;
         BITSLAB_ASSERT(sp->on_deferred);
         sp->on_deferred = 0;
-        superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h)); /* may defer it again */
+        superpage_try_release(h, sp, SUPERPAGE_RETENTION(h)); /* may defer it again */
         sp = next;
     }
 }
@@ -442,6 +442,6 @@ void superpage_return_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now, bool
         h->nempty++;
         BITSLAB_ASSERT(h->nempty <= h->nsuperpages);
         sp->empty_since = now;
-        if (may_release) superpage_try_release(h, sp, HEAP_RETAIN_EMPTY(h));
+        if (may_release) superpage_try_release(h, sp, SUPERPAGE_RETENTION(h));
     }
 }

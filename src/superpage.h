@@ -12,19 +12,18 @@
 /* A heap keeps 1 + 1/8 of its superpages when they are empty, before giving
  * more to the orphanage (their pages are purged like any FREE slab's), or
  * exactly the option retain_superpages if it is >= 0 (options.c). */
-static inline size_t heap_retain_empty(size_t nsuperpages)
+static inline size_t superpage_retention(size_t nsuperpages)
 {
     /* Relaxed: pairs with the relaxed store in options.c; a setting, any value is valid. */
     int32_t r = atomic_load_explicit(&bitslab_retain_superpages, memory_order_relaxed);
     return r < 0 ? 1 + nsuperpages / 8 : (size_t)r;
 }
-#define HEAP_RETAIN_EMPTY(h) heap_retain_empty((h)->nsuperpages)
+#define SUPERPAGE_RETENTION(h) superpage_retention((h)->nsuperpages)
 
 superpage_t *superpage_acquire(heap_t *h, bool map_new);
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain);
 void superpage_retry_deferred(heap_t *h);
 void superpage_release_aged(heap_t *h);
-void superpage_list_promote(heap_t *h, superpage_t *sp);
 slab_t *superpage_take_slabs(heap_t *h, unsigned n, size_t step);
 slab_t *superpage_take_run(heap_t *h, superpage_t *sp, unsigned n, size_t step);
 void superpage_reset_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now);

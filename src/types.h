@@ -180,7 +180,7 @@ typedef struct superpage {
 _Static_assert(BITMAP_WORDS * sizeof(uint64_t) == (1u << BITMAP_ROW_SHIFT), "bitmap rows are 512 bytes");
 _Static_assert(sizeof(superpage_t) <= SLAB_SIZE, "metadata must fit in slab 0");
 /* What stays mapped of an orphan whose address space went back (shrunk): the
- * header, the orphanage link and every slab record (superpage.c). */
+ * header, the orphanage link and every slab record (orphanage.c). */
 #define SHRINK_KEEP ((offsetof(superpage_t, local) + OS_PAGE - 1) & ~(size_t)(OS_PAGE - 1))
 
 /* ---- huge allocations ----------------------------------------------------- */

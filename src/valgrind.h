@@ -16,11 +16,8 @@
 #define BITSLAB_VALGRIND 0
 #endif
 #if BITSLAB_VALGRIND
-void *vg_malloced(void *p, bool zeroed);
-void vg_quiet(void);
-void *vg_malloced_quiet(void *p, bool zeroed);
-void vg_freeing(void *p);
-void *vg_realloced_huge(void *old, size_t old_usable, void *q);
+/* The block hooks (BITSLAB_VG_MALLOC ... BITSLAB_VG_HUGE_REALLOC) are
+ * defined in api.c, their only user. */
 void vg_metadata(void *p, size_t len);
 void vg_superpage(void *sp);
 /* A block handed out: memcheck's MALLOCLIKE (contents undefined). */

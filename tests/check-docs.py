@@ -34,8 +34,8 @@ def main():
         f"a run of 1..{v['wide_max_slabs']} consecutive slabs",
         f"one load from a {v['class_table_bytes']}-byte",
         f"`slab_t` is exactly\n{v['slab_t_bytes']} bytes and a bitmap row {v['bitmap_row_bytes']}",
-        # HEAP_RETAIN_EMPTY: 1 + superpages / 8 (3 of 16)
-        "1 + 1/8 of the heap's superpages" if retain_16 == 3 else f"HEAP_RETAIN_EMPTY(16) = {retain_16}",
+        # SUPERPAGE_RETENTION: 1 + superpages / 8 (3 of 16)
+        "1 + 1/8 of the heap's superpages" if retain_16 == 3 else f"SUPERPAGE_RETENTION(16) = {retain_16}",
     ]
     bad = [p for p in phrases if p not in text]
     for p in phrases:

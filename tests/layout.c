@@ -26,6 +26,6 @@ int main(void)
     printf("class_table_bytes %zu\n", sizeof bitslab_class_of_small);
     heap_t h = {0};
     h.nsuperpages = 16;
-    printf("retain_empty_of_16 %zu\n", (size_t)HEAP_RETAIN_EMPTY(&h));
+    printf("retain_empty_of_16 %zu\n", (size_t)SUPERPAGE_RETENTION(&h));
     return 0;
 }

@@ -163,7 +163,7 @@ static int rlimit_as(void)
 {
     long mine = as_obtained(true, 256), glibc = as_obtained(false, 256);
     /* glibc carves from its freed heap when mmap fails; bitslab gives back
-     * the address space of its orphaned superpages (superpage_shrink): at
+     * the address space of its orphaned superpages (orphan_shrink): at
      * least 90 % of what glibc gets (issue 10, item 3), and of the headroom. */
     bool ok = glibc > 0 && mine * 10 >= glibc * 9 && mine * 10 >= 256 * 9;
     printf("rlimit-as: with 256 MiB of address space left after 48 MiB of small blocks were freed, "

@@ -516,7 +516,7 @@ START_TEST(test_every_deferred_release_retried)
     ck_assert_uint_eq(stats().superpages_orphaned, 0);                  /* all deferred */
     for (int k = 0; k < NSP_PINNED; k++) atomic_fetch_sub(&pinned[k]->inflight, 1);
     void *q = bitslab_malloc(100); /* a slow path: retries the deferred releases */
-    /* The heap keeps HEAP_RETAIN_EMPTY (1 + superpages / 8) empty ones. */
+    /* The heap keeps SUPERPAGE_RETENTION (1 + superpages / 8) empty ones. */
     ck_assert_uint_eq(stats().superpages_orphaned, NSP_PINNED - 1);
     bitslab_free(q);
     for (int i = PER_SP * NSP_PINNED; i < N; i++) bitslab_free(p[i]);

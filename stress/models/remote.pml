@@ -419,11 +419,11 @@
 
 /* Other empty superpages the heap holds (not modelled in detail; only their
  * number matters, through h->nempty). One is the steady state: the heap
- * retains HEAP_RETAIN_EMPTY == 1 empty superpage. */
+ * retains SUPERPAGE_RETENTION == 1 empty superpage. */
 #ifndef NEMPTY_OTHERS
 #define NEMPTY_OTHERS 1
 #endif
-#define RETAIN 1                        /* HEAP_RETAIN_EMPTY */
+#define RETAIN 1                        /* SUPERPAGE_RETENTION */
 
 #define NS (NSP * NSL)                  /* slabs, numbered sp * NSL + k */
 #define SPOFSLAB(s) ((s) / NSL)         /* superpage_of_slab */
@@ -1513,7 +1513,7 @@ proctype owner()
     /* owner-only state: plain fields in the C code */
     byte q_tail = STUB;                 /* heap_t.q_tail */
     byte lmap[NS];                      /* the slab's local bitmap word */
-    byte used[NS];                      /* slab_t.taken: bins not in the local map */
+    byte used[NS];                      /* slab_t.taken (named `used` before): bins not in the local map */
     byte kind[NS];                      /* slab_t.kind (the owner's view) */
     byte state[NS];                     /* slab_t.state */
     byte free_mask[NSP];                /* superpage_t.free_mask, modelled slabs */

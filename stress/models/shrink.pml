@@ -1,7 +1,7 @@
 /*
  * shrink.pml: unmapping an orphan's address space while other threads walk
- * the superpage registry (src/superpage.c: superpage_shrink,
- * superpage_regrow, superpage_walk_begin/_end, superpage_walkable;
+ * the superpage registry (src/superpage.c: orphan_shrink,
+ * orphan_regrow, orphanage_walk_begin/_end, orphanage_walkable;
  * docs/orphanage.md). The walkers are the statistics, the heap map and the
  * purger: they read superpages they found in the registry past their first
  * pages. The shrinker owns the orphan (it popped it, or is about to push it)
@@ -93,7 +93,7 @@ proctype owner()
     byte r = 0;
     do
     :: r < ROUNDS ->
-        /* superpage_shrink */
+        /* orphan_shrink */
 #if MUT == 3
         if
         :: walkers == 0 -> shrunk[0] = 1; mapped[0] = 0
@@ -110,7 +110,7 @@ proctype owner()
         fi;
 #endif
 #endif
-        /* superpage_regrow, when the orphan is popped for use */
+        /* orphan_regrow, when the orphan is popped for use */
         if
         :: mapped[0] == 0 ->
 #if MUT == 4
