@@ -588,7 +588,7 @@ static const assertion_t assertions[] = {
     {"release_outside_slow_path", as_release_outside_slow_path, "h->in_slow", "superpage.c:",
      "superpage_release_aged"},
     {"dirty_count_below_zero", as_dirty_count_below_zero, "delta >= 0 || h->dirty_free >= (uint32_t)-delta",
-     "purge.c:", "purge_dirty_add"},
+     "purge.h:", "purge_dirty_add"},
 };
 enum { NASSERTIONS = sizeof assertions / sizeof *assertions };
 
