@@ -516,30 +516,38 @@ END_TEST
 
 /* ---- the message ---------------------------------------------------------------------- */
 
-START_TEST(test_death_message)
+/* Run `run` in a forked child whose stderr is a pipe: its output (at most
+ * cap - 1 bytes, NUL-terminated) in msg, its wait status in *status. */
+static size_t run_in_child(void (*run)(void), char *msg, size_t cap, int *status)
 {
-    const scenario_t *sc = &scenarios[_i];
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
-    atomic_store(bad_pointer, 0);
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(fds[0]);
         dup2(fds[1], 2);
-        sc->run();
+        run();
         _exit(42); /* no abort */
     }
     close(fds[1]);
-    char msg[1024];
     size_t len = 0;
     ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
+    while (len < cap - 1 && (r = read(fds[0], msg + len, cap - 1 - len)) > 0) len += (size_t)r;
     msg[len] = 0;
     close(fds[0]);
+    ck_assert_int_eq(waitpid(pid, status, 0), pid);
+    return len;
+}
+
+START_TEST(test_death_message)
+{
+    const scenario_t *sc = &scenarios[_i];
+    atomic_store(bad_pointer, 0);
+    char msg[1024];
     int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    size_t len = run_in_child(sc->run, msg, sizeof msg, &status);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: no SIGABRT (status %#x), stderr: %s",
                   sc->name, status, msg);
     uintptr_t p = atomic_load(bad_pointer);
@@ -595,26 +603,9 @@ enum { NASSERTIONS = sizeof assertions / sizeof *assertions };
 START_TEST(test_assertion_fires)
 {
     const assertion_t *as = &assertions[_i];
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        as->run();
-        _exit(42); /* no abort */
-    }
-    close(fds[1]);
     char msg[1024];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    msg[len] = 0;
-    close(fds[0]);
     int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    size_t len = run_in_child(as->run, msg, sizeof msg, &status);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "%s: no SIGABRT (status %#x), stderr: %s",
                   as->name, status, msg);
     char want[256], tail[128];
