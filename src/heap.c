@@ -1041,6 +1041,17 @@ void heap_collect(heap_t *h, bool full)
     }
     /* Every sparse slab now (its merge may empty it), before the releases. */
     if (full && h->sparse_pending) heap_purge_sparse(h, os_now_ms(), 0);
+    /* An empty slab that stayed PARTIAL because a purger held bits of it
+     * when it emptied (slab_after_free) goes back now, unless a purger is
+     * there again: nothing else would return it if no malloc reuses it. */
+    if (full)
+        for (unsigned c = 0; c < NUM_CLASSES; c++)
+            for (slab_t *s = h->partial[c], *next; s; s = next) {
+                next = s->next;
+                if (slab_taken(s) != 0 || slab_empty_but_held(s)) continue;
+                partial_unlink(h, s);
+                heap_return_slabs(h, s, 1, false); /* the releases follow */
+            }
     size_t retain = full ? 0 : SUPERPAGE_RETENTION(h);
     superpage_t *sp = h->superpages;
     while (sp) {

@@ -477,6 +477,39 @@ START_TEST(test_superpage_orphanage_reuse)
 }
 END_TEST
 
+/* A slab that empties while a purger is on it (between its P0 and P8,
+ * docs/purger.md) stays configured and PARTIAL (slab_after_free: the purger
+ * may hold bits of it). Once the purger has gone, bitslab_collect() must
+ * give it back, although no malloc reuses it: before the fix nothing did,
+ * and its superpage stayed owned for good (stress_purger saw it about once
+ * in ten runs). The purger's P0 and P8 are done here by hand on the slab's
+ * count, as purger_take_and_purge does them. */
+START_TEST(test_empty_slab_kept_for_purger_returned_by_collect)
+{
+    const unsigned C = 11; /* 256 B: 256 bins a slab */
+    size_t nb = class_bins(C);
+    static void *a[256], *b[256];
+    for (size_t i = 0; i < nb; i++) a[i] = bitslab_malloc(bitslab_class_size[C]); /* slab A, full */
+    for (size_t i = 0; i < nb; i++) b[i] = bitslab_malloc(bitslab_class_size[C]); /* B, active after A */
+    slab_t *s = slab_of(a[0]);
+    ck_assert_ptr_ne(s, slab_of(b[0]));
+    for (size_t i = 1; i < nb; i++) bitslab_free(a[i]); /* A: PARTIAL, one bin live */
+    ck_assert_uint_eq(s->state, STATE_PARTIAL);
+    atomic_fetch_add(&s->purgers, PURGER_P0); /* a purger arrives (P0) */
+    bitslab_free(a[0]);                       /* A empties with the purger there */
+    ck_assert_uint_eq(s->state, STATE_PARTIAL);
+    ck_assert_uint_eq(slab_taken(s), 0);
+    atomic_fetch_sub(&s->purgers, 1); /* and leaves (P8) */
+    for (size_t i = 0; i < nb; i++) bitslab_free(b[i]);
+    bitslab_collect();
+    bitslab_heap_info_t hi = heap_info();
+    ck_assert_msg(slab_kind(s) == SLAB_FREE, "the empty slab stayed configured (state %u)", s->state);
+    ck_assert_uint_eq(hi.classes[C].slabs, 0);
+    ck_assert_uint_eq(hi.superpages, 0);
+    debug_check();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("slab");
@@ -495,6 +528,7 @@ int main(void)
     tcase_add_test(tc, test_reconfigure_without_collect);
     tcase_add_test(tc, test_reconfigure_small_wide);
     tcase_add_test(tc, test_superpage_orphanage_reuse);
+    tcase_add_test(tc, test_empty_slab_kept_for_purger_returned_by_collect);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
