@@ -29,6 +29,7 @@
 #include "remote.h"
 #include "sizeclass.h"
 #include "slab.h"
+#include "thread.h"
 #include "valgrind.h"
 
 /* ---- Valgrind: the block hooks (meson -Dvalgrind=true; valgrind.c) ------- */
@@ -90,7 +91,8 @@ static inline void *alloc_class(unsigned cls, bool *fresh)
     heap_t *h = bitslab_tls_heap;
     word_cache_t *c = &h->cache[cls];
     uint64_t bits = c->bits;
-    if (unlikely(!bits)) return heap_alloc_slow(h, cls, fresh);
+    if (unlikely(!bits)) /* a thread's first malloc of the class finds the placeholder heap */
+        return likely(!h->is_placeholder) ? heap_alloc_slow(h, cls, fresh) : thread_alloc_slow(cls, fresh);
     unsigned b = ctz64(bits);
     c->bits = bits & (bits - 1);
     if (fresh) *fresh = (c->fresh >> b) & 1;
@@ -106,7 +108,10 @@ static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
         errno = ENOMEM;
         return NULL;
     }
-    if (size <= WIDE_MAX && align <= WIDE_MAX) return wide_alloc(bitslab_tls_heap, size, align, zero);
+    if (size <= WIDE_MAX && align <= WIDE_MAX) {
+        heap_t *h = bitslab_tls_heap;
+        return likely(!h->is_placeholder) ? wide_alloc(h, size, align, zero) : thread_wide_alloc(size, align, zero);
+    }
     return huge_alloc(size, align, zero);
 }
 

@@ -1,19 +1,21 @@
 /*
- * heap.c: thread-local heaps, the allocation slow path, slab life cycle,
- * multi-slab ("wide") allocations, and thread exit/adoption.
+ * heap.c: a heap and what it does with its memory: the allocation slow
+ * path, the slab life cycle, remote-free drains, the purge policy,
+ * multi-slab ("wide") allocations and collection; the heap table, the pool
+ * of abandoned heaps, and the fork child's adoption of the other threads'
+ * heaps. Which thread gets which heap, and when a thread gives it back, is
+ * thread.c's.
  *
  * Heaps live in chunks mapped on demand and are never unmapped. A thread
  * finds its heap through TLS; before its first allocation the TLS pointer
  * refers to bitslab_empty_heap, whose word caches are all empty, so the fast
- * path needs no "initialised?" test: it fails into the slow path, which then
- * gives the thread a heap.
+ * path needs no "initialised?" test: it fails into the slow path, and api.c
+ * sends a thread whose heap is still that placeholder to thread.c first.
  *
- * Thread exit (docs/thread-exit.md): a pthread key destructor merges the
- * heap's remote frees, returns its empty memory, and pushes the heap, with
- * whatever is still allocated in it, onto a global lock-free stack of
- * abandoned heaps. The next thread that needs a heap pops one from there
- * before creating a new one. Remote frees into an abandoned heap go to its
- * queue as usual and are merged by the adopter.
+ * An abandoned heap (its thread exited: docs/thread-exit.md) waits in the
+ * pool, with whatever is still allocated in it; the next thread that needs
+ * a heap pops one from there before creating a new one. Remote frees into
+ * an abandoned heap go to its queue as usual and are merged by the adopter.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -45,31 +47,6 @@
 heap_t bitslab_empty_heap = {.is_placeholder = 1};
 
 _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))) = &bitslab_empty_heap;
-
-/* Set when this thread may not keep a heap: its heap destructor has run (a
- * later pthread key destructor is allocating, perhaps in the last round,
- * after which no destructor would give the heap back), or the key could not
- * be set. Such a thread borrows a heap from the pool for each allocation
- * (heap_for_alloc, heap_unlend) and never holds one. */
-static _Thread_local uint8_t tls_heapless __attribute__((tls_model("initial-exec")));
-
-/* A heap's owner is inside a slow path: the fork child handler leaves such a
- * heap alone (it may be half-way through a list update). The signal fences
- * keep the compiler from moving the heap's updates outside the marks; the
- * fork, in this thread's image, needs no more. */
-static inline void slow_enter(heap_t *h)
-{
-    BITSLAB_ASSERT(!h->is_placeholder); /* the empty heap is never entered: it owns nothing */
-    h->in_slow++;
-    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
-}
-
-static inline void slow_leave(heap_t *h)
-{
-    BITSLAB_ASSERT(h->in_slow >= 1); /* paired with a slow_enter */
-    atomic_signal_fence(memory_order_seq_cst); /* pairs with the fork child handler's read of in_slow */
-    h->in_slow--;
-}
 
 /* ---- heap table: id -> heap ----------------------------------------------- */
 
@@ -169,7 +146,7 @@ static _Atomic uint64_t *pool_link(uint64_t id)
     return &h->pool_next;
 }
 
-static void heap_pool_push(heap_t *h)
+void heap_pool_push(heap_t *h)
 {
     /* A whole heap (id set, queue set up) at rest, not in the pool already
      * (lfstack_push's precondition). Relaxed: our own heap's flag. */
@@ -201,9 +178,7 @@ static heap_t *heap_pool_pop(void)
     return h;
 }
 
-/* ---- thread exit ---------------------------------------------------------- */
-
-static _Atomic uint32_t heap_key_state; /* 0: none, else key + 1 */
+/* ---- fork: the heaps of the parent's other threads ------------------------ */
 
 /* In the child of a fork only the forking thread exists: the heaps of the
  * parent's other threads would never be given back (their key destructors
@@ -222,7 +197,7 @@ static uint32_t heap_collect_pool(void);
  * collects the pool first. Relaxed: a hint; any value is safe. */
 static _Atomic uint32_t fork_heaps_holding;
 
-static void heap_atfork_child(void)
+void heap_atfork_child(void)
 {
     purger_atfork_child(); /* the purger thread did not come along */
     uint32_t pushed = 0;
@@ -267,55 +242,8 @@ bool heap_help_forked(void)
     return true;
 }
 
-static void heap_thread_exit(void *arg)
-{
-    heap_t *h = arg;
-    if (!h || h != bitslab_tls_heap) return;
-    BITSLAB_ASSERT(!h->is_placeholder && !h->in_slow);
-    heap_collect(h, true);
-    bitslab_tls_heap = &bitslab_empty_heap;
-    tls_heapless = 1; /* from now on, allocations borrow a heap (heap_for_alloc) */
-    DEBUG_PARK(PARK_EXIT_COLLECTED);
-    heap_pool_push(h);
-}
-
-static bool heap_key(pthread_key_t *out)
-{
-    /* Acquire: pairs with the release CAS below. */
-    uint32_t st = atomic_load_explicit(&heap_key_state, memory_order_acquire);
-    if (!st) {
-        pthread_key_t k;
-        if (pthread_key_create(&k, heap_thread_exit) != 0) return false;
-        static _Atomic int atfork_done;
-        /* Relaxed exchange: only makes the registration happen once. */
-        if (!atomic_exchange_explicit(&atfork_done, 1, memory_order_relaxed))
-            pthread_atfork(NULL, NULL, heap_atfork_child);
-        uint32_t expected = 0;
-        /* Acq_rel: publish our key, or learn the winner's (then drop ours). */
-        if (atomic_compare_exchange_strong_explicit(&heap_key_state, &expected, (uint32_t)k + 1,
-                                                    memory_order_acq_rel, memory_order_acquire))
-            st = (uint32_t)k + 1;
-        else {
-            pthread_key_delete(k);
-            st = expected;
-        }
-    }
-    *out = (pthread_key_t)(st - 1);
-    return true;
-}
-
-/* If this library is unloaded (dlclose of a dlopened libbitslab.so), no thread
- * may call heap_thread_exit afterwards: its code would be gone. Deleting the
- * key stops that; threads that still have heaps then simply keep them. */
-__attribute__((destructor)) static void heap_key_unload(void)
-{
-    /* Acquire: pairs with the CAS that published the key. */
-    uint32_t st = atomic_load_explicit(&heap_key_state, memory_order_acquire);
-    if (st) pthread_key_delete((pthread_key_t)(st - 1));
-}
-
 /* An abandoned heap, or a new one. */
-static heap_t *heap_pop_or_new(void)
+heap_t *heap_pop_or_new(void)
 {
     heap_t *h = heap_pool_pop();
     if (h) {
@@ -329,62 +257,6 @@ static heap_t *heap_pop_or_new(void)
     }
     return heap_new();
 }
-
-/* Give the calling thread a heap of its own: an abandoned one if any, else a
- * new one. NULL with errno ENOMEM, or NULL with tls_heapless set if the
- * thread may not keep one (then the caller borrows: heap_for_alloc). */
-static heap_t *heap_acquire(void)
-{
-    options_init_once(); /* a malloc before the constructors ran: read the options now */
-    pthread_key_t key;
-    if (!heap_key(&key)) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    heap_t *h = heap_pop_or_new();
-    if (!h) return NULL;
-    /* Set TLS first: if pthread_setspecific allocates (through an override),
-     * that allocation finds this heap instead of recursing here. */
-    bitslab_tls_heap = h;
-    if (unlikely(pthread_setspecific(key, h) != 0)) {
-        /* No destructor would give the heap back at exit: do not keep it. */
-        bitslab_tls_heap = &bitslab_empty_heap;
-        tls_heapless = 1;
-        heap_pool_push(h);
-        return NULL;
-    }
-    return h;
-}
-
-/* The heap for an allocation by a thread whose TLS names the empty heap:
- * its own (acquired now), or, for a heapless thread, one borrowed from the
- * pool (*lent set; give it back with heap_unlend). NULL: out of memory. */
-static heap_t *heap_for_alloc(bool *lent)
-{
-    BITSLAB_ASSERT(bitslab_tls_heap == &bitslab_empty_heap); /* the thread has no heap */
-    *lent = false;
-    if (likely(!tls_heapless)) {
-        heap_t *h = heap_acquire();
-        if (h || !tls_heapless) return h;
-    }
-    heap_t *h = heap_pop_or_new();
-    if (!h) return NULL;
-    slow_enter(h); /* until heap_unlend: a fork child leaves a lent heap alone */
-    bitslab_tls_heap = h; /* for the allocation only: nothing else runs meanwhile */
-    *lent = true;
-    return h;
-}
-
-/* Back to the pool: the blocks just allocated stay in it, and frees of them
- * are remote frees into a pooled heap, like frees into an exited thread's. */
-static void heap_unlend(heap_t *h)
-{
-    BITSLAB_ASSERT(bitslab_tls_heap == h && h->in_slow == 1); /* heap_for_alloc's slow_enter only */
-    slow_leave(h);
-    bitslab_tls_heap = &bitslab_empty_heap;
-    heap_pool_push(h);
-}
-
 
 /* ---- superpages and purge: the heap's policy ------------------------------ */
 
@@ -906,16 +778,6 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
 
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 {
-    if (h->is_placeholder) {
-        bool lent;
-        h = heap_for_alloc(&lent);
-        if (!h) return NULL;
-        if (unlikely(lent)) {
-            void *p = heap_alloc_slow(h, cls, fresh);
-            heap_unlend(h);
-            return p;
-        }
-    }
     BITSLAB_ASSERT(cls < NUM_CLASSES && !h->is_placeholder && h == bitslab_tls_heap);
     word_cache_t *c = &h->cache[cls];
     /* The word cache speaks for the active slab's cached word, or is empty. */
@@ -994,16 +856,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
 
 void *wide_alloc(heap_t *h, size_t size, size_t align, bool zero)
 {
-    if (h->is_placeholder) {
-        bool lent;
-        h = heap_for_alloc(&lent);
-        if (!h) return NULL;
-        if (unlikely(lent)) {
-            void *p = wide_alloc(h, size, align, zero);
-            heap_unlend(h);
-            return p;
-        }
-    }
+    BITSLAB_ASSERT(!h->is_placeholder); /* thread_wide_alloc first gives the thread a heap */
     slow_enter(h);
     void *p = wide_alloc_owned(h, size, align, zero);
     slow_leave(h);

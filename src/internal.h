@@ -26,6 +26,7 @@
 #include "huge.h"
 #include "purger.h"
 #include "heap.h"
+#include "thread.h"
 #include "stats.h"
 #include "lookup.h"
 
