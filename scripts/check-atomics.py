@@ -6,17 +6,18 @@ comment that says what it pairs with (or that it pairs with nothing: a
 statistics counter, a hint) and why its memory order is enough. The comment
 is either
 
-  - a block comment directly above the statement (comment-only lines, no
-    blank line between), or
+  - a comment directly above the statement (comment-only lines, no blank
+    line between): one line `/* ... */`, or a `//` block when it takes more
+    lines (so that the line just above the call shows a comment), or
   - a trailing comment ending on a line of the call itself (or on an
     earlier line of the same statement, after the previous atomic call).
 
-A statement that spans several lines counts from its first line, so
-`if (x &&` / `    atomic_load_explicit(...))` takes the comment above the
-`if`. Consecutive atomic statements (no blank line, no comment and no other
-statement between them) form a group that shares the block comment above
-its first statement; its members then carry no trailing note of their own
-("as above").
+Each atomic statement has its own comment: consecutive statements do not
+share one (the second of two counter updates carries its own short note).
+And the comment is next to the call: it opens or ends on the call's line or
+on the line just above it, so that a reader (or grep) going line by line
+sees it there; a statement whose call is on a later line than the statement
+begins carries its comment on the call's line.
 
 Fails (exit 1), naming file:line and the operation, on:
   - an atomic operation with no comment at all;
@@ -71,7 +72,7 @@ def scan(text):
                     cur, line = [], line + 1
                 else:
                     cur.append(" ")
-            comments.append((first, line, lead))
+            comments.append((first, line, lead, text[i + 1] == "/"))
             i = j
         elif c in "\"'":
             j = i + 1
@@ -83,7 +84,15 @@ def scan(text):
             cur.append(c)
             i += 1
     code.append("".join(cur))
-    return code, comments
+    # A run of `//` comments, each alone on its line, on consecutive lines, is
+    # one comment (a pairing comment longer than a line is written so).
+    merged = []
+    for c in comments:
+        if (merged and c[3] and c[2] and merged[-1][3] and merged[-1][2] and c[0] == merged[-1][1] + 1):
+            merged[-1] = (merged[-1][0], c[1], True, True)
+        else:
+            merged.append(c)
+    return code, [(a, b, lead) for a, b, lead, _ in merged]
 
 
 def check_text(text):
@@ -170,8 +179,9 @@ def check_text(text):
             c["own"] = [idx for ln in range(first, c["end"] + 1) for idx in ends_on[ln] if not comments[idx][2]]
             prev_end = max(prev_end, c["end"])
 
+    raw = text.split("\n")
     for c in calls:
-        g = group_start(c["stmt"])
+        g = c["stmt"]  # each statement its own comment: no sharing among consecutive statements
         above = []
         ln = g - 1
         while ln >= 0 and comment_only[ln]:
@@ -188,6 +198,12 @@ def check_text(text):
             problems.append((where, f"{c['name']}: {len(c['own'])} trailing comments: keep one"))
         elif not above and not c["own"]:
             problems.append((where, f"{c['name']}: no comment (what does it pair with, why is its order enough?)"))
+        # Next to the call, for a reader going line by line (and grep): the
+        # call's line or the line just above it opens or holds a comment.
+        near = [raw[ln] for ln in (c["line"] - 1, c["line"]) if 0 <= ln < len(raw)]
+        if (above or c["own"]) and not any(("/*" in x or "//" in x) for x in near):
+            problems.append((where, f"{c['name']}: its comment is not on its line or the line above (a comment "
+                                    f"of several lines above it is a // block)"))
     return sorted(set(problems))
 
 
@@ -221,14 +237,14 @@ void f(void)
     /* (the load: see above) */
     p = atomic_load_explicit(&head, memory_order_acquire);
 """),
-    ("group shares the block", [], """
+    ("group members need their own comment", [4, 6], """
     /* Relaxed (three stores): the walker's snapshot. */
     atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
     atomic_store_explicit(&s->size, 0,
                           memory_order_relaxed);
     atomic_store_explicit(&s->kind, 0, memory_order_relaxed);
 """),
-    ("group member with an as-above note", [4], """
+    ("group member with an as-above note of its own", [], """
     /* Relaxed (two stores): statistics. */
     atomic_fetch_add_explicit(&a, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&b, 1, memory_order_relaxed); /* as above */
@@ -244,7 +260,7 @@ void f(void)
                                                 memory_order_relaxed))
         go();
 """),
-    ("multi-line call, trailing on its last line", [], """
+    ("multi-line call, its comment only on its last line", [2], """
     } while (!atomic_compare_exchange_weak_explicit(&head, &old, sp, memory_order_release,
                                                     memory_order_relaxed)); /* pairs with the walker */
 """),
@@ -253,7 +269,7 @@ void f(void)
     } while (!atomic_compare_exchange_weak_explicit(&head, &old, sp, memory_order_release,
                                                     memory_order_relaxed)); /* see above */
 """),
-    ("statement spanning lines: the block above its first line", [], """
+    ("statement spanning lines: the block two lines above the call", [4], """
     /* Relaxed: single-threaded here. */
     if (!h || h->id != id ||
         atomic_load_explicit(&h->abandoned, memory_order_relaxed))
@@ -283,15 +299,31 @@ void f(void)
     uint32_t m = atomic_load_explicit(&a, memory_order_relaxed) | /* a hint */
                  atomic_load_explicit(&b, memory_order_relaxed);
 """),
-    ("if body on the next line shares the block", [], """
+    ("if body on the next line: the block is not next to it", [4], """
     /* Relaxed (load and store): hints, ours only. */
     if (!atomic_load_explicit(&m, memory_order_relaxed))
         atomic_store_explicit(&at, now, memory_order_relaxed);
 """),
+    ("a // block of several lines above", [], """
+    // Release: pairs with the popper's acquire load, so the link and the
+    // entry's contents are visible to it.
+    atomic_store_explicit(&head, e, memory_order_release);
+"""),
+    ("a /* */ block of several lines above", [4], """
+    /* Release: pairs with the popper's acquire load, so the link and the
+     * entry's contents are visible to it. */
+    atomic_store_explicit(&head, e, memory_order_release);
+"""),
+    ("two // blocks above", [5], """
+    // Release: pairs with the popper's acquire load.
+    /* and again */
+    // and a third
+    atomic_store_explicit(&head, e, memory_order_release);
+"""),
     ("implicit seq_cst", [2], """
     atomic_fetch_add(&n, 1); /* a statistics counter */
 """),
-    ("fences", [4], """
+    ("fences, each its own comment", [], """
     /* Compiler-only fence: pairs with the fork child handler's read. */
     atomic_signal_fence(memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst); /* pairs with P0 (see above) */

@@ -233,9 +233,9 @@ void bitslab_free(void *p)
     /* The slab's metadata, straight from the address bits. */
     slab_t *s = slab_of_addr(region, a);
     heap_t *h = bitslab_tls_heap;
-    /* Relaxed: the owner of a slab holding a live block cannot change. A slab
-     * that is FREE, a wide tail or metadata has no owner and goes slow, and
-     * so does another thread's slab (a remote free). */
+    // Relaxed: the owner of a slab holding a live block cannot change. A slab
+    // that is FREE, a wide tail or metadata has no owner and goes slow, and
+    // so does another thread's slab (a remote free).
     if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) {
         free_slow(p);
         return;
@@ -246,8 +246,8 @@ void bitslab_free(void *p)
     uint64_t bit = (uint64_t)1 << (idx & 63);
     uint64_t *local = local_row_of_addr(region, a) + w;
     uint64_t word = *local;
-    /* Relaxed peek at the remote map: a bin freed by another thread and not
-     * merged yet must not be freed (and then handed out) again. */
+    // Relaxed peek at the remote map: a bin freed by another thread and not
+    // merged yet must not be freed (and then handed out) again.
     uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed);
     if (unlikely(s->cached == w)) {
         free_to_cache(h, s, already_free, bit, p);
@@ -282,8 +282,8 @@ void bitslab_free_aligned_sized(void *ptr, size_t alignment, size_t size)
 static size_t block_usable(const block_t *b)
 {
     if (b->hh) return huge_usable(b->hh);
-    /* Relaxed: the block is live, and its hand-off orders the slab's
-     * configuration (bin_size with it) before this read, as in slab_bin_of. */
+    // Relaxed: the block is live, and its hand-off orders the slab's
+    // configuration (bin_size with it) before this read, as in slab_bin_of.
     return atomic_load_explicit(&b->s->bin_size, memory_order_relaxed);
 }
 
@@ -349,7 +349,7 @@ __attribute__((constructor)) static void options_constructor(void)
 
 __attribute__((destructor)) static void options_at_exit(void)
 {
-    /* Relaxed: pairs with the relaxed store in set(); at exit any value read
-     * is valid. Set: the table, on stderr. */
+    // Relaxed: pairs with the relaxed store in set(); at exit any value read
+    // is valid. Set: the table, on stderr.
     if (atomic_load_explicit(&bitslab_show_stats, memory_order_relaxed)) bitslab_stats_print(NULL, NULL, 0);
 }

@@ -66,12 +66,13 @@ void bitslab_debug_park_self(int on) { park_eligible = on; }
 void bitslab_debug_park_arm(int point)
 {
     if (point < 0 || point >= PARK_COUNT) return;
-    /* A thread released from this point just now may not have seen it yet:
-     * resetting the state under it would park it for good. Acquire: pairs
-     * with its store on leaving. */
+    // A thread released from this point just now may not have seen it yet:
+    // resetting the state under it would park it for good. Acquire: pairs
+    // with its store on leaving.
     while (atomic_load_explicit(&park_state[point], memory_order_acquire) == 2) sched_yield();
     /* Relaxed (two stores): ordered before the arm by the release store below. */
     atomic_store_explicit(&park_state[point], 0, memory_order_relaxed);
+    /* relaxed, as above: ordered before the arm by the release store below */
     atomic_store_explicit(&park_last, point, memory_order_relaxed);
     /* Release: pairs with the parking thread's acquire CAS. */
     atomic_store_explicit(&park_armed, point, memory_order_release);
@@ -80,9 +81,9 @@ void bitslab_debug_park_arm(int point)
 int bitslab_debug_park_disarm(void)
 {
     int armed = atomic_load_explicit(&park_armed, memory_order_relaxed); /* the CAS re-validates */
+    if (armed < 0) return 0;
     /* Relaxed: on success nobody parks, nothing is published. */
-    return armed >= 0 &&
-           atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
+    return atomic_compare_exchange_strong_explicit(&park_armed, &armed, -1, memory_order_relaxed, memory_order_relaxed);
 }
 
 int bitslab_debug_park_parked_at(int point)

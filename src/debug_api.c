@@ -101,15 +101,17 @@ unsigned bitslab_debug_purger_pass(unsigned fresh_ms)
 {
     uint32_t now = os_now_ms();
     unsigned pages = fresh_ms ? 0 : purger_pass(now, 0);
-    /* Acquire: pairs with the release CAS that published each superpage
-     * (superpage_map), as in purger_pass; all_next never changes. */
+    // Acquire: pairs with the release CAS that published each superpage
+    // (superpage_map), as in purger_pass; all_next never changes.
     superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
     orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
         if (!orphanage_walkable(sp)) continue;
         /* Relaxed (three loads): hints, as in purger_pass; P1 decides. */
         uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        /* relaxed, as above: hints, as in purger_pass */
         if (fresh_ms && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) > fresh_ms) take = 0;
+        /* relaxed, as above: hints, as in purger_pass */
         if (!fresh_ms) take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
         /* From the highest slab down: the owner's partial lists are LIFO and
          * its slabs were configured from the lowest up, so the slab it will
@@ -132,11 +134,12 @@ size_t bitslab_debug_unhinted_remote(int take)
     orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
         if (!orphanage_walkable(sp)) continue;
-        /* Relaxed: an orphan has no configured slab (and its bitmap pages
-         * are decommitted: not read, not faulted in). */
+        // Relaxed: an orphan has no configured slab (and its bitmap pages
+        // are decommitted: not read, not faulted in).
         if (!atomic_load_explicit(&sp->heap, memory_order_relaxed)) continue;
         /* Relaxed (two loads): the hints, read as purger_pass reads them. */
         uint32_t hinted = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) |
+                          /* relaxed, as above: the hints, read as purger_pass reads them */
                           atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
         for (uint32_t m = DATA_SLABS_MASK & ~hinted; m; m &= m - 1) {
             unsigned i = ctz64(m), n = 0;

@@ -98,8 +98,8 @@ static heap_t *heap_new(void)
         chunk = heap_chunk(c);
         if (!chunk) return NULL;
         BITSLAB_VG_METADATA(chunk, HEAPS_PER_CHUNK * sizeof(heap_t)); /* -Dvalgrind: see valgrind.c */
-        /* Relaxed: ids only need to be unique (pairs with no other access:
-         * heap_chunk's CAS publishes the chunk's memory). */
+        // Relaxed: ids only need to be unique (pairs with no other access:
+        // heap_chunk's CAS publishes the chunk's memory).
         if (atomic_compare_exchange_weak_explicit(&bitslab_heaps_total, &total, total + 1, memory_order_relaxed,
                                                   memory_order_relaxed))
             break;
@@ -108,11 +108,11 @@ static heap_t *heap_new(void)
     BITSLAB_ASSERT(h->id == 0 && !h->superpages && !h->q_tail); /* ids are unique: never built before */
     remote_queue_init(h);
     DEBUG_PARK(PARK_HEAP_NEW_MIDWAY);
-    /* The id last: a fork child (heap_atfork_child) takes a heap whose id is
-     * set for a whole one. The fence keeps the compiler from moving the store
-     * up; it pairs with the fork child handler's reads, in this thread's
-     * image (fork is a full barrier for the hardware; this is the only order
-     * a single thread's fork needs). */
+    // The id last: a fork child (heap_atfork_child) takes a heap whose id is
+    // set for a whole one. The fence keeps the compiler from moving the store
+    // up; it pairs with the fork child handler's reads, in this thread's
+    // image (fork is a full barrier for the hardware; this is the only order
+    // a single thread's fork needs).
     atomic_signal_fence(memory_order_seq_cst);
     h->id = total + 1;
     BITSLAB_ASSERT(heap_by_id(h->id) == h);
@@ -153,8 +153,8 @@ void heap_pool_push(heap_t *h)
     BITSLAB_ASSERT(h->id >= 1 && heap_by_id(h->id) == h && h->q_tail && !h->is_placeholder);
     BITSLAB_ASSERT(!h->in_slow);
     BITSLAB_ASSERT(!atomic_load_explicit(&h->abandoned, memory_order_relaxed)); /* relaxed: see above */
-    /* Relaxed: published by the push's release CAS; read by the fork child
-     * handler (single-threaded) and by debug counters. */
+    // Relaxed: published by the push's release CAS; read by the fork child
+    // handler (single-threaded) and by debug counters.
     atomic_store_explicit(&h->abandoned, 1, memory_order_relaxed);
     /* Release CAS inside: everything the exiting thread did to the heap
      * happens before the adopter's acquire pop. */
@@ -205,11 +205,10 @@ void heap_atfork_child(void)
     uint32_t n = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
     for (uint32_t id = 1; id <= n; id++) {
         heap_t *h = heap_by_id(id);
-        /* Relaxed: single-threaded here. A heap heap_new had not finished
-         * (id or queue not set yet) is left alone too. */
-        if (!h || h->id != id || !h->q_tail || h == bitslab_tls_heap || h->in_slow ||
-            atomic_load_explicit(&h->abandoned, memory_order_relaxed))
-            continue;
+        /* A heap heap_new had not finished (id or queue not set yet) is left alone too. */
+        if (!h || h->id != id || !h->q_tail || h == bitslab_tls_heap || h->in_slow) continue;
+        /* Relaxed: single-threaded here. */
+        if (atomic_load_explicit(&h->abandoned, memory_order_relaxed)) continue;
         /* Its thread may have stopped inside a fast path, half-way through a
          * word-cache update: drop every cached word (their bins stay counted
          * as used: a leak of at most 64 bins per class, never a bin handed
@@ -489,13 +488,15 @@ static void slab_went_sparse(heap_t *h, slab_t *s)
     if (atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) slab_donate(s);
     /* Relaxed: pairs with os_now_ms's relaxed store; a coarse date suffices. */
     uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed);
-    /* The date of the oldest mark: a later one does not put the others off
-     * (only the owner sets bits, so it knows when the mask was empty).
-     * Relaxed (load, store and RMW): the load reads our own bits; the purger
-     * reads the store and the RMW as hints, and the bins it takes are ordered
-     * by the donation's release and its acquire exchange. */
+    // The date of the oldest mark: a later one does not put the others off
+    // (only the owner sets bits, so it knows when the mask was empty).
+    // Relaxed (load, store and RMW): the load reads our own bits; the purger
+    // reads the store and the RMW as hints, and the bins it takes are ordered
+    // by the donation's release and its acquire exchange.
     if (!atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed))
+        /* relaxed, as above: a later one does not put the others off */
         atomic_store_explicit(&sp->sparse_at, now, memory_order_relaxed);
+    /* relaxed, as above: a later one does not put the others off */
     atomic_fetch_or_explicit(&sp->sparse_slabs, 1u << s->index, memory_order_relaxed);
     h->sparse_pending = 1;
 }
@@ -523,6 +524,7 @@ static void slab_activate(heap_t *h, slab_t *s)
 #endif
     /* Relaxed (load and RMW): hints, as in slab_went_sparse. */
     if (atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed) & (1u << s->index))
+        /* relaxed, as above: hints, as in slab_went_sparse */
         atomic_fetch_and_explicit(&sp->sparse_slabs, ~(1u << s->index), memory_order_relaxed);
     /* Relaxed: a hint (docs/purger.md). */
     atomic_store_explicit(&s->purged_pages, 0, memory_order_relaxed);
@@ -541,6 +543,7 @@ static void heap_purge_sparse(heap_t *h, uint32_t now, uint32_t min_age)
         superpage_t *next = sp->next; /* the merge may move sp in the list */
         /* Relaxed: hints (slab_went_sparse); the bins are ours. */
         uint32_t m = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        /* relaxed, as above: hints (slab_went_sparse) */
         if (m && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < min_age) {
             left = true;
             m = 0;
@@ -654,21 +657,22 @@ void heap_drain_remote(heap_t *h)
     bool stalled = false;
     BITSLAB_ASSERT(h->in_slow);
     while ((sp = remote_queue_pop(h, &stalled))) {
-        /* Only h's superpages are in its queue, and `queued` stays 1 from the
-         * pusher's claim until D1 below. Relaxed (two loads): ours, a check. */
+        // Only h's superpages are in its queue, and `queued` stays 1 from the
+        // pusher's claim until D1 below. Relaxed (two loads): ours, a check.
         BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h);
+        /* relaxed, as above: ours, a check */
         BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 1);
         DEBUG_PARK(PARK_DRAIN_AFTER_POP);
-        /* Relaxed: written by the pusher before its release push, which our
-         * pop's acquire load read; rewritten only after D1. */
+        // Relaxed: written by the pusher before its release push, which our
+        // pop's acquire load read; rewritten only after D1.
         uint32_t as_of = atomic_load_explicit(&sp->queued_at, memory_order_relaxed);
-        /* D1. Seq_cst store, pairs with F4: with F3/F4 a Dekker pair
-         * (remote.c): a freer whose F3 comes after D2 sees queued == 0 and
-         * queues sp again. Release: our reads of sp->qnode happen before that
-         * push. */
+        // D1. Seq_cst store, pairs with F4: with F3/F4 a Dekker pair
+        // (remote.c): a freer whose F3 comes after D2 sees queued == 0 and
+        // queues sp again. Release: our reads of sp->qnode happen before that
+        // push.
         atomic_store_explicit(&sp->queued, 0, memory_order_seq_cst);
-        /* D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
-         * visible); the order with D1 is the Dekker pair above. */
+        // D2. Seq_cst exchange: acquire pairs with F3's release (makes F2
+        // visible); the order with D1 is the Dekker pair above.
         uint32_t mask = atomic_exchange_explicit(&sp->remote_slabs, 0, memory_order_seq_cst);
         if (!mask) DEBUG_COUNT(WIN_EMPTY_POP);
         superpage_merge(h, sp, mask, as_of);
@@ -844,11 +848,11 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     s->state = STATE_WIDE;
     s->trigger = 0;
     slab_set_taken(s, 1);
-    /* Relaxed (three stores): the walker's snapshot; a freer learns of the
-     * slab through its block, whose hand-off orders these stores. */
+    // Relaxed (three stores): the walker's snapshot; a freer learns of the
+    // slab through its block, whose hand-off orders these stores.
     atomic_store_explicit(&s->bin_size, bytes, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed);
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, SLAB_WIDE, memory_order_relaxed); /* relaxed, as above: the walker's snapshot */
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* relaxed, as above: the walker's snapshot */
     h->wide_allocations++;
     h->wide_bytes += bytes;
     return s->data;

@@ -123,10 +123,10 @@ static uint64_t slot_remake(uint64_t w, bool dirty, uint32_t now)
 
 static void cache_dirty_add(ptrdiff_t bytes)
 {
-    /* Relaxed: a counter that bounds the cache; no memory is published
-     * through it. It never goes below zero: a claimer's subtraction comes
-     * after the putter's addition, which precedes the release CAS the
-     * claimer's acquire CAS read from. */
+    // Relaxed: a counter that bounds the cache; no memory is published
+    // through it. It never goes below zero: a claimer's subtraction comes
+    // after the putter's addition, which precedes the release CAS the
+    // claimer's acquire CAS read from.
     atomic_fetch_add_explicit(&huge_dirty_bytes, (size_t)bytes, memory_order_relaxed);
 }
 
@@ -134,8 +134,8 @@ static void cache_dirty_add(ptrdiff_t bytes)
 static bool slot_claim(unsigned i, uint64_t w)
 {
     BITSLAB_ASSERT(i < HUGE_CACHE_SLOTS && w != 0);
-    /* Acquire: pairs with the release CAS in slot_publish that put w there;
-     * the mapping's header, and its decommit if clean, happen before us. */
+    // Acquire: pairs with the release CAS in slot_publish that put w there;
+    // the mapping's header, and its decommit if clean, happen before us.
     if (!atomic_compare_exchange_strong_explicit(&huge_cache[i], &w, 0, memory_order_acquire, memory_order_relaxed))
         return false;
     if (slot_dirty(w)) cache_dirty_add(-(ptrdiff_t)slot_body(w));
@@ -155,9 +155,9 @@ static bool slot_publish(uint64_t w, unsigned first)
         uint64_t empty = 0;
         /* Relaxed: a hint that the slot is empty; the CAS decides. */
         if (atomic_load_explicit(&huge_cache[i], memory_order_relaxed)) continue;
-        /* Release: the header writes and the decommit (of a clean mapping)
-         * happen before the claimer's acquire CAS (slot_claim,
-         * huge_cache_take). A failed attempt moves on to the next slot. */
+        // Release: the header writes and the decommit (of a clean mapping)
+        // happen before the claimer's acquire CAS (slot_claim,
+        // huge_cache_take). A failed attempt moves on to the next slot.
         if (atomic_compare_exchange_strong_explicit(&huge_cache[i], &empty, w, memory_order_release,
                                                     memory_order_relaxed))
             return true;
@@ -304,8 +304,8 @@ void huge_cache_purge(enum purge_mode mode)
         }
         if (slot_claim(i, w)) slot_clean(w, i, now);
     }
-    /* Relaxed: a hint. A put racing with this scan may be older than what we
-     * store by the length of the race; it is purged that much later. */
+    // Relaxed: a hint. A put racing with this scan may be older than what we
+    // store by the length of the race; it is purged that much later.
     atomic_store_explicit(&huge_purge_floor, oldest, memory_order_relaxed);
 }
 

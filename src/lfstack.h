@@ -148,15 +148,15 @@ static inline void lfstack_push(lfstack_t *st, unsigned bits, uint64_t handle, _
     /* Relaxed: a guess, paired with nothing; the CAS below validates it. */
     uint64_t old = atomic_load_explicit(&st->head, memory_order_relaxed);
     for (;;) {
-        /* Relaxed: published by the release CAS below (pairs with the
-         * popper's acquire read of the head). */
+        // Relaxed: published by the release CAS below (pairs with the
+        // popper's acquire read of the head).
         atomic_store_explicit(link, lfstack_handle_of(old, bits), memory_order_relaxed);
         if (hooks) LFSTACK_PARK(hooks->park_push);
-        /* Release on success: pairs with the pop's acquire load and acquire
-         * CAS, so the entry's link and everything written to the entry before
-         * happen before its popper uses them. Relaxed on failure: `old` is
-         * only the next guess; nothing is read through it, and the next try
-         * publishes again. */
+        // Release on success: pairs with the pop's acquire load and acquire
+        // CAS, so the entry's link and everything written to the entry before
+        // happen before its popper uses them. Relaxed on failure: `old` is
+        // only the next guess; nothing is read through it, and the next try
+        // publishes again.
         if (atomic_compare_exchange_weak_explicit(&st->head, &old, lfstack_next_word(old, bits, handle),
                                                   memory_order_release, memory_order_relaxed))
             return;
@@ -174,23 +174,23 @@ static inline uint64_t lfstack_pop(lfstack_t *st, unsigned bits, _Atomic uint64_
     (void)hooks;
     LFSTACK_ASSERT(bits >= 1 && bits <= 63);
     LFSTACK_ASSERT(link_of != NULL);
-    /* Acquire: pairs with the release CAS of the push that put the top entry
-     * there (through the head's release sequence), so its link is visible. */
+    // Acquire: pairs with the release CAS of the push that put the top entry
+    // there (through the head's release sequence), so its link is visible.
     uint64_t old = atomic_load_explicit(&st->head, memory_order_acquire);
     for (;;) {
         uint64_t handle = lfstack_handle_of(old, bits);
         if (!handle) return 0;
-        /* Relaxed: pairs with the pusher's link store, ordered by our acquire
-         * read of `old`; a newer value (the entry popped and pushed again
-         * meanwhile) means the head changed, and the versioned CAS fails. */
+        // Relaxed: pairs with the pusher's link store, ordered by our acquire
+        // read of `old`; a newer value (the entry popped and pushed again
+        // meanwhile) means the head changed, and the versioned CAS fails.
         uint64_t next = atomic_load_explicit(link_of(handle), memory_order_relaxed);
         /* Stale or not, a link only ever holds a handle (push writes nothing else). */
         LFSTACK_ASSERT((next >> bits) == 0);
         if (hooks) LFSTACK_PARK(hooks->park_pop);
-        /* Acquire on success: pairs with the entry's push (the entry and what
-         * its pusher wrote are ours now). Acquire on failure: the reloaded
-         * head's top entry has its link read next, so pair with its push as
-         * the load above does. */
+        // Acquire on success: pairs with the entry's push (the entry and what
+        // its pusher wrote are ours now). Acquire on failure: the reloaded
+        // head's top entry has its link read next, so pair with its push as
+        // the load above does.
         if (atomic_compare_exchange_weak_explicit(&st->head, &old, lfstack_next_word(old, bits, next),
                                                   memory_order_acquire, memory_order_acquire))
             return handle;

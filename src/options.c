@@ -275,8 +275,8 @@ static _Atomic int options_state;
 
 void options_init_once(void)
 {
-    /* Acquire: pairs with the release store of OPTIONS_READ below, so a thread
-     * that sees it also sees every value stored before it. */
+    // Acquire: pairs with the release store of OPTIONS_READ below, so a thread
+    // that sees it also sees every value stored before it.
     int st = atomic_load_explicit(&options_state, memory_order_acquire);
     if (likely(st == OPTIONS_READ)) return;
     /* Too early (a preloaded library's malloc called by the dynamic loader
@@ -285,8 +285,8 @@ void options_init_once(void)
     if (environ == NULL) return;
     if (st != OPTIONS_UNREAD) return; /* another thread is reading: go on with the values as they are */
     int expected = OPTIONS_UNREAD;
-    /* Acquire on failure: pairs with the release store below (as the load above).
-     * Relaxed would do on success: only this thread writes until the release store. */
+    // Acquire on failure: pairs with the release store below (as the load above).
+    // Relaxed would do on success: only this thread writes until the release store.
     if (!atomic_compare_exchange_strong_explicit(&options_state, &expected, OPTIONS_READING, memory_order_acquire,
                                                  memory_order_acquire))
         return;

@@ -81,8 +81,8 @@ void orphanage_walk_begin(void)
 
 void orphanage_walk_end(void)
 {
-    /* Release, pairs with S2: our reads of the superpages happen before the
-     * unmap of a shrinker whose S2 reads the count without us. */
+    // Release, pairs with S2: our reads of the superpages happen before the
+    // unmap of a shrinker whose S2 reads the count without us.
     atomic_fetch_sub_explicit(&walkers, 1, memory_order_release);
 }
 
@@ -185,11 +185,13 @@ bool orphanage_shrink_all(void)
  * ORPHAN_RESERVE orphans it first gives back its address space. */
 void orphanage_give(superpage_t *sp)
 {
-    /* Released by superpage_try_release: no freer in flight, no notification
-     * pending, the metadata's state recorded in orphan_clean. Relaxed (three
-     * loads): ours; the release's acquire load of inflight came first. */
+    // Released by superpage_try_release: no freer in flight, no notification
+    // pending, the metadata's state recorded in orphan_clean. Relaxed (three
+    // loads): ours; the release's acquire load of inflight came first.
     BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) == 0);
+    /* relaxed: released with none pending, as above */
     BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 0 &&
+                   /* relaxed: released with none pending, as above */
                    atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) == 0);
     BITSLAB_ASSERT(!(sp->orphan_clean & ~(DATA_SLABS_MASK | 1)));
     /* Relaxed: a count compared with the reserve (any recent value does). */

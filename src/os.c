@@ -119,7 +119,7 @@ bool os_purge_pages(void *p, size_t len)
     int saved = errno;
     /* Relaxed (two counters): statistics; pair with bitslab_stats's relaxed loads (a snapshot). */
     atomic_fetch_add_explicit(&os_purged_bytes, len, memory_order_relaxed);
-    atomic_fetch_add_explicit(&os_madvise_calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&os_madvise_calls, 1, memory_order_relaxed); /* relaxed, as above: statistics */
     bool ok = madvise(p, len, MADV_DONTNEED) == 0;
     errno = saved;
     return ok;
@@ -180,8 +180,8 @@ uint32_t os_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     uint32_t now = (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-    /* Relaxed: a hint for the dates remote freers (and slab_went_sparse) read
-     * relaxed; any recent value does. */
+    // Relaxed: a hint for the dates remote freers (and slab_went_sparse) read
+    // relaxed; any recent value does.
     atomic_store_explicit(&bitslab_clock_ms, now, memory_order_relaxed);
     return now;
 }
@@ -205,10 +205,12 @@ bool os_remap(void *old, size_t old_len, size_t new_len, void *to)
     if (to) {
         /* Relaxed (two counters): statistics; pair with bitslab_stats's relaxed loads (a snapshot). */
         atomic_fetch_sub_explicit(&bitslab_mapped_bytes, delta, memory_order_relaxed);
+        /* relaxed, as above: statistics */
         atomic_fetch_sub_explicit(&bitslab_committed_bytes, delta, memory_order_relaxed);
     } else {
         /* Relaxed (two counters): as in the branch above. */
         atomic_fetch_add_explicit(&bitslab_mapped_bytes, delta, memory_order_relaxed);
+        /* relaxed: statistics, as in the branch above */
         atomic_fetch_add_explicit(&bitslab_committed_bytes, delta, memory_order_relaxed);
     }
     return true;

@@ -33,6 +33,7 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
     BITSLAB_ASSERT(!(mask & ~sp->free_mask));    /* FREE slabs only */
     /* Relaxed: the owner's own field (NULL: on its way to the orphanage). */
     BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h ||
+                   /* relaxed, as above: the owner's own field */
                    atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL);
     uint32_t m = 0;
     for (uint32_t t = mask; t; t &= t - 1) {

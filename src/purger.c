@@ -43,19 +43,19 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
     _Atomic uint64_t *remote = sp->remote[i];
     slab_t *s = &sp->slabs[i];
     uint64_t held[BITMAP_WORDS], any = 0;
-    /* P0. Seq_cst: a Dekker pair with the owner's two reads around its look
-     * at the remote map (slab_purgers): the owner hands out no bin of s, and
-     * does not make s FREE, while we may hold bits of it, some of which may
-     * be stale (bins freed twice), nor if we came and went while it looked. */
+    // P0. Seq_cst: a Dekker pair with the owner's two reads around its look
+    // at the remote map (slab_purgers): the owner hands out no bin of s, and
+    // does not make s FREE, while we may hold bits of it, some of which may
+    // be stale (bins freed twice), nor if we came and went while it looked.
     atomic_fetch_add_explicit(&s->purgers, PURGER_P0, memory_order_seq_cst);
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         held[w] = 0;
-        /* Relaxed peek: a word that reads 0 has nothing for us (and we do not
-         * write, and so fault in, a decommitted metadata page). */
+        // Relaxed peek: a word that reads 0 has nothing for us (and we do not
+        // write, and so fault in, a decommitted metadata page).
         if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
-        /* P1. Acquire: pairs with the release of whoever set the bits (F2, a
-         * donation, a purger's P5), so the slab's configuration and their
-         * writes to the bins happen before we read and decommit. */
+        // P1. Acquire: pairs with the release of whoever set the bits (F2, a
+        // donation, a purger's P5), so the slab's configuration and their
+        // writes to the bins happen before we read and decommit.
         held[w] = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
         any |= held[w];
     }
@@ -65,41 +65,41 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
         return 0;
     }
     DEBUG_COUNT(WIN_PURGER_TOOK_BINS);
-    /* Between P0 and P8 the low 8 bits of `purgers` count us: at most 255
-     * purgers on one slab at once, or the count would carry into the visits.
-     * Relaxed: a check of a count that includes our own P0. */
+    // Between P0 and P8 the low 8 bits of `purgers` count us: at most 255
+    // purgers on one slab at once, or the count would carry into the visits.
+    // Relaxed: a check of a count that includes our own P0.
     BITSLAB_ASSERT((atomic_load_explicit(&s->purgers, memory_order_relaxed) & 0xFFu) != 0);
     DEBUG_PARK(PARK_PURGER_HOLDING);
     char *data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-    /* P2. While we hold bins the slab keeps its configuration (its `taken`
-     * counts them). Relaxed: ordered by P1. A wide block is not purged here. */
+    // P2. While we hold bins the slab keeps its configuration (its `taken`
+    // counts them). Relaxed: ordered by P1. A wide block is not purged here.
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed, as above: ordered by P1 */
     unsigned pages = kind == SLAB_SMALL ? slab_decommit_pages(s, slab_free_pages(s, held)) : 0; /* P3 */
     BITSLAB_ASSERT(pages <= SLAB_SIZE / OS_PAGE);
     if (pages) DEBUG_COUNT(WIN_PURGER_PURGED_PAGES);
-    /* P4 (F1). Relaxed: P5's release orders it before any owner that merges
-     * our bits; that owner then reads inflight >= 1 until P7. */
+    // P4 (F1). Relaxed: P5's release orders it before any owner that merges
+    // our bits; that owner then reads inflight >= 1 until P7.
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         if (!held[w]) continue;
-        /* P5. Release: pairs with the owner's acquire exchange (merge), as
-         * F2. A bit set meanwhile is a bin freed while we held it. */
+        // P5. Release: pairs with the owner's acquire exchange (merge), as
+        // F2. A bit set meanwhile is a bin freed while we held it.
         uint64_t old = atomic_fetch_or_explicit(&remote[w], held[w], memory_order_release);
         if (old & ~held[w]) DEBUG_COUNT(WIN_FREE_WHILE_PURGER_HELD); /* an OR, not a store, keeps them */
         if (unlikely(old & held[w]))
             bitslab_fatal("double free (freed again while the purger held it)",
                           data + (size_t)(w * 64 + ctz64(old & held[w])) * size);
     }
-    /* P8. Release, pairs with the owner's reads of purgers (slab_purgers):
-     * the bins are back (P5) before the owner may hand out bins of s again
-     * (it reads purgers after peeking at the remote map). */
+    // P8. Release, pairs with the owner's reads of purgers (slab_purgers):
+    // the bins are back (P5) before the owner may hand out bins of s again
+    // (it reads purgers after peeking at the remote map).
     atomic_fetch_sub_explicit(&s->purgers, 1, memory_order_release);
     DEBUG_PARK(PARK_PURGER_BEFORE_NOTIFY);
     remote_notify(sp, i, data); /* P6: F3, F4 */
     DEBUG_PARK(PARK_PURGER_BEFORE_P7);
-    /* P7 (F5). Release: pairs with the owner's acquire load of inflight
-     * before a release (superpage_try_release). */
+    // P7 (F5). Release: pairs with the owner's acquire load of inflight
+    // before a release (superpage_try_release).
     atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
     return pages;
 }
@@ -115,24 +115,28 @@ unsigned purger_take_and_purge(superpage_t *sp, unsigned i)
 unsigned purger_pass(uint32_t now, uint32_t delay)
 {
     unsigned pages = 0;
-    /* Acquire: pairs with the release CAS that published each superpage
-     * (superpage_map); all_next never changes after that. */
+    // Acquire: pairs with the release CAS that published each superpage
+    // (superpage_map); all_next never changes after that.
     superpage_t *sp = atomic_load_explicit(&bitslab_all_superpages, memory_order_acquire);
     orphanage_walk_begin(); /* no orphan is unmapped under us (orphan_shrink) */
     for (; sp; sp = sp->all_next) {
         if (!orphanage_walkable(sp)) continue;
-        /* Relaxed (six loads): hints for where to look; what is taken is
-         * decided by P1's exchanges. */
+        // Relaxed (six loads): hints for where to look; what is taken is
+        // decided by P1's exchanges.
         if (now - atomic_load_explicit(&sp->purger_at, memory_order_relaxed) < PURGER_REVISIT_MS) continue;
+        /* relaxed, as above: hints for where to look */
         uint32_t take = atomic_load_explicit(&sp->sparse_slabs, memory_order_relaxed);
+        /* relaxed, as above: hints for where to look */
         if (take && now - atomic_load_explicit(&sp->sparse_at, memory_order_relaxed) < delay) take = 0;
-        if (atomic_load_explicit(&sp->queued, memory_order_relaxed) &&
+        if (atomic_load_explicit(&sp->queued, memory_order_relaxed) && /* relaxed, as above: hints for where to look */
+            /* relaxed, as above: hints for where to look */
             now - atomic_load_explicit(&sp->queued_at, memory_order_relaxed) >= delay)
+            /* relaxed, as above: hints for where to look */
             take |= atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed);
         take &= DATA_SLABS_MASK;
         if (!take) continue;
-        /* Relaxed: only purgers read it, as a hint. The sparse marks stay:
-         * the owner's own purge (heap_purge_sparse) clears them. */
+        // Relaxed: only purgers read it, as a hint. The sparse marks stay:
+        // the owner's own purge (heap_purge_sparse) clears them.
         atomic_store_explicit(&sp->purger_at, now, memory_order_relaxed);
         for (uint32_t m = take; m; m &= m - 1) pages += purger_take_and_purge(sp, ctz64(m));
     }
@@ -174,8 +178,8 @@ static void purger_create(void)
         ok = pthread_create(&t, &attr, purger_main, NULL) == 0;
         pthread_attr_destroy(&attr);
     }
-    /* Relaxed: nobody waits for it; a failed start is tried again at the
-     * next chance (purger_start_if_enabled). */
+    // Relaxed: nobody waits for it; a failed start is tried again at the
+    // next chance (purger_start_if_enabled).
     if (!ok) atomic_store_explicit(&purger_state, PURGER_OFF, memory_order_relaxed);
 }
 
@@ -186,6 +190,7 @@ void purger_start_if_enabled(void)
 {
     /* Relaxed (two loads): a setting, and the state the CAS re-validates. */
     if (!atomic_load_explicit(&bitslab_background_purge, memory_order_relaxed)) return;
+    /* relaxed, as above: a setting, and the state the CAS re-validates */
     int st = atomic_load_explicit(&purger_state, memory_order_relaxed);
     if (st == PURGER_RUNNING) return;
     /* Relaxed: the CAS only elects one starter; the thread reads nothing we wrote. */
@@ -199,6 +204,7 @@ void purger_atfork_child(void)
 {
     /* Relaxed: the child runs one thread now. */
     if (atomic_load_explicit(&purger_state, memory_order_relaxed) == PURGER_RUNNING)
+        /* relaxed, as above: the child runs one thread now */
         atomic_store_explicit(&purger_state, PURGER_RESTART, memory_order_relaxed);
 }
 

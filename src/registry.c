@@ -16,8 +16,8 @@ bool region_register(uintptr_t region, unsigned kind)
     BITSLAB_ASSERT((region & (SUPERPAGE_SIZE - 1)) == 0 && (kind == REGION_SUPERPAGE || kind == REGION_HUGE));
     uintptr_t idx = region >> SUPERPAGE_SHIFT;
     if (idx >= REGION_MAP_SIZE) return false; /* a 5-level-paging address: refuse */
-    /* Relaxed: read by free() on a pointer whose hand-off already orders this
-     * registration before it (see region_kind_of). */
+    // Relaxed: read by free() on a pointer whose hand-off already orders this
+    // registration before it (see region_kind_of).
     atomic_store_explicit(&bitslab_region_map[idx], (uint8_t)kind, memory_order_relaxed);
     return true;
 }
@@ -25,11 +25,11 @@ bool region_register(uintptr_t region, unsigned kind)
 void region_unregister(uintptr_t region)
 {
     BITSLAB_ASSERT((region & (SUPERPAGE_SIZE - 1)) == 0 && (region >> SUPERPAGE_SHIFT) < REGION_MAP_SIZE);
-    /* Only a registered huge mapping is unregistered (superpages stay).
-     * Relaxed: a check; the region is ours. */
+    // Only a registered huge mapping is unregistered (superpages stay).
+    // Relaxed: a check; the region is ours.
     BITSLAB_ASSERT(atomic_load_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], memory_order_relaxed) ==
                    REGION_HUGE);
-    /* Relaxed: done before munmap, so a later mapping of the same region
-     * registers after this clear (the syscalls order them). */
+    // Relaxed: done before munmap, so a later mapping of the same region
+    // registers after this clear (the syscalls order them).
     atomic_store_explicit(&bitslab_region_map[region >> SUPERPAGE_SHIFT], 0, memory_order_relaxed);
 }

@@ -30,8 +30,8 @@ static inline unsigned region_kind_of(uintptr_t region)
 {
     uintptr_t idx = region >> SUPERPAGE_SHIFT;
     if (unlikely(idx >= REGION_MAP_SIZE)) return 0;
-    /* Relaxed: a valid pointer's region was registered before the block was
-     * handed out, and the hand-off to this thread orders that before us. */
+    // Relaxed: a valid pointer's region was registered before the block was
+    // handed out, and the hand-off to this thread orders that before us.
     return atomic_load_explicit(&bitslab_region_map[idx], memory_order_relaxed);
 }
 

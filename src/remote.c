@@ -45,12 +45,12 @@ static superpage_t *superpage_of_node(qnode_t *n)
 static void queue_push(heap_t *h, qnode_t *n)
 {
     BITSLAB_ASSERT(h && n && h->id >= 1); /* a whole heap's queue (heap_new sets it up before the id) */
-    /* Relaxed: n is not in the queue (we won its superpage's `queued`
-     * exchange, or it is the stub); the exchange below releases this store. */
+    // Relaxed: n is not in the queue (we won its superpage's `queued`
+    // exchange, or it is the stub); the exchange below releases this store.
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    /* Acq_rel: release publishes n->next = NULL to the next producer, which
-     * links after n; acquire makes the previous producer's NULL store to
-     * prev->next happen before our link store below. */
+    // Acq_rel: release publishes n->next = NULL to the next producer, which
+    // links after n; acquire makes the previous producer's NULL store to
+    // prev->next happen before our link store below.
     qnode_t *prev = atomic_exchange_explicit(&h->q_head, n, memory_order_acq_rel);
     DEBUG_PARK(PARK_QUEUE_LINK);
     /* Release: pairs with the consumer's acquire load of prev->next. */
@@ -76,9 +76,9 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
     qnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &h->q_stub) {
         if (!next) {
-            /* Acquire: pairs with producers' acq_rel exchange (queue_push); a
-             * head past the stub means a producer is between its exchange and
-             * its link. */
+            // Acquire: pairs with producers' acq_rel exchange (queue_push); a
+            // head past the stub means a producer is between its exchange and
+            // its link.
             if (atomic_load_explicit(&h->q_head, memory_order_acquire) != tail) {
                 DEBUG_COUNT(WIN_QUEUE_PRODUCER_STALLED);
                 *stalled = true;
@@ -119,21 +119,21 @@ superpage_t *remote_queue_pop(heap_t *h, bool *stalled)
 void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
 {
     BITSLAB_ASSERT(slab_index >= 1 && slab_index < SLABS_PER_SUPERPAGE); /* a data slab */
-    /* Between the caller's F1 (or P4) and F5 (P7): our own count is in.
-     * Relaxed: a check of our own increment. */
+    // Between the caller's F1 (or P4) and F5 (P7): our own count is in.
+    // Relaxed: a check of our own increment.
     BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) >= 1);
-    /* F3. Seq_cst (a lock or, its result unused): with the owner's seq_cst
-     * store of queued = 0 and exchange of remote_slabs (D1, D2) this is a
-     * Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
-     * comes after D1 and sees queued == 0. Release also makes F2 visible to
-     * the acquire side of D2. */
+    // F3. Seq_cst (a lock or, its result unused): with the owner's seq_cst
+    // store of queued = 0 and exchange of remote_slabs (D1, D2) this is a
+    // Dekker pair: either D2 comes after F3 and takes our bit, or F4's load
+    // comes after D1 and sees queued == 0. Release also makes F2 visible to
+    // the acquire side of D2.
     atomic_fetch_or_explicit(&sp->remote_slabs, 1u << slab_index, memory_order_seq_cst);
     DEBUG_PARK(PARK_REMOTE_AFTER_F3);
 
-    /* F4. Seq_cst load (a plain mov on x86-64), paired with D1 (above); a 1
-     * means a push is done or under way and a drain will follow it. The
-     * exchange makes one freer the pusher; acquire pairs with D1's release,
-     * so the owner's last read of sp->qnode happens before our push rewrites it. */
+    // F4. Seq_cst load (a plain mov on x86-64), paired with D1 (above); a 1
+    // means a push is done or under way and a drain will follow it. The
+    // exchange makes one freer the pusher; acquire pairs with D1's release,
+    // so the owner's last read of sp->qnode happens before our push rewrites it.
     uint32_t seen = atomic_load_explicit(&sp->queued, memory_order_seq_cst);
     if (seen == 0) DEBUG_PARK(PARK_REMOTE_BEFORE_CLAIM);
     uint32_t won = seen == 0 && atomic_exchange_explicit(&sp->queued, 1, memory_order_seq_cst) == 0; /* F4: pairs with D1 */
@@ -141,9 +141,9 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
     if (seen == 0 && !won) DEBUG_COUNT(WIN_QUEUED_EXCHANGE_LOST);
 #endif
     if (won) {
-        /* Relaxed: sp cannot change owner while we are inside it (F1's
-         * inflight keeps it from the orphanage), and the block it held when
-         * we started ordered the owner's store before us. */
+        // Relaxed: sp cannot change owner while we are inside it (F1's
+        // inflight keeps it from the orphanage), and the block it held when
+        // we started ordered the owner's store before us.
         heap_t *owner = atomic_load_explicit(&sp->heap, memory_order_relaxed);
         /* Only a double free racing with its superpage's release can find no
          * owner here: report it instead of pushing onto nothing. */
@@ -153,10 +153,11 @@ void remote_notify(superpage_t *sp, unsigned slab_index, const void *p)
         if (owner->id && atomic_load_explicit(&owner->abandoned, memory_order_relaxed))
             DEBUG_COUNT(WIN_FREE_INTO_ABANDONED_HEAP);
 #endif
-        /* Relaxed (load and store): a date for the owner's purge delay, no
-         * ordering of its own; the push below publishes it (release), and
-         * nobody else writes it while queued == 1. */
+        // Relaxed (load and store): a date for the owner's purge delay, no
+        // ordering of its own; the push below publishes it (release), and
+        // nobody else writes it while queued == 1.
         uint32_t now = atomic_load_explicit(&bitslab_clock_ms, memory_order_relaxed);
+        /* relaxed, as above: a date for the owner's purge delay, no ordering */
         atomic_store_explicit(&sp->queued_at, now, memory_order_relaxed);
         DEBUG_PARK(PARK_REMOTE_BEFORE_PUSH);
         queue_push(owner, &sp->qnode);
@@ -169,16 +170,16 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
      * hand-off orders the slab's configuration before these reads). */
     BITSLAB_ASSERT(superpage_of_slab(s) == sp && s->index >= 1 && &sp->slabs[s->index] == s);
     BITSLAB_ASSERT(idx < s->nbins && p != NULL);
-    /* F1. Relaxed: F2's release orders it before any owner that merges our bit;
-     * that owner then reads inflight >= 1 until F5. */
+    // F1. Relaxed: F2's release orders it before any owner that merges our bit;
+    // that owner then reads inflight >= 1 until F5.
     atomic_fetch_add_explicit(&sp->inflight, 1, memory_order_relaxed);
     DEBUG_PARK(PARK_REMOTE_AFTER_F1);
 
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    /* F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
-     * so our writes to the block happen before its reuse. An add, not an or:
-     * one lock xadd (see the top of this file); the old value catches a
-     * double free that has not been merged yet. */
+    // F2. Release: pairs with the owner's acquire exchange in slab_merge_remote,
+    // so our writes to the block happen before its reuse. An add, not an or:
+    // one lock xadd (see the top of this file); the old value catches a
+    // double free that has not been merged yet.
     uint64_t old = atomic_fetch_add_explicit(&slab_remote(s)[idx >> 6], bit, memory_order_release);
     if (unlikely(old & bit)) bitslab_fatal("double free (freed twice by other threads)", p);
     DEBUG_PARK(PARK_REMOTE_AFTER_F2);
@@ -186,7 +187,7 @@ void remote_free(superpage_t *sp, slab_t *s, uint32_t idx, const void *p)
     remote_notify(sp, s->index, p); /* F3, F4 */
     DEBUG_PARK(PARK_REMOTE_BEFORE_F5);
 
-    /* F5. Release: pairs with the owner's acquire load of inflight in
-     * superpage_try_release: all our touches of sp happen before its release. */
+    // F5. Release: pairs with the owner's acquire load of inflight in
+    // superpage_try_release: all our touches of sp happen before its release.
     atomic_fetch_sub_explicit(&sp->inflight, 1, memory_order_release);
 }

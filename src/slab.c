@@ -92,11 +92,11 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     s->hwm = s->dirty ? nbins : 0;
     s->dirty = 1;
     bitmap_fill(slab_local(s), nbins);
-    /* Relaxed (three stores): the walker's snapshot; a freer learns of the
-     * slab through its block, whose hand-off orders these stores. */
+    // Relaxed (three stores): the walker's snapshot; a freer learns of the
+    // slab through its block, whose hand-off orders these stores.
     atomic_store_explicit(&s->bin_size, size, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed);
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, SLAB_SMALL, memory_order_relaxed); /* relaxed, as above: the walker's snapshot */
+    atomic_store_explicit(&s->heap, h, memory_order_relaxed); /* relaxed, as above: the walker's snapshot */
 }
 
 /* The owner's look at a slab's remote map against purgers (docs/purger.md):
@@ -139,12 +139,12 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
      * it, a donation clears them all): the caller hands out a bin at once. */
     BITSLAB_ASSERT(w < s->nwords && bits != 0);
     uint32_t purgers = slab_purgers(s); /* before the peek: see slab_purgers */
-    /* A bin free here and also freed by another thread (not merged yet) was
-     * freed twice: the owner's free, then a free by a thread that could not
-     * see the owner's map. Caught now, before the bin is handed out (the
-     * merge would catch it too, but only after it was handed out again).
-     * Seq_cst: a peek (only freers, purgers and our merge write the word),
-     * between the two reads of `purgers` (the Dekker pair at slab_purgers). */
+    // A bin free here and also freed by another thread (not merged yet) was
+    // freed twice: the owner's free, then a free by a thread that could not
+    // see the owner's map. Caught now, before the bin is handed out (the
+    // merge would catch it too, but only after it was handed out again).
+    // Seq_cst: a peek (only freers, purgers and our merge write the word),
+    // between the two reads of `purgers` (the Dekker pair at slab_purgers).
     uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst);
     if (unlikely(twice)) {
         uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
@@ -170,13 +170,13 @@ bool slab_load_word(slab_t *s, word_cache_t *c)
     BITSLAB_ASSERT(top <= s->nbins); /* no bit beyond the last bin (bitmap_fill) */
     if (top > s->hwm) s->hwm = top;
     s->cached = w;
-    /* Relaxed: published for the stats walker, which pairs with it by a
-     * relaxed load (a snapshot): another thread cannot read the word cache
-     * itself, so it learns how many free bins the cache holds after this
-     * slow path, which hands out the word's first bin at once (both callers
-     * in heap_alloc_slow do). The fast paths that later take bins from the
-     * cache or put them back do not update it (docs/stats.md says what that
-     * leaves approximate). */
+    // Relaxed: published for the stats walker, which pairs with it by a
+    // relaxed load (a snapshot): another thread cannot read the word cache
+    // itself, so it learns how many free bins the cache holds after this
+    // slow path, which hands out the word's first bin at once (both callers
+    // in heap_alloc_slow do). The fast paths that later take bins from the
+    // cache or put them back do not update it (docs/stats.md says what that
+    // leaves approximate).
     atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
     c->bits = bits;
     DEBUG_PARK(PARK_REFILL_MIDWAY);
@@ -226,13 +226,13 @@ uint32_t slab_merge_remote(slab_t *s)
     _Atomic uint64_t *remote = slab_remote(s);
     uint32_t merged = 0;
     for (uint32_t w = 0; w < s->nwords; w++) {
-        /* Relaxed peek: a word that reads 0 here either has no pending bit or
-         * has a bit whose notification (remote_slabs) comes after our drain
-         * and will bring us back. Skipping it loses nothing. */
+        // Relaxed peek: a word that reads 0 here either has no pending bit or
+        // has a bit whose notification (remote_slabs) comes after our drain
+        // and will bring us back. Skipping it loses nothing.
         if (!atomic_load_explicit(&remote[w], memory_order_relaxed)) continue;
         DEBUG_PARK(PARK_MERGE_PEEKED);
-        /* Acquire: pairs with the freer's release fetch_add (F2), so everything the
-         * freeing thread wrote into the block happens before we reuse it. */
+        // Acquire: pairs with the freer's release fetch_add (F2), so everything the
+        // freeing thread wrote into the block happens before we reuse it.
         uint64_t bits = atomic_exchange_explicit(&remote[w], 0, memory_order_acquire);
         if (!bits) continue; /* a purger's P1 took the word after our peek (docs/purger.md) */
         uint64_t free_here = local[w];
@@ -259,10 +259,11 @@ uint32_t slab_merge_remote(slab_t *s)
     if (merged) {
         BITSLAB_ASSERT(merged <= slab_taken(s)); /* every remote bit was a taken bin */
         slab_set_taken(s, slab_taken(s) - merged);
-        /* Relaxed load and store: only the heap's current user writes this
-         * counter (the pool's hand-off orders one user before the next); the
-         * stats walker's relaxed load pairs with the store (a snapshot). */
+        // Relaxed load and store: only the heap's current user writes this
+        // counter (the pool's hand-off orders one user before the next); the
+        // stats walker's relaxed load pairs with the store (a snapshot).
         atomic_store_explicit(&h->remote_merged,
+                              /* relaxed, as above: only the heap's current user writes this counter */
                               atomic_load_explicit(&h->remote_merged, memory_order_relaxed) + merged,
                               memory_order_relaxed);
     }
@@ -312,9 +313,9 @@ void slab_donate(slab_t *s)
         unsigned w = ctz64(t);
         uint64_t bits = local[w];
         if (!bits) continue;
-        /* Release: pairs with the acquire exchange that takes the bins (a
-         * purger's P1, or our own merge); a bit already there is a bin freed
-         * by its owner and by another thread. */
+        // Release: pairs with the acquire exchange that takes the bins (a
+        // purger's P1, or our own merge); a bit already there is a bin freed
+        // by its owner and by another thread.
         uint64_t old = atomic_fetch_or_explicit(&remote[w], bits, memory_order_release);
         if (unlikely(old & bits)) {
             uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */

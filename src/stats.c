@@ -53,8 +53,8 @@ static uint32_t remote_pending(superpage_t *sp, unsigned i, uint16_t meta_reside
     for (unsigned w = 0; w < BITMAP_WORDS; w++) {
         size_t page = (size_t)((char *)&remote[w] - (char *)sp) / OS_PAGE; /* rows straddle pages */
         if (!((meta_resident >> page) & 1)) continue;
-        /* Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
-         * nothing is read through these bits. */
+        // Relaxed: a snapshot count, pairs with the freers' fetch_add (F2);
+        // nothing is read through these bits.
         n += popcount64(atomic_load_explicit(&remote[w], memory_order_relaxed));
     }
     return n;
@@ -70,12 +70,12 @@ void stats_slab_snapshot(superpage_t *sp, unsigned i, heap_t *self, uint16_t met
 {
     slab_t *s = &sp->slabs[i];
     memset(o, 0, sizeof *o);
-    /* Relaxed (kind, bin_size, heap): snapshot reads; pair with the owner's
-     * relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
-     * a concurrent reconfiguration they may come from two lives of the slab:
-     * every combination is handled below (no index is trusted). */
+    // Relaxed (kind, bin_size, heap): snapshot reads; pair with the owner's
+    // relaxed stores in slab_configure_small / wide_alloc / slab_reset. Under
+    // a concurrent reconfiguration they may come from two lives of the slab:
+    // every combination is handled below (no index is trusted).
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
-    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed, as above: snapshot reads */
     o->decommitted = slab_decommitted(s);
     o->kind = kind;
     if (kind == SLAB_META || kind == SLAB_WIDE_TAIL) return;
@@ -287,18 +287,28 @@ void bitslab_stats(bitslab_stats_t *out)
     }
     orphanage_walk_end();
     finish_classes(st.classes);
-    /* Relaxed (each load): statistics counters; each pairs with its relaxed
-     * fetch_add/fetch_sub (os.c, superpage.c, orphanage.c, huge.c, heap.c, above). */
+    // Relaxed (each load): statistics counters; each pairs with its relaxed
+    // fetch_add/fetch_sub (os.c, superpage.c, orphanage.c, huge.c, heap.c, above).
     st.mapped = atomic_load_explicit(&bitslab_mapped_bytes, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.committed = atomic_load_explicit(&bitslab_committed_bytes, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.superpages_total = atomic_load_explicit(&bitslab_superpages_total, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.superpages_orphaned = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.superpages_shrunk = atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.huge_allocations = atomic_load_explicit(&bitslab_huge_count, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.huge_bytes = atomic_load_explicit(&bitslab_huge_bytes, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.heaps_total = atomic_load_explicit(&bitslab_heaps_total, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.heaps_abandoned = atomic_load_explicit(&bitslab_heaps_abandoned, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.purged_bytes = atomic_load_explicit(&os_purged_bytes, memory_order_relaxed);
+    /* relaxed, as above: statistics counters */
     st.madvise_calls = atomic_load_explicit(&os_madvise_calls, memory_order_relaxed);
     for (uint32_t id = 1; id <= st.heaps_total; id++) {
         heap_t *h = heap_by_id(id);

@@ -89,10 +89,11 @@ static void slab_reset(slab_t *s)
     s->trigger = 0;
     s->donated = 0;
     slab_set_taken(s, 0);
-    /* Relaxed (three stores): the walker's snapshot; no block of this slab
-     * is live, so no freer reads them. */
+    // Relaxed (three stores): the walker's snapshot; no block of this slab
+    // is live, so no freer reads them.
     atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
-    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->bin_size, 0, memory_order_relaxed); /* relaxed, as above: the walker's snapshot */
+    /* relaxed, as above: the walker's snapshot */
     atomic_store_explicit(&s->kind, s->index == 0 ? SLAB_META : SLAB_FREE, memory_order_relaxed);
 }
 
@@ -160,8 +161,8 @@ static superpage_t *superpage_map(void)
     sp->hdr.kind = REGION_SUPERPAGE;
     superpage_reset(sp, 0, 0); /* fresh pages: committed and zero */
     BITSLAB_VG_SUPERPAGE(sp); /* -Dvalgrind: see valgrind.c */
-    /* Publish in the registry the stats walker reads. Relaxed load: the CAS
-     * re-validates. */
+    // Publish in the registry the stats walker reads. Relaxed load: the CAS
+    // re-validates.
     superpage_t *head = atomic_load_explicit(&bitslab_all_superpages, memory_order_relaxed);
     do {
         sp->all_next = head;
@@ -181,15 +182,19 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
     BITSLAB_ASSERT(h->in_slow && !h->is_placeholder);
     superpage_t *sp = orphanage_take();
     if (sp) {
-        /* An orphan: no owner, empty, mapped, and no remote freer or purger
-         * can still be in it or have left a notification (superpage_try_release
-         * gave it away only with inflight, queued and remote_slabs at 0, and
-         * with no live block in it nobody frees into it since). Relaxed
-         * (four loads): ours now (the orphanage pop's acquire). */
+        // An orphan: no owner, empty, mapped, and no remote freer or purger
+        // can still be in it or have left a notification (superpage_try_release
+        // gave it away only with inflight, queued and remote_slabs at 0, and
+        // with no live block in it nobody frees into it since). Relaxed
+        // (four loads): ours now (the orphanage pop's acquire).
         BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == NULL);
+        /* relaxed: ours now (the pop's acquire), as above */
         BITSLAB_ASSERT(atomic_load_explicit(&sp->shrunk, memory_order_relaxed) == 0);
+        /* relaxed: ours now (the pop's acquire), as above */
         BITSLAB_ASSERT(atomic_load_explicit(&sp->inflight, memory_order_relaxed) == 0);
+        /* relaxed: ours now (the pop's acquire), as above */
         BITSLAB_ASSERT(atomic_load_explicit(&sp->queued, memory_order_relaxed) == 0 &&
+                       /* relaxed: ours now (the pop's acquire), as above */
                        atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) == 0);
         BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK && !sp->on_deferred);
         BITSLAB_ASSERT(!sp->prev && !sp->next);
@@ -205,8 +210,8 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
     } else if (!map_new || !(sp = superpage_map())) {
         return NULL;
     }
-    /* Relaxed: no live block exists in sp yet, so no freer reads this; blocks
-     * handed out later carry the hand-off ordering. */
+    // Relaxed: no live block exists in sp yet, so no freer reads this; blocks
+    // handed out later carry the hand-off ordering.
     atomic_store_explicit(&sp->heap, h, memory_order_relaxed);
     list_push_front(h, sp);
     h->nsuperpages++;
@@ -236,27 +241,27 @@ static void superpage_decommit_for_orphanage(heap_t *h, superpage_t *sp)
  * (it has `retain` or fewer empty ones) or a remote freer may still touch it. */
 void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
 {
-    /* sp is h's: on its list, its deferred list or popped from its queue.
-     * Relaxed: the owner reads its own field. */
+    // sp is h's: on its list, its deferred list or popped from its queue.
+    // Relaxed: the owner reads its own field.
     BITSLAB_ASSERT(atomic_load_explicit(&sp->heap, memory_order_relaxed) == h);
     BITSLAB_ASSERT(h->in_slow && h->nempty <= h->nsuperpages);
     if (sp->free_mask != DATA_SLABS_MASK || h->nempty <= retain) return;
-    /* Beyond the heap's retention an empty superpage that still holds at
-     * least RELEASE_WAIT_SLABS committed data slabs waits out the purge
-     * delay, like a FREE slab: a program that frees and allocates large
-     * blocks in turn reuses it instead of refaulting a new one. One with less
-     * committed memory goes at once, as does everything at a full collect
-     * (retain == 0) or with the delay off (-1). What waits is bounded by the
-     * dirty caps (its slabs count in them). superpage_release_aged releases
-     * it once the delay has passed. Relaxed: a setting. */
+    // Beyond the heap's retention an empty superpage that still holds at
+    // least RELEASE_WAIT_SLABS committed data slabs waits out the purge
+    // delay, like a FREE slab: a program that frees and allocates large
+    // blocks in turn reuses it instead of refaulting a new one. One with less
+    // committed memory goes at once, as does everything at a full collect
+    // (retain == 0) or with the delay off (-1). What waits is bounded by the
+    // dirty caps (its slabs count in them). superpage_release_aged releases
+    // it once the delay has passed. Relaxed: a setting.
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
     if (retain && delay > 0 && os_now_ms() - sp->empty_since < (uint32_t)delay &&
         committed_data_slabs(sp) >= RELEASE_WAIT_SLABS)
         return;
-    /* Acquire: pairs with each freer's release fetch_sub of `inflight` (F5).
-     * Every freer whose bit we merged incremented it before setting the bit,
-     * so reading 0 means all of them have finished touching sp
-     * (docs/remote-free.md). */
+    // Acquire: pairs with each freer's release fetch_sub of `inflight` (F5).
+    // Every freer whose bit we merged incremented it before setting the bit,
+    // so reading 0 means all of them have finished touching sp
+    // (docs/remote-free.md).
     if (atomic_load_explicit(&sp->inflight, memory_order_acquire) != 0) {
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_INFLIGHT);
         /* Nothing else would bring us back to sp once that freer is done:
@@ -268,11 +273,12 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
         }
         return;
     }
-    /* Relaxed (two loads): ordered after the acquire above. queued != 0: sp
-     * sits in (or is being pushed onto) our remote queue, and the drain that
-     * pops it retries the release; remote_slabs != 0: bits a drain or scan
-     * has still to merge. */
+    // Relaxed (two loads): ordered after the acquire above. queued != 0: sp
+    // sits in (or is being pushed onto) our remote queue, and the drain that
+    // pops it retries the release; remote_slabs != 0: bits a drain or scan
+    // has still to merge.
     if (atomic_load_explicit(&sp->queued, memory_order_relaxed) != 0 ||
+        /* relaxed, as above: ordered after the acquire above */
         atomic_load_explicit(&sp->remote_slabs, memory_order_relaxed) != 0) {
         DEBUG_COUNT(WIN_RELEASE_DEFERRED_QUEUED);
         return;
