@@ -691,7 +691,9 @@ void heap_drain_remote(heap_t *h)
  * its memory and purges what has been free for the delay. */
 void heap_tick(heap_t *h)
 {
-    BITSLAB_ASSERT(h == bitslab_tls_heap && !h->in_slow); /* from the owner's free fast path */
+    /* From the owner's free fast path; in_slow may be set: a lent heap is entered for its whole
+     * allocation, and a purger thread restarted inside one allocates and frees through it. */
+    BITSLAB_ASSERT(h == bitslab_tls_heap);
     slow_enter(h);
     heap_drain_remote(h);
     if (h->deferred) superpage_retry_deferred(h);
