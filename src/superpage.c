@@ -176,11 +176,11 @@ static superpage_t *superpage_map(void)
 
 /* A new EMPTY superpage for heap h: an orphan, or with map_new a new
  * mapping. NULL if there is none (with map_new: errno ENOMEM, the kernel
- * refused). The heap decides when to map (heap_grow). */
+ * refused). The heap decides which to try when (heap_grow). */
 superpage_t *superpage_acquire(heap_t *h, bool map_new)
 {
     BITSLAB_ASSERT(h->in_slow && !h->is_placeholder);
-    superpage_t *sp = orphanage_take();
+    superpage_t *sp = map_new ? NULL : orphanage_take();
     if (sp) {
         // An orphan: no owner, empty, mapped, and no remote freer or purger
         // can still be in it or have left a notification (superpage_try_release
