@@ -9,7 +9,7 @@
  * A new mapping is one mmap of a multiple of 2 MiB (which Linux >= 6.7 places
  * at a 2 MiB-aligned address) and one munmap of the tail past the block.
  * Realloc moves the pages with mremap (os_remap: no copy), to a new 2 MiB-aligned place
- * if they cannot grow in place. Any thread may free a huge block: no heap
+ * if they cannot grow in place, and a growth leaves a quarter more room. Any thread may free a huge block: no heap
  * owns it.
  *
  * The cache. Freeing keeps up to HUGE_CACHE_SLOTS mappings of at most 64 MiB
@@ -314,7 +314,9 @@ void huge_cache_purge(enum purge_mode mode)
  * len + HUGE_FIT_SLACK), the least such first, ranks above one short by
  * less than 2 MiB (which mremap may grow in place into the tail huge_map
  * trimmed off it), the longest such first; within each, a dirty one for
- * malloc (no page fault), a clean one for calloc (no madvise). */
+ * malloc (no page fault), a clean one for calloc (no madvise). Last, for
+ * malloc, a dirty one shorter still, the longest first (a block that grows
+ * from one size to the next reuses what it has committed). */
 static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
 {
     size_t have = slot_len(w);
@@ -323,6 +325,10 @@ static uint64_t slot_rank(uint64_t w, size_t len, bool zero)
     size_t slack = len < HUGE_FIT_SLACK / 3 ? 3 * len : HUGE_FIT_SLACK;
     if (have >= len && have - len <= slack) return ((uint64_t)3 << 62) | (kind << 61) | (HUGE_FIT_SLACK - (have - len));
     if (have < len && len - have < SUPERPAGE_SIZE) return ((uint64_t)1 << 62) | (kind << 61) | (SUPERPAGE_SIZE - (len - have));
+    /* Shorter still, but dirty, for malloc: grown (moved by mremap if the
+     * pages after it are taken), each of its committed pages is a page fault
+     * saved; the longest first. */
+    if (have < len && slot_dirty(w) && !zero) return ((uint64_t)1 << 60) | (have / OS_PAGE);
     return 0;
 }
 
@@ -342,6 +348,8 @@ static uint64_t huge_cache_take(size_t len, bool zero)
     return 0;
 }
 
+static huge_header_t *huge_move(huge_header_t *hh, size_t old_len, size_t *len);
+
 /* A huge block of len bytes (offset 4 KiB) from the cache, or NULL. */
 static huge_header_t *huge_from_cache(size_t len, size_t size, bool zero)
 {
@@ -355,11 +363,17 @@ static huge_header_t *huge_from_cache(size_t len, size_t size, bool zero)
     BITSLAB_ASSERT(len > OS_PAGE && region_of(huge_user(hh)) == (uintptr_t)hh);
     if (have < len) {
         /* Grow it in place (the pages after it are usually the tail that
-         * huge_map trimmed). If they are taken, it goes back. */
-        if (!os_remap(hh, have, len, NULL)) {
+         * huge_map trimmed), else, if its pages are committed, move them
+         * (mremap: no copy, no fault) to a longer mapping. If neither works,
+         * it goes back. */
+        int saved = errno;
+        huge_header_t *moved = NULL;
+        if (!os_remap(hh, have, len, NULL) && !(slot_dirty(w) && (moved = huge_move(hh, have, &len)))) {
+            errno = saved; /* the caller maps afresh: its success leaves errno as it was */
             if (!slot_publish(w, 0) && !slot_unmap(w)) { /* stays mapped and counted, as a refused munmap */ }
             return NULL;
         }
+        if (moved) hh = moved;
         hh->map_len = len;
     }
     if (!slot_dirty(w)) {
@@ -517,6 +531,39 @@ static char *huge_map(size_t *len)
     return p;
 }
 
+/* Move mapping hh (old_len bytes, ours: a live block or a claimed cached
+ * one) with its pages (mremap: no copy) to a fresh 2 MiB-aligned mapping of
+ * *len bytes (huge_map may make it longer: *len says), registered in its
+ * place. NULL (errno ENOMEM), and nothing changed, if the kernel refuses. */
+static huge_header_t *huge_move(huge_header_t *hh, size_t old_len, size_t *len)
+{
+    BITSLAB_ASSERT(hh->map_base == (char *)hh && hh->map_len == old_len && *len > old_len);
+    size_t offset = hh->offset;
+    char *dst = huge_map(len);
+    if (!dst) return NULL;
+    if (!region_register((uintptr_t)dst, REGION_HUGE)) {
+        os_unmap(dst, *len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    region_unregister((uintptr_t)hh);
+    if (!os_remap(hh, old_len, *len, dst)) {
+        region_register((uintptr_t)hh, REGION_HUGE);
+        region_unregister((uintptr_t)dst);
+        os_unmap(dst, *len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    huge_header_t *nh = (huge_header_t *)dst;
+    /* The pages moved, header and all: the same block at a new 2 MiB boundary. */
+    BITSLAB_ASSERT(nh->offset == offset && region_of(dst + offset) == (uintptr_t)dst);
+    (void)offset;
+    nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
+    nh->map_base = dst;
+    nh->map_len = *len;
+    return nh;
+}
+
 void *huge_alloc(size_t size, size_t align, bool zero)
 {
     if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE || align > PTRDIFF_MAX / 2) {
@@ -588,7 +635,12 @@ size_t huge_usable(huge_header_t *hh) { return hh->map_len - hh->offset; }
 bool huge_owns(huge_header_t *hh, const void *p) { return p == huge_user(hh); }
 
 /* Resize in place or move the pages; NULL (errno ENOMEM, block intact) if the
- * kernel refuses. */
+ * kernel refuses. A block that grows gets room to grow into (a quarter of its
+ * new length, address space only: the pages are not touched), so that a
+ * buffer grown step by step costs one mremap per quarter of growth, not one
+ * per step; a block shrunk by no more than that keeps its pages. Its mapping
+ * is thus never more than 5/4 of its size, plus a page, once realloc has
+ * resized it (docs/decisions.md). */
 void *huge_realloc(huge_header_t *hh, size_t size)
 {
     if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE) {
@@ -599,43 +651,33 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     size_t old_len = hh->map_len;
     size_t len = hh->offset + round_page(size ? size : 1);
     if (len <= old_len) {
+        if (old_len - len <= len / 4) return huge_user(hh); /* within the room a growth leaves */
         /* Shrink: give back whole pages past the new end. If the kernel
          * refuses (a split past vm.max_map_count), the block keeps them. */
-        if (len < old_len && !os_unmap((char *)hh + len, old_len - len)) len = old_len;
+        if (!os_unmap((char *)hh + len, old_len - len)) len = old_len;
         hh->map_len = len;
         huge_account(0, (ptrdiff_t)len - (ptrdiff_t)old_len);
         return huge_user(hh);
     }
-    /* Grow in place if the pages after us are free. */
-    if (os_remap(hh, old_len, len, NULL)) {
-        hh->map_len = len;
-        huge_account(0, (ptrdiff_t)(len - old_len));
-        return huge_user(hh);
+    /* Grow, with room if the address space allows (else exactly): in place
+     * if the pages after us are free, else by moving them. */
+    int saved = errno;
+    size_t roomy = len <= PTRDIFF_MAX / 2 ? round_page(len + len / 4) : len;
+    for (size_t want = roomy;; want = len) {
+        size_t got = want;
+        if (os_remap(hh, old_len, got, NULL)) {
+            hh->map_len = got;
+            break;
+        }
+        huge_header_t *nh = huge_move(hh, old_len, &got);
+        if (nh) {
+            hh = nh;
+            hh->map_len = got;
+            break;
+        }
+        if (want == len) return NULL; /* errno ENOMEM, from huge_move */
     }
-    /* Move: reserve a 2 MiB-aligned range (huge_map may make it longer:
-     * the block grows to all of it), then move our pages over it. */
-    char *dst = huge_map(&len);
-    if (!dst) return NULL;
-    if (!region_register((uintptr_t)dst, REGION_HUGE)) {
-        os_unmap(dst, len);
-        errno = ENOMEM;
-        return NULL;
-    }
-    size_t offset = hh->offset;
-    region_unregister((uintptr_t)hh);
-    if (!os_remap(hh, old_len, len, dst)) {
-        region_register((uintptr_t)hh, REGION_HUGE);
-        region_unregister((uintptr_t)dst);
-        os_unmap(dst, len);
-        errno = ENOMEM;
-        return NULL;
-    }
-    huge_header_t *nh = (huge_header_t *)dst;
-    /* The pages moved, header and all: the same block at a new 2 MiB boundary. */
-    BITSLAB_ASSERT(nh->offset == offset && nh->hdr.kind == REGION_HUGE && region_of(dst + offset) == (uintptr_t)dst);
-    nh->hdr.magic = REGION_MAGIC ^ (uintptr_t)dst;
-    nh->map_base = dst;
-    nh->map_len = len;
-    huge_account(0, (ptrdiff_t)(len - old_len));
-    return dst + offset;
+    errno = saved;
+    huge_account(0, (ptrdiff_t)(hh->map_len - old_len));
+    return huge_user(hh);
 }
