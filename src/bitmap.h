@@ -24,8 +24,19 @@ static inline unsigned popcount64(uint64_t x)
 #ifdef __POPCNT__
     return (unsigned)__builtin_popcountll(x);
 #else
-    /* Baseline x86-64 has no popcnt instruction, and the builtin would call
-     * libgcc's __popcountdi2: a branch-free SWAR count instead. */
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* Baseline x86-64 does not promise the popcnt instruction, which every
+     * x86-64 CPU since 2008 has: ask libgcc's CPU model (one load and a test;
+     * its constructor fills it in, so before that, in a malloc made by an
+     * earlier constructor, the answer is no and the count below is used). */
+    if (likely(__builtin_cpu_supports("popcnt"))) {
+        uint64_t n;
+        __asm__("popcnt %1, %0" : "=r"(n) : "rm"(x) : "cc");
+        return (unsigned)n;
+    }
+#endif
+    /* The builtin would call libgcc's __popcountdi2: a branch-free SWAR
+     * count instead. */
     x = x - ((x >> 1) & 0x5555555555555555ull);
     x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
     x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
