@@ -782,29 +782,37 @@ static void *alloc_from_slabs(heap_t *h, unsigned cls, word_cache_t *c, slab_t *
 }
 
 
+/* Everything heap_alloc_slow's common case does not do (out of line: that
+ * case stays a short function with few registers to save). */
+static NOINLINE void *alloc_slower(heap_t *h, unsigned cls, bool *fresh)
+{
+    word_cache_t *c = &h->cache[cls];
+    if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
+    if (unlikely(purger_wants_restart())) purger_start_if_enabled(); /* a fork child: before slow_enter */
+    slow_enter(h);
+    void *p = alloc_from_slabs(h, cls, c, h->active[cls], fresh);
+    slow_leave(h);
+    return p;
+}
+
 void *heap_alloc_slow(heap_t *h, unsigned cls, bool *fresh)
 {
     BITSLAB_ASSERT(cls < NUM_CLASSES && !h->is_placeholder && h == bitslab_tls_heap);
     word_cache_t *c = &h->cache[cls];
     /* The word cache speaks for the active slab's cached word, or is empty. */
     BITSLAB_ASSERT(!c->bits || (h->active[cls] && h->active[cls]->cached == c->word));
-    if (c->bits) return cache_pop(c, fresh); /* a heap adopted with a loaded cache */
     slab_t *s = h->active[cls];
     /* The common slow path: the next word of the active slab. The heap's
      * housekeeping (merge remote frees, retry deferred releases, the purge
      * clock) runs on every 8th refill, and whenever the active slab has run
      * out: it costs more than the refill itself. */
-    if (likely(s && s->summary && (++h->refills & 7))) {
+    if (likely(!c->bits && s && s->summary && (++h->refills & 7))) {
         slow_enter(h);
-        void *p = slab_load_word(s, c) ? cache_pop(c, fresh) : NULL;
+        bool loaded = slab_load_word(s, c);
         slow_leave(h);
-        if (likely(p)) return p;
+        if (likely(loaded)) return cache_pop(c, fresh);
     }
-    if (unlikely(purger_wants_restart())) purger_start_if_enabled(); /* a fork child: before slow_enter */
-    slow_enter(h);
-    void *p = alloc_from_slabs(h, cls, c, s, fresh);
-    slow_leave(h);
-    return p;
+    return alloc_slower(h, cls, fresh);
 }
 
 /* ---- wide allocations ----------------------------------------------------- */

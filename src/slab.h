@@ -8,6 +8,8 @@
 #define BITSLAB_SLAB_H
 
 #include "bitmap.h"
+#include "debug.h"
+#include "error.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -48,9 +50,6 @@ uint16_t slab_free_pages(const slab_t *s, const uint64_t *map);
 unsigned slab_decommit_pages(slab_t *s, uint16_t pages);
 uint32_t slab_merge_remote(slab_t *s);
 void slab_check_no_remote(slab_t *s);
-bool slab_load_word(slab_t *s, word_cache_t *c);
-uint32_t slab_purgers(slab_t *s);
-bool slab_purger_was_there(slab_t *s, uint32_t before);
 #define PURGER_P0 ((1u << 8) + 1u) /* P0 adds: one more purger, one more visit */
 #define SPARSE_MIN_BINS 16u       /* slabs of fewer bins have no sparse level (slab_retrigger_partial) */
 void slab_unload_word(slab_t *s, word_cache_t *c);
@@ -101,6 +100,96 @@ static inline unsigned slab_kind_now(const slab_t *s)
 static inline bool slab_is_record(const slab_t *s)
 {
     return s->index < SLABS_PER_SUPERPAGE && &superpage_of_slab(s)->slabs[s->index] == s;
+}
+
+/* The owner's look at a slab's remote map against purgers (docs/purger.md):
+ * read `purgers` before (slab_purgers) and after (slab_purger_was_there).
+ * Seq_cst, with the purger's seq_cst P0: if both reads agree and count no
+ * purger, no purger took bits before the look and gave them back during it
+ * (its P0 came before the first read and its P8 after it: the count shows
+ * it; or its P0 came between the reads: the visit count changed), and any
+ * purger that comes later exchanges after the look, so it can only take
+ * bits the look saw. */
+static inline uint32_t slab_purgers(slab_t *s)
+{
+    return atomic_load_explicit(&s->purgers, memory_order_seq_cst); /* pairs with P0 */
+}
+
+static inline bool slab_purger_was_there(slab_t *s, uint32_t before)
+{
+    uint32_t now = atomic_load_explicit(&s->purgers, memory_order_seq_cst); /* pairs with P0 */
+    return (now & 0xFFu) != 0 || now != before;
+}
+
+/* Move the lowest local word with free bins into the word cache. The slab
+ * must have one (summary != 0). False, and nothing changed, while a purger
+ * holds bins of s: one it holds may be a bin freed twice, which it gives
+ * back (and the merge then reports) only after P5. Inline: the refill in
+ * heap_alloc_slow is the common slow path of malloc (every few mallocs under
+ * random frees), and a call there costs the registers it saves. */
+static inline bool slab_load_word(slab_t *s, word_cache_t *c)
+{
+    BITSLAB_ASSERT(slab_kind_now(s) == SLAB_SMALL && s->state == STATE_ACTIVE);
+    BITSLAB_ASSERT(s->summary != 0); /* the caller checked */
+    BITSLAB_ASSERT(c == &atomic_load_explicit(&s->heap, memory_order_relaxed)->cache[s->cls]); /* relaxed: own */
+    /* c is the owner's cache of this class, and it is empty: its word, if it
+     * had one, was s's and is all handed out. */
+    BITSLAB_ASSERT(c->bits == 0);
+    BITSLAB_ASSERT(s->cached == NO_WORD || s->cached == c->word);
+    BITSLAB_ASSERT(s->donated == 0); /* an active slab donates nothing */
+    uint64_t *local = slab_local(s);
+    unsigned w = ctz64(s->summary);
+    uint64_t bits = local[w];
+    /* A summary bit is set only with a free bin in its word (a load clears
+     * it, a donation clears them all): the caller hands out a bin at once. */
+    BITSLAB_ASSERT(w < s->nwords && bits != 0);
+    uint32_t purgers = slab_purgers(s); /* before the peek: see slab_purgers */
+    // A bin free here and also freed by another thread (not merged yet) was
+    // freed twice: the owner's free, then a free by a thread that could not
+    // see the owner's map. Caught now, before the bin is handed out (the
+    // merge would catch it too, but only after it was handed out again).
+    // Seq_cst: a peek (only freers, purgers and our merge write the word),
+    // between the two reads of `purgers` (the Dekker pair at slab_purgers).
+    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst);
+    if (unlikely(twice)) {
+        uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+        bitslab_fatal("double free (freed by its owner, then by another thread)",
+                      s->data + (size_t)(w * 64 + ctz64(twice)) * size);
+    }
+    if (unlikely(slab_purger_was_there(s, purgers))) {
+        DEBUG_COUNT(WIN_REFILL_WHILE_PURGER_HOLDS);
+        return false;
+    }
+    local[w] = 0;
+    s->summary &= ~((uint64_t)1 << w);
+    uint32_t n = popcount64(bits);
+    slab_set_taken(s, slab_taken(s) + n);
+    uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
+    /* Bins at or above hwm were never handed out: still zero from the OS. */
+    uint32_t first = w * 64;
+    uint64_t fresh;
+    if (s->hwm <= first) fresh = bits;
+    else if (s->hwm >= first + 64) fresh = 0;
+    else fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
+    uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
+    BITSLAB_ASSERT(top <= s->nbins); /* no bit beyond the last bin (bitmap_fill) */
+    if (top > s->hwm) s->hwm = top;
+    s->cached = w;
+    // Relaxed: published for the stats walker, which pairs with it by a
+    // relaxed load (a snapshot): another thread cannot read the word cache
+    // itself, so it learns how many free bins the cache holds after this
+    // slow path, which hands out the word's first bin at once (both callers
+    // in heap_alloc_slow do). The fast paths that later take bins from the
+    // cache or put them back do not update it (docs/stats.md says what that
+    // leaves approximate).
+    atomic_store_explicit(&s->cached_bins, n ? n - 1 : 0, memory_order_relaxed);
+    c->bits = bits;
+    DEBUG_PARK(PARK_REFILL_MIDWAY);
+    c->fresh = fresh;
+    c->base = s->data + (size_t)first * size;
+    c->size = size;
+    c->word = w;
+    return true;
 }
 
 #pragma GCC visibility pop
