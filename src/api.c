@@ -5,8 +5,9 @@
  * word -> clear its lowest set bit -> base + bit * size. No atomic
  * read-modify-write, no syscall, no division.
  *
- * free fast path: region_of(p) (mask) -> registry byte -> slab_t by the slab
- * index bits of p -> owner test -> bin index by a reciprocal multiply,
+ * free fast path: the superpage number of p -> its slot in the heap's table
+ * of owned superpages (one load and compare: ours, and this thread's) ->
+ * slab_t by the slab index bits of p -> bin index by a reciprocal multiply,
  * checked exact -> set the bit in the local map (a bit already set, there or
  * in the remote map, is a double free) -> one compare of `taken` with the
  * slab's trigger (full, sparse, empty: the slow path). Everything else
@@ -86,17 +87,18 @@ static void *vg_realloced_huge(void *old, size_t old_usable, void *q)
 /* The malloc fast path for a size class: clear the lowest bit of the heap's
  * cached bitmap word. *fresh (if asked) tells calloc that the bin was never
  * handed out since its memory came from the OS (so it is all zero). */
-static inline void *alloc_class(unsigned cls, bool *fresh)
+static inline void *alloc_class(size_t cls, bool *fresh)
 {
     heap_t *h = bitslab_tls_heap;
     word_cache_t *c = &h->cache[cls];
     uint64_t bits = c->bits;
     if (unlikely(!bits)) /* a thread's first malloc of the class finds the placeholder heap */
         return likely(!h->is_placeholder) ? heap_alloc_slow(h, cls, fresh) : thread_alloc_slow(cls, fresh);
-    unsigned b = ctz64(bits);
+    char *base = c->base; /* loaded before the store below: no reload */
+    size_t size = c->size, b = ctz64(bits);
     c->bits = bits & (bits - 1);
     if (fresh) *fresh = (c->fresh >> b) & 1;
-    return c->base + (size_t)b * c->size;
+    return base + b * size;
 }
 
 /* Sizes above 32 KiB, or alignments the small classes cannot give. */
@@ -117,6 +119,8 @@ static NOINLINE void *alloc_large(size_t size, size_t align, bool zero)
 
 void *bitslab_malloc(size_t size)
 {
+    /* The common sizes first: one compare before the class table. */
+    if (likely(size <= SMALL_TABLE_MAX)) return BITSLAB_VG_MALLOC(alloc_class(size_class_table(size), NULL));
     if (likely(size <= SMALL_MAX)) return BITSLAB_VG_MALLOC(alloc_class(size_class(size), NULL));
     return BITSLAB_VG_MALLOC(alloc_large(size, 0, false));
 }
@@ -193,14 +197,46 @@ void *bitslab_memalign(size_t alignment, size_t size)
 
 /* ---- free ------------------------------------------------------------------ */
 
+/* free_to_cache's and the fast path's common end: bin idx (the block at
+ * address a, in the superpage at `region`) of s, a slab of h's, goes back to
+ * the local map (or the word cache); a bin free already is a double free. */
+static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t already_free, uint64_t bit, void *p);
+
+static inline __attribute__((always_inline)) void free_owned(heap_t *h, slab_t *s, uint32_t idx, uintptr_t region,
+                                                             uintptr_t a, void *p)
+{
+    uint32_t w = idx >> 6;
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    uint64_t *local = local_row_of_addr(region, a) + w;
+    uint64_t word = *local;
+    // Relaxed peek at the remote map: a bin freed by another thread and not
+    // merged yet must not be freed (and then handed out) again.
+    uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed);
+    if (unlikely(s->cached == w)) {
+        free_to_cache(h, s, already_free, bit, p);
+        return;
+    }
+    if (unlikely(already_free & bit)) bitslab_fatal_in("free", MSG_FREED, p);
+    *local = word | bit;
+    s->summary |= (uint64_t)1 << w;
+    uint32_t taken = slab_taken(s) - 1;
+    slab_set_taken(s, taken);
+    /* One compare: the slab was full, went sparse, or is empty
+     * (slab_retrigger sets the value; it may change lists). */
+    if (unlikely(taken == s->trigger)) heap_slab_freed_slow(h, s, taken);
+}
+
 /* Everything the fast path does not handle: NULL, huge blocks, pointers that
- * are not ours, and frees by a thread that does not own the slab. */
+ * are not ours, frees by a thread that does not own the slab, and the
+ * caller's own blocks in a superpage that shares its slot of the heap's
+ * table with another one. */
 static NOINLINE void free_slow(void *p)
 {
     if (!p) return;
     block_t b = block_lookup(p, "free", MSG_FREED);
     if (b.hh) huge_free(b.hh);
-    else remote_free(b.sp, b.s, b.idx, p); /* the fast path took every block of ours */
+    else if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, (uintptr_t)b.sp, (uintptr_t)p, p);
+    else remote_free(b.sp, b.s, b.idx, p);
 }
 
 /* free's fast path for a bin of the word the heap has in its word cache: the
@@ -224,43 +260,28 @@ void bitslab_free(void *p)
 {
     BITSLAB_VG_FREE(p);
     uintptr_t a = (uintptr_t)p;
-    uintptr_t region = region_of(p);
-    /* One byte tells "a superpage of ours" (NULL and huge blocks go slow). */
-    if (unlikely(region_kind_of(region) != REGION_SUPERPAGE)) {
-        free_slow(p);
-        return;
-    }
-    /* The slab's metadata, straight from the address bits. */
-    slab_t *s = slab_of_addr(region, a);
     heap_t *h = bitslab_tls_heap;
-    // Relaxed: the owner of a slab holding a live block cannot change. A slab
-    // that is FREE, a wide tail or metadata has no owner and goes slow, and
-    // so does another thread's slab (a remote free).
-    if (unlikely(atomic_load_explicit(&s->heap, memory_order_relaxed) != h)) {
+    /* One load from the heap's table says "a superpage of this thread's heap"
+     * (heap_t.owned): NULL, huge blocks, other heaps' blocks and pointers
+     * that are not ours go slow (block_lookup checks them against the region
+     * registry). A block's address is never a superpage's first byte (slab 0
+     * is metadata), so a >> SUPERPAGE_SHIFT is its superpage. */
+    uintptr_t n = a >> SUPERPAGE_SHIFT;
+    if (unlikely(h->owned[n % HEAP_OWNED_SLOTS] != n)) {
         free_slow(p);
         return;
     }
+    uintptr_t region = n << SUPERPAGE_SHIFT;
+    /* The slab's metadata, straight from the address bits. A FREE slab, a
+     * wide block's tail and the metadata slab have no bins (recip and nbins
+     * 0): no address there is a block start. */
+    slab_t *s = slab_of_addr(region, a);
     uint32_t idx = slab_bin_of(s, a);
     if (unlikely(idx == NOT_A_BIN)) bitslab_fatal_in("free", MSG_NOT_START, p);
-    uint32_t w = idx >> 6;
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t *local = local_row_of_addr(region, a) + w;
-    uint64_t word = *local;
-    // Relaxed peek at the remote map: a bin freed by another thread and not
-    // merged yet must not be freed (and then handed out) again.
-    uint64_t already_free = word | atomic_load_explicit(remote_row_of_local(local), memory_order_relaxed);
-    if (unlikely(s->cached == w)) {
-        free_to_cache(h, s, already_free, bit, p);
-        return;
-    }
-    if (unlikely(already_free & bit)) bitslab_fatal_in("free", MSG_FREED, p);
-    *local = word | bit;
-    s->summary |= (uint64_t)1 << w;
-    uint32_t taken = slab_taken(s) - 1;
-    slab_set_taken(s, taken);
-    /* One compare: the slab was full, went sparse, or is empty
-     * (slab_retrigger sets the value; it may change lists). */
-    if (unlikely(taken == s->trigger)) heap_slab_freed_slow(h, s, taken);
+    // The table is right: a configured slab of ours. Relaxed (debug only):
+    // the owner's own field.
+    BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h);
+    free_owned(h, s, idx, region, a, p);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)

@@ -86,6 +86,20 @@ static void debug_check_heap(heap_t *h)
         }
     }
     check(nsp == h->nsuperpages, "invariant: superpage count", h);
+    /* free's table of owned superpages: every entry in its slot, and one of
+     * h's (a stale one would let free take another heap's block for h's);
+     * a slot is empty only if none of h's superpages has it. */
+    for (unsigned i = 0; i < HEAP_OWNED_SLOTS; i++) {
+        uintptr_t n = h->owned[i];
+        bool listed = false, slot_used = false;
+        for (superpage_t *sp = h->superpages; sp; sp = sp->next) {
+            uintptr_t m = (uintptr_t)sp >> SUPERPAGE_SHIFT;
+            listed |= m == n;
+            slot_used |= m % HEAP_OWNED_SLOTS == i;
+        }
+        if (n == OWNED_NONE) check(!slot_used, "invariant: a superpage's slot of the owned table is empty", h);
+        else check(n % HEAP_OWNED_SLOTS == i && listed, "invariant: owned table names a superpage the heap does not own", h);
+    }
     check(nempty == h->nempty, "invariant: empty superpage count", h);
     check(dirty_free == h->dirty_free, "invariant: dirty free slab count", h);
     check(slabs_used == h->slabs_used, "invariant: configured slab count", h);

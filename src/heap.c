@@ -44,7 +44,7 @@
 
 /* Every word cache empty: each class's first malloc takes the slow path,
  * which gives the thread a heap of its own. */
-heap_t bitslab_empty_heap = {.is_placeholder = 1};
+heap_t bitslab_empty_heap = {.is_placeholder = 1, .owned = {[0 ... HEAP_OWNED_SLOTS - 1] = OWNED_NONE}};
 
 _Thread_local heap_t *bitslab_tls_heap __attribute__((tls_model("initial-exec"))) = &bitslab_empty_heap;
 
@@ -107,6 +107,7 @@ static heap_t *heap_new(void)
     heap_t *h = &chunk[total % HEAPS_PER_CHUNK];
     BITSLAB_ASSERT(h->id == 0 && !h->superpages && !h->q_tail); /* ids are unique: never built before */
     remote_queue_init(h);
+    for (unsigned i = 0; i < HEAP_OWNED_SLOTS; i++) h->owned[i] = OWNED_NONE;
     DEBUG_PARK(PARK_HEAP_NEW_MIDWAY);
     // The id last: a fork child (heap_atfork_child) takes a heap whose id is
     // set for a whole one. The fence keeps the compiler from moving the store

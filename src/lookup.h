@@ -29,6 +29,7 @@ typedef struct block {
     superpage_t *sp;
     slab_t *s;
     uint32_t idx;
+    bool mine; /* s is the calling thread's heap's */
 } block_t;
 
 /* Bin idx of s is free as far as this thread can see without a data race
@@ -80,7 +81,8 @@ static inline block_t block_lookup(const void *p, const char *entry, const char 
     heap_t *owner = atomic_load_explicit(&b.s->heap, memory_order_relaxed);
     b.idx = owner ? slab_bin_of(b.s, a) : NOT_A_BIN;
     if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
-    if (bin_is_free(b.s, b.idx, owner == bitslab_tls_heap)) bitslab_fatal_in(entry, freed, p);
+    b.mine = owner == bitslab_tls_heap;
+    if (bin_is_free(b.s, b.idx, b.mine)) bitslab_fatal_in(entry, freed, p);
     return b;
 }
 

@@ -74,6 +74,35 @@ static void superpage_list_promote(heap_t *h, superpage_t *sp)
     list_push_front(h, sp);
 }
 
+/* ---- the heap's table of owned superpages (free's fast path) -------------- */
+
+static unsigned owned_slot(uintptr_t n) { return (unsigned)(n % HEAP_OWNED_SLOTS); }
+
+/* sp is h's now: it takes its slot (a superpage there before goes slow). */
+static void owned_add(heap_t *h, superpage_t *sp)
+{
+    uintptr_t n = (uintptr_t)sp >> SUPERPAGE_SHIFT;
+    h->owned[owned_slot(n)] = n;
+}
+
+/* sp leaves h (already off its list): its slot goes to another superpage of
+ * h's that shares it, if any, else it is emptied. Never a stale entry: free
+ * would take a block of another heap's for its own. */
+static void owned_remove(heap_t *h, superpage_t *sp)
+{
+    uintptr_t n = (uintptr_t)sp >> SUPERPAGE_SHIFT;
+    unsigned slot = owned_slot(n);
+    if (h->owned[slot] != n) return;
+    h->owned[slot] = OWNED_NONE;
+    for (superpage_t *t = h->superpages; t; t = t->next) {
+        uintptr_t m = (uintptr_t)t >> SUPERPAGE_SHIFT;
+        if (owned_slot(m) == slot) {
+            h->owned[slot] = m;
+            break;
+        }
+    }
+}
+
 /* ---- acquire and release -------------------------------------------------- */
 
 /* A slab back to FREE: no bins, no owner, nothing in its bitmaps. */
@@ -214,6 +243,7 @@ superpage_t *superpage_acquire(heap_t *h, bool map_new)
     // handed out later carry the hand-off ordering.
     atomic_store_explicit(&sp->heap, h, memory_order_relaxed);
     list_push_front(h, sp);
+    owned_add(h, sp);
     h->nsuperpages++;
     h->nempty++;
     BITSLAB_ASSERT(sp->free_mask == DATA_SLABS_MASK && h->nempty <= h->nsuperpages);
@@ -291,6 +321,7 @@ void superpage_try_release(heap_t *h, superpage_t *sp, size_t retain)
     }
     BITSLAB_ASSERT(h->nempty >= 1 && h->nsuperpages >= h->nempty);
     list_unlink(h, sp);
+    owned_remove(h, sp);
     h->nsuperpages--;
     h->nempty--;
     /* Relaxed: nobody holds a block in sp; the push below releases it. */

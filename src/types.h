@@ -205,10 +205,19 @@ typedef struct word_cache {
     uint32_t word;  /* which word of the active slab */
 } word_cache_t;
 
+/* A heap's table of the superpages it owns, for free's fast path: slot
+ * n % HEAP_OWNED_SLOTS holds n = address >> SUPERPAGE_SHIFT of one of them, or
+ * OWNED_NONE. Owner-only, changed with the heap's superpage list. */
+#define HEAP_OWNED_SLOTS 128
+#define OWNED_NONE UINTPTR_MAX
+
 typedef struct heap {
     /* Fast path: one entry per class. An empty heap has all bits 0, so its
      * first malloc of each class falls into the slow path. */
     word_cache_t cache[NUM_CLASSES];
+    /* free's fast path: one load says "a superpage of this heap" (the
+     * superpages that share a slot with another one go slow). */
+    uintptr_t owned[HEAP_OWNED_SLOTS];
     slab_t *active[NUM_CLASSES];  /* the slab cache[cls] draws from, or NULL */
     slab_t *partial[NUM_CLASSES]; /* slabs with free bins, doubly linked; the sparse ones last */
     slab_t *partial_tail[NUM_CLASSES];

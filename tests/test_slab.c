@@ -510,6 +510,71 @@ START_TEST(test_empty_slab_kept_for_purger_returned_by_collect)
 }
 END_TEST
 
+/* ---- free's table of owned superpages (heap_t.owned) ------------------------ */
+
+static unsigned owned_slot_of(const void *p) { return (unsigned)(((uintptr_t)p >> SUPERPAGE_SHIFT) % HEAP_OWNED_SLOTS); }
+
+/* A block of the caller's own whose superpage lost its slot to another one
+ * (a collision, made here by hand) goes through free's slow path, and still
+ * back to the local map of its owner: not to the remote map, as another
+ * thread's would. */
+START_TEST(test_free_collision_local)
+{
+    static void *more[200];
+    for (unsigned i = 0; i < 200; i++) more[i] = bitslab_malloc(48);
+    void *p = more[0]; /* in word 0: the word cache holds a later one */
+    heap_t *h = bitslab_tls_heap; /* after a malloc: the thread has its own heap */
+    ck_assert_ptr_nonnull(p);
+    slab_t *s = slab_of(p);
+    uint32_t idx = bin_of(p);
+    ck_assert_uint_ne(s->cached, idx >> 6);
+    unsigned slot = owned_slot_of(p);
+    uintptr_t n = (uintptr_t)p >> SUPERPAGE_SHIFT;
+    ck_assert_uint_eq(h->owned[slot], n);
+    uint32_t taken = slab_taken(s);
+    h->owned[slot] = n + HEAP_OWNED_SLOTS; /* another superpage holds the slot */
+    bitslab_free(p);
+    h->owned[slot] = n;
+    ck_assert_uint_eq(slab_taken(s), taken - 1);
+    ck_assert(local_bit(s, idx));
+    ck_assert_uint_eq(remote_popcount(s), 0);
+    debug_check();
+    for (unsigned i = 1; i < 200; i++) bitslab_free(more[i]);
+    debug_check();
+}
+END_TEST
+
+/* A heap with more superpages than its table has slots: the ones that share
+ * a slot free through the slow path; the table keeps naming only superpages
+ * the heap owns (debug_check's invariant) while they are released, and is
+ * empty once all are. */
+START_TEST(test_free_many_superpages)
+{
+    enum { N = HEAP_OWNED_SLOTS + 40 };
+    static void *blocks[N];
+    /* 1 MiB blocks: 16 slabs each, so one per superpage (31 data slabs). */
+    for (unsigned i = 0; i < N; i++) {
+        blocks[i] = bitslab_malloc(1 << 20);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    heap_t *h = bitslab_tls_heap; /* after a malloc: the thread has its own heap */
+    ck_assert_uint_ge(h->nsuperpages, HEAP_OWNED_SLOTS + 1);
+    unsigned outside = 0;
+    for (unsigned i = 0; i < N; i++) outside += h->owned[owned_slot_of(blocks[i])] != ((uintptr_t)blocks[i] >> SUPERPAGE_SHIFT);
+    ck_assert_uint_ge(outside, 1); /* some blocks really take the slow path */
+    debug_check();
+    for (unsigned i = 0; i < N; i++) {
+        unsigned j = (i * 7919u) % N; /* every block once, scattered */
+        bitslab_free(blocks[j]);
+        if (i % 16 == 0) debug_check();
+    }
+    bitslab_collect();
+    debug_check();
+    ck_assert_uint_eq(h->nsuperpages, 0);
+    for (unsigned i = 0; i < HEAP_OWNED_SLOTS; i++) ck_assert_uint_eq(h->owned[i], OWNED_NONE);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("slab");
@@ -529,6 +594,8 @@ int main(void)
     tcase_add_test(tc, test_reconfigure_small_wide);
     tcase_add_test(tc, test_superpage_orphanage_reuse);
     tcase_add_test(tc, test_empty_slab_kept_for_purger_returned_by_collect);
+    tcase_add_test(tc, test_free_collision_local);
+    tcase_add_test(tc, test_free_many_superpages);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
