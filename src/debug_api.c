@@ -51,7 +51,8 @@ static void debug_check_heap(heap_t *h)
             /* Relaxed: the owner's own field. */
             uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
             check(((sp->free_mask >> i) & 1) == (kind == SLAB_FREE), "invariant: free mask vs slab kind", s);
-            if (kind == SLAB_FREE && s->dirty && !s->decommit_failed) dirty_free++;
+            check(!(slab_dirty(s) && slab_decommitted(s)), "invariant: a dirty slab is decommitted", s);
+            if (kind == SLAB_FREE && slab_dirty(s) && !s->decommit_failed) dirty_free++;
             if (kind == SLAB_SMALL || kind == SLAB_WIDE || kind == SLAB_WIDE_TAIL) slabs_used++;
             if (kind != SLAB_SMALL && kind != SLAB_WIDE) continue;
             /* Relaxed: as above. */

@@ -834,7 +834,7 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
     uint32_t bytes = n * (uint32_t)SLAB_SIZE;
     if (zero) {
         for (unsigned i = 0; i < n; i++)
-            if (s[i].dirty) memset(s[i].data, 0, i + 1 == n ? size - (size_t)i * SLAB_SIZE : SLAB_SIZE);
+            if (slab_dirty(&s[i])) memset(s[i].data, 0, i + 1 == n ? size - (size_t)i * SLAB_SIZE : SLAB_SIZE);
     }
     for (unsigned i = 0; i < n; i++) {
         BITSLAB_ASSERT(slab_kind_now(&s[i]) == SLAB_FREE && s[i].state == STATE_NONE); /* a FREE run */
@@ -842,12 +842,12 @@ static void *wide_alloc_owned(heap_t *h, size_t size, size_t align, bool zero)
         purge_slab_in_use(h, &s[i]);
     }
     for (unsigned i = 1; i < n; i++) {
-        s[i].dirty = 1;
+        slab_set_dirty(&s[i], true);
         s[i].state = STATE_NONE;
         /* Relaxed: the walker's snapshot; frees of tail pointers read it after a hand-off. */
         atomic_store_explicit(&s[i].kind, SLAB_WIDE_TAIL, memory_order_relaxed);
     }
-    s->dirty = 1;
+    slab_set_dirty(s, true);
     s->nslabs = (uint8_t)n;
     s->nbins = 1;
     s->nwords = 1;

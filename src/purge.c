@@ -49,10 +49,10 @@ void purge_decommit_slabs(heap_t *h, superpage_t *sp, uint32_t mask)
             BITSLAB_ASSERT(slab_kind_now(s) == SLAB_FREE && !slab_decommitted(s));
             if (purge_counts_dirty(s)) purge_dirty_add(h, -1); /* only FREE slabs are decommitted */
             if (ok) {
-                s->dirty = 0;
+                slab_set_dirty(s, false);
                 slab_set_decommitted(s, true);
                 s->decommit_failed = 0;
-            } else if (s->dirty) {
+            } else if (slab_dirty(s)) {
                 s->decommit_failed = 1;
             }
         }
@@ -68,8 +68,8 @@ void purge_slab_in_use(heap_t *h, slab_t *s)
     BITSLAB_ASSERT(!((superpage_of_slab(s)->free_mask >> s->index) & 1));
     /* Relaxed: the owner's own field. */
     BITSLAB_ASSERT(atomic_load_explicit(&superpage_of_slab(s)->heap, memory_order_relaxed) == h);
-    BITSLAB_ASSERT(!s->decommit_failed || s->dirty); /* decommit_failed: "FREE, dirty, and ..." */
-    BITSLAB_ASSERT(!(s->dirty && slab_decommitted(s))); /* a decommit leaves it clean */
+    BITSLAB_ASSERT(!s->decommit_failed || slab_dirty(s)); /* decommit_failed: "FREE, dirty, and ..." */
+    BITSLAB_ASSERT(!(slab_dirty(s) && slab_decommitted(s))); /* a decommit leaves it clean */
     purge_slabs_in_use_add(1);
     h->slabs_used++;
     if (purge_counts_dirty(s)) purge_dirty_add(h, -1);

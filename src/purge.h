@@ -16,7 +16,7 @@ enum purge_mode { PURGE_PERIODIC, PURGE_TICK, PURGE_EXPIRED, PURGE_ALL };
 
 /* A FREE slab counts in dirty_free while its pages may hold data and a
  * decommit may still return them. */
-static inline bool purge_counts_dirty(const slab_t *s) { return s->dirty && !s->decommit_failed; }
+static inline bool purge_counts_dirty(const slab_t *s) { return slab_dirty(s) && !s->decommit_failed; }
 
 /* The dirty counts: inline, they are on the paths that take and return slabs. */
 /* FREE slabs with committed pages, all heaps together: the process-wide cap

@@ -89,8 +89,8 @@ void slab_configure_small(slab_t *s, heap_t *h, unsigned cls)
     atomic_store_explicit(&s->cached_bins, 0, memory_order_relaxed);
     /* Bins of a slab whose data was touched since its last decommit may hold
      * old contents; calloc zeroes every bin below hwm. */
-    s->hwm = s->dirty ? nbins : 0;
-    s->dirty = 1;
+    s->hwm = slab_dirty(s) ? nbins : 0;
+    slab_set_dirty(s, true);
     bitmap_fill(slab_local(s), nbins);
     // Relaxed (three stores): the walker's snapshot; a freer learns of the
     // slab through its block, whose hand-off orders these stores.

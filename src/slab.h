@@ -76,6 +76,21 @@ static inline void slab_set_taken(slab_t *s, uint32_t v)
     atomic_store_explicit(&s->taken, v, memory_order_relaxed);
 }
 
+/* The slab's data was touched since its pages were last decommitted (they
+ * are committed and may hold old data). Kept as a bit of the superpage's
+ * dirty_mask, so that a search for committed free slabs reads one word, not
+ * 31 slab records. Owner-only. A dirty slab is never decommitted. */
+static inline bool slab_dirty(const slab_t *s)
+{
+    return (superpage_of_slab((slab_t *)s)->dirty_mask >> s->index) & 1;
+}
+
+static inline void slab_set_dirty(slab_t *s, bool v)
+{
+    superpage_t *sp = superpage_of_slab(s);
+    sp->dirty_mask = (sp->dirty_mask & ~(1u << s->index)) | ((uint32_t)v << s->index);
+}
+
 static inline bool slab_decommitted(const slab_t *s)
 {
     /* Relaxed: only the owner writes it (slab_set_decommitted); the atomic is for the heap map. */

@@ -136,13 +136,13 @@ static void superpage_reset(superpage_t *sp, uint32_t decommitted, uint32_t dirt
     BITSLAB_ASSERT(!(decommitted & ~DATA_SLABS_MASK) && !(dirty & ~DATA_SLABS_MASK) && !(decommitted & dirty));
     BITSLAB_ASSERT(sp->hdr.magic == (REGION_MAGIC ^ (uintptr_t)sp) && sp->hdr.kind == REGION_SUPERPAGE);
     sp->free_mask = DATA_SLABS_MASK;
+    sp->dirty_mask = dirty;
     /* Relaxed: a hint; no slab of sp is configured, so no purger takes bins here. */
     atomic_store_explicit(&sp->sparse_slabs, 0, memory_order_relaxed);
     for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i++) {
         slab_t *s = &sp->slabs[i];
         s->index = (uint8_t)i;
         s->data = (char *)sp + (uintptr_t)i * SLAB_SIZE;
-        s->dirty = (dirty >> i) & 1;
         slab_set_decommitted(s, (decommitted >> i) & 1);
         s->decommit_failed = 0;
         slab_reset(s);
@@ -158,11 +158,31 @@ void superpage_release_aged(heap_t *h)
 {
     BITSLAB_ASSERT(h->in_slow);
     size_t retain = SUPERPAGE_RETENTION(h);
+    if (h->nempty <= retain) return;
+    // A walk that left empty superpages beyond the retention left them
+    // waiting out the delay (the others, a freer in flight or bits to merge,
+    // are retried by superpage_retry_deferred and the drain): until the
+    // first of them is due, and unless the heap or the delay changed, the
+    // next walk would find the same. Relaxed: a setting.
+    int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    if (h->aged_nempty == h->nempty && h->aged_nsuperpages == h->nsuperpages && h->aged_delay == delay &&
+        (int32_t)(os_now_ms() - h->aged_due) < 0)
+        return;
+    uint32_t due = os_now_ms() + (delay > 0 ? (uint32_t)delay : 0);
     for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {
         superpage_t *next = sp->next;
-        if (sp->free_mask == DATA_SLABS_MASK) superpage_try_release(h, sp, retain);
+        if (sp->free_mask == DATA_SLABS_MASK) {
+            /* Read before: a released superpage is another heap's at once. */
+            uint32_t sp_due = sp->empty_since + (delay > 0 ? (uint32_t)delay : 0);
+            if ((int32_t)(sp_due - due) < 0) due = sp_due;
+            superpage_try_release(h, sp, retain);
+        }
         sp = next;
     }
+    h->aged_nempty = h->nempty;
+    h->aged_nsuperpages = h->nsuperpages;
+    h->aged_delay = delay;
+    h->aged_due = due;
 }
 
 #define RELEASE_WAIT_SLABS 4 /* committed data slabs (256 KiB) that make an empty superpage wait */
@@ -170,9 +190,7 @@ void superpage_release_aged(heap_t *h)
 /* Data slabs of sp whose pages are still committed with data (dirty). */
 static unsigned committed_data_slabs(superpage_t *sp)
 {
-    unsigned n = 0;
-    for (unsigned i = 1; i < SLABS_PER_SUPERPAGE; i++) n += sp->slabs[i].dirty && !slab_decommitted(&sp->slabs[i]);
-    return n;
+    return popcount64(sp->dirty_mask & DATA_SLABS_MASK); /* dirty: never decommitted */
 }
 
 static superpage_t *superpage_map(void)
@@ -356,8 +374,13 @@ static uint32_t run_starts(uint32_t mask, unsigned n, unsigned step)
 {
     BITSLAB_ASSERT(n >= 1 && n <= WIDE_MAX_SLABS && step >= 1 && step <= WIDE_MAX_SLABS);
     BITSLAB_ASSERT(!(mask & ~DATA_SLABS_MASK)); /* slab 0 is never FREE */
+    /* m: the starts of runs of k set bits, k doubling up to n (log n steps). */
     uint32_t m = mask;
-    for (unsigned i = 1; i < n && m; i++) m &= mask >> i;
+    for (unsigned k = 1; k < n && m;) {
+        unsigned step_k = k < n - k ? k : n - k;
+        m &= m >> step_k;
+        k += step_k;
+    }
     if (step > 1) {
         uint32_t aligned = 0;
         for (unsigned i = 0; i < SLABS_PER_SUPERPAGE; i += step) aligned |= 1u << i;
@@ -370,12 +393,7 @@ static uint32_t run_starts(uint32_t mask, unsigned n, unsigned step)
  * decommitted): reusing them costs no page fault. */
 static uint32_t committed_free_mask(superpage_t *sp)
 {
-    uint32_t m = 0;
-    for (uint32_t t = sp->free_mask; t; t &= t - 1) {
-        slab_t *s = &sp->slabs[ctz64(t)];
-        if (s->dirty && !slab_decommitted(s)) m |= 1u << s->index;
-    }
-    return m;
+    return sp->free_mask & sp->dirty_mask; /* dirty: never decommitted */
 }
 
 /* Take the n slabs of sp at the first of `starts` (a non-empty mask of
@@ -456,7 +474,7 @@ void superpage_reset_slabs(heap_t *h, slab_t *s, unsigned n, uint32_t now)
     for (unsigned i = 0; i < n; i++) {
         slab_reset(s + i);
         s[i].freed_at = now;
-        if (s[i].dirty) purge_dirty_add(h, 1);
+        if (slab_dirty(&s[i])) purge_dirty_add(h, 1);
     }
 }
 

@@ -95,11 +95,10 @@ typedef struct slab {
     uint8_t state;               /* enum slab_state, owner-only */
     uint8_t nwords;              /* bitmap words in use (FREE: those of the last configuration) */
     uint8_t index;               /* slab index in its superpage (0..31) */
-    uint8_t dirty;               /* data touched since it was last decommitted */
     uint8_t nslabs;              /* WIDE: run length in slabs */
     _Atomic uint8_t decommitted; /* data returned to the OS (MADV_DONTNEED), not counted as committed;
                                     owner-written, atomic for the heap map (slab_decommitted) */
-    uint8_t decommit_failed;     /* FREE, dirty, and its last decommit failed: not in dirty_free, not
+    uint8_t decommit_failed;     /* FREE, dirty (slab_dirty), and its last decommit failed: not in dirty_free, not
                                     purged again until it is used (or its superpage is released) */
     _Atomic uint16_t purged_pages; /* 4 KiB pages decommitted while the slab stayed configured and not
                                     handed out since (a hint against a second madvise; docs/purger.md) */
@@ -158,6 +157,8 @@ typedef struct superpage {
     _Atomic uint32_t queued_at;                /* bitslab_clock_ms when the pusher queued sp: dates its frees */
     uint32_t on_deferred;            /* on the heap's deferred-release list: owner-only, like the */
     uint32_t empty_since;            /* owner-only: when every data slab became FREE (ms) */
+    uint32_t dirty_mask;             /* owner-only (slow paths; line 0 is full): data slabs touched since
+                                        they were last decommitted (slab_dirty), one word to search */
     struct superpage *deferred_next; /* list link; written only on a slow path that found a freer in
                                         flight (line 0 is full) */
     _Atomic uint32_t sparse_slabs;   /* slabs the owner found sparse (docs/purger.md): set by the owner,
@@ -239,6 +240,9 @@ typedef struct heap {
     _Atomic uint64_t pool_next;   /* abandoned-heap pool link: the next heap's id (lfstack.h) */
     struct heap *collect_next;    /* heap_collect_abandoned's private chain */
     struct superpage *deferred;   /* empty superpages whose release waited for a freer in flight */
+    size_t aged_nempty, aged_nsuperpages; /* superpage_release_aged's last walk: the heap then, */
+    int32_t aged_delay;                   /* the purge delay then, */
+    uint32_t aged_due;                    /* and when the first superpage it left waiting is due (ms) */
     _Atomic size_t remote_merged; /* remote frees merged by this heap (statistics; written by its user) */
 
     /* Consumer side of the remote queue: owner-only. */

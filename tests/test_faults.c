@@ -627,7 +627,7 @@ static void check_state(const char *when)
         for (superpage_t *sp = h->superpages; sp; sp = sp->next)
             for (uint32_t t = sp->free_mask; t; t &= t - 1) {
                 slab_t *s = &sp->slabs[ctz64(t)];
-                dirty_free += s->dirty && !s->decommit_failed;
+                dirty_free += slab_dirty(s) && !s->decommit_failed;
             }
         CHECK(dirty_free == h->dirty_free, "heap counts %u dirty FREE slabs, there are %u", h->dirty_free, dirty_free);
     }
