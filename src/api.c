@@ -197,17 +197,16 @@ void *bitslab_memalign(size_t alignment, size_t size)
 
 /* ---- free ------------------------------------------------------------------ */
 
-/* free_to_cache's and the fast path's common end: bin idx (the block at
- * address a, in the superpage at `region`) of s, a slab of h's, goes back to
- * the local map (or the word cache); a bin free already is a double free. */
+/* free_slow's and the fast path's common end: bin idx of s, a slab of h's
+ * whose local bitmap row is `row`, goes back to the local map (or the word
+ * cache); a bin free already is a double free. */
 static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t already_free, uint64_t bit, void *p);
 
-static inline __attribute__((always_inline)) void free_owned(heap_t *h, slab_t *s, uint32_t idx, uintptr_t region,
-                                                             uintptr_t a, void *p)
+static inline __attribute__((always_inline)) void free_owned(heap_t *h, slab_t *s, uint32_t idx, uint64_t *row, void *p)
 {
-    uint32_t w = idx >> 6;
+    size_t w = idx >> 6;
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t *local = local_row_of_addr(region, a) + w;
+    uint64_t *local = row + w;
     uint64_t word = *local;
     // Relaxed peek at the remote map: a bin freed by another thread and not
     // merged yet must not be freed (and then handed out) again.
@@ -235,7 +234,7 @@ static NOINLINE void free_slow(void *p)
     if (!p) return;
     block_t b = block_lookup(p, "free", MSG_FREED);
     if (b.hh) huge_free(b.hh);
-    else if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, (uintptr_t)b.sp, (uintptr_t)p, p);
+    else if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, slab_local(b.s), p);
     else remote_free(b.sp, b.s, b.idx, p);
 }
 
@@ -275,13 +274,14 @@ void bitslab_free(void *p)
     /* The slab's metadata, straight from the address bits. A FREE slab, a
      * wide block's tail and the metadata slab have no bins (recip and nbins
      * 0): no address there is a block start. */
-    slab_t *s = slab_of_addr(region, a);
+    uintptr_t x = slab_record_offset(a);
+    slab_t *s = (slab_t *)(region + offsetof(superpage_t, slabs) + x);
     uint32_t idx = slab_bin_of(s, a);
     if (unlikely(idx == NOT_A_BIN)) bitslab_fatal_in("free", MSG_NOT_START, p);
     // The table is right: a configured slab of ours. Relaxed (debug only):
     // the owner's own field.
     BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h);
-    free_owned(h, s, idx, region, a, p);
+    free_owned(h, s, idx, local_row_of_record(region, x), p);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)

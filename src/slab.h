@@ -18,10 +18,21 @@
 
 /* The slab_t of address a in the superpage at `region`, by the slab index
  * bits of a (no memory read). */
+static inline uintptr_t slab_record_offset(uintptr_t a)
+{
+    return (a >> (SLAB_SHIFT - SLAB_T_SHIFT)) & ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << SLAB_T_SHIFT);
+}
+
 static inline slab_t *slab_of_addr(uintptr_t region, uintptr_t a)
 {
-    return (slab_t *)(region + offsetof(superpage_t, slabs) +
-                      ((a >> (SLAB_SHIFT - SLAB_T_SHIFT)) & ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << SLAB_T_SHIFT)));
+    return (slab_t *)(region + offsetof(superpage_t, slabs) + slab_record_offset(a));
+}
+
+/* The local bitmap row of the slab whose slab_t lies at offset x
+ * (slab_record_offset) in its superpage's record array: one lea from x. */
+static inline uint64_t *local_row_of_record(uintptr_t region, uintptr_t x)
+{
+    return (uint64_t *)(region + offsetof(superpage_t, local) + (x << (BITMAP_ROW_SHIFT - SLAB_T_SHIFT)));
 }
 
 
@@ -165,7 +176,7 @@ static inline bool slab_load_word(slab_t *s, word_cache_t *c)
     // merge would catch it too, but only after it was handed out again).
     // Seq_cst: a peek (only freers, purgers and our merge write the word),
     // between the two reads of `purgers` (the Dekker pair at slab_purgers).
-    uint64_t twice = bits & atomic_load_explicit(&slab_remote(s)[w], memory_order_seq_cst);
+    uint64_t twice = bits & atomic_load_explicit(&remote_row_of_local(local)[w], memory_order_seq_cst);
     if (unlikely(twice)) {
         uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
         bitslab_fatal("double free (freed by its owner, then by another thread)",
@@ -182,13 +193,14 @@ static inline bool slab_load_word(slab_t *s, word_cache_t *c)
     uint32_t size = atomic_load_explicit(&s->bin_size, memory_order_relaxed); /* relaxed: own field */
     /* Bins at or above hwm were never handed out: still zero from the OS. */
     uint32_t first = w * 64;
-    uint64_t fresh;
-    if (s->hwm <= first) fresh = bits;
-    else if (s->hwm >= first + 64) fresh = 0;
-    else fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
-    uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
-    BITSLAB_ASSERT(top <= s->nbins); /* no bit beyond the last bin (bitmap_fill) */
-    if (top > s->hwm) s->hwm = top;
+    uint64_t fresh = 0;
+    if (s->hwm < s->nbins) { /* once every bin was handed out, none is fresh */
+        if (s->hwm <= first) fresh = bits;
+        else if (s->hwm < first + 64) fresh = bits & ~((((uint64_t)1) << (s->hwm - first)) - 1);
+        uint32_t top = first + 64 - (unsigned)__builtin_clzll(bits); /* one past the highest bin taken */
+        BITSLAB_ASSERT(top <= s->nbins); /* no bit beyond the last bin (bitmap_fill) */
+        if (top > s->hwm) s->hwm = top;
+    }
     s->cached = w;
     // Relaxed: published for the stats walker, which pairs with it by a
     // relaxed load (a snapshot): another thread cannot read the word cache
