@@ -21,6 +21,19 @@
 #define BITSLAB_DEBUG 0 /* 1: invariant checks and race-window counters */
 #endif
 
+/* Built with ThreadSanitizer (gcc or clang): os.c avoids what TSan cannot
+ * see (mremap moves). */
+#if defined(__SANITIZE_THREAD__)
+#define BITSLAB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BITSLAB_TSAN 1
+#endif
+#endif
+#ifndef BITSLAB_TSAN
+#define BITSLAB_TSAN 0
+#endif
+
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))

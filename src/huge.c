@@ -640,7 +640,8 @@ bool huge_owns(huge_header_t *hh, const void *p) { return p == huge_user(hh); }
  * buffer grown step by step costs one mremap per quarter of growth, not one
  * per step; a block shrunk by no more than that keeps its pages. Its mapping
  * is thus never more than 5/4 of its size, plus a page, once realloc has
- * resized it (docs/decisions.md). */
+ * resized it (docs/decisions.md). No room where address space is limited
+ * (RLIMIT_AS, strict overcommit): there it is memory another block may need. */
 void *huge_realloc(huge_header_t *hh, size_t size)
 {
     if (size > PTRDIFF_MAX - 2 * SUPERPAGE_SIZE) {
@@ -662,7 +663,7 @@ void *huge_realloc(huge_header_t *hh, size_t size)
     /* Grow, with room if the address space allows (else exactly): in place
      * if the pages after us are free, else by moving them. */
     int saved = errno;
-    size_t roomy = len <= PTRDIFF_MAX / 2 ? round_page(len + len / 4) : len;
+    size_t roomy = len <= PTRDIFF_MAX / 2 && !os_address_space_limited() ? round_page(len + len / 4) : len;
     for (size_t want = roomy;; want = len) {
         size_t got = want;
         if (os_remap(hh, old_len, got, NULL)) {

@@ -17,8 +17,11 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -196,7 +199,17 @@ bool os_remap(void *old, size_t old_len, size_t new_len, void *to)
     BITSLAB_ASSERT(to || new_len > old_len); /* in place: it grows */
     BITSLAB_ASSERT(!to || to != old);
     int saved = errno;
+#if BITSLAB_TSAN
+    // ThreadSanitizer does not intercept mremap: a range a move unmaps would
+    // keep its old accesses in TSan's shadow memory, and the next mapping
+    // there would "race" with them (a false report in the user's program).
+    // Under TSan a move copies, then unmaps with munmap, which TSan sees.
+    void *r = MAP_FAILED;
+    if (!to) r = mremap(old, old_len, new_len, 0);
+    else if ((memcpy(to, old, old_len), munmap(old, old_len) == 0)) r = to;
+#else
     void *r = to ? mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, to) : mremap(old, old_len, new_len, 0);
+#endif
     errno = saved;
     if (r == MAP_FAILED) return false;
     /* Grown in place: new_len - old_len more bytes; moved: the old range is
@@ -214,4 +227,36 @@ bool os_remap(void *old, size_t old_len, size_t new_len, void *to)
         atomic_fetch_add_explicit(&bitslab_committed_bytes, delta, memory_order_relaxed);
     }
     return true;
+}
+
+/* vm.overcommit_memory, read once (0 until then, 1 + the value after). */
+static _Atomic int overcommit_mode;
+
+/* True if address space costs more than the pages a program touches: under
+ * an RLIMIT_AS (a reservation counts against it) or strict overcommit
+ * accounting (vm.overcommit_memory = 2: a writable private mapping counts
+ * against the commit limit, touched or not). Then nothing maps more than it
+ * needs (huge_realloc's room). The limit is read at each call (one syscall;
+ * callers are about to map anyway), the overcommit mode once. */
+bool os_address_space_limited(void)
+{
+    int saved = errno;
+    struct rlimit rl;
+    bool limited = getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
+    // Relaxed: the mode is the same for every reader (a racing first read
+    // stores the same value); nothing else is published through it.
+    int mode = atomic_load_explicit(&overcommit_mode, memory_order_relaxed);
+    if (!mode) {
+        char c = '0';
+        int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (read(fd, &c, 1) != 1) c = '0';
+            close(fd);
+        }
+        mode = 1 + (c - '0');
+        /* Relaxed: as the load above. */
+        atomic_store_explicit(&overcommit_mode, mode, memory_order_relaxed);
+    }
+    errno = saved;
+    return limited || mode == 1 + 2;
 }

@@ -19,6 +19,7 @@ bool os_purge_pages(void *p, size_t len);
 bool os_map_at(void *addr, size_t len);
 void os_note_committed(size_t len);
 bool os_remap(void *old, size_t old_len, size_t new_len, void *to);
+bool os_address_space_limited(void);
 uint32_t os_now_ms(void);
 /* The last os_now_ms() any thread read (relaxed): a clock that costs one
  * load, behind real time by up to the gap between two slow paths. */

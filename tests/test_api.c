@@ -3,9 +3,12 @@
  * classes and paths, alignment, calloc zeroing, usable size, statistics.
  */
 #include "common.h"
+#include "rss.h"
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1245,6 +1248,34 @@ START_TEST(test_huge_realloc_grows_with_room)
 }
 END_TEST
 
+/* Under RLIMIT_AS a growth takes no room: the room would be address space
+ * another allocation may need (an adversarial reader's case: with 100 MiB
+ * live after a realloc from 64 MiB and a limit 195 MiB above the start, a
+ * malloc of 134 MiB failed while a quarter of the realloc'ed block was
+ * unused reservation). In a child: the limit stays there. */
+START_TEST(test_huge_realloc_no_room_under_rlimit)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        unsigned char *p = bitslab_malloc(64 * MiB);
+        if (!p) _exit(10);
+        p[0] = 1;
+        struct rlimit rl = {.rlim_cur = vm_kib() * KiB + 195 * MiB, .rlim_max = RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(11);
+        unsigned char *q = bitslab_realloc(p, 100 * MiB);
+        if (!q || q[0] != 1) _exit(12);
+        if (bitslab_usable_size(q) != 100 * MiB) _exit(13); /* exactly: no room */
+        void *r = bitslab_malloc(134 * MiB);
+        _exit(r ? 0 : 14);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child: status %#x (13: the realloc took room; 14: the malloc after it failed)", status);
+}
+END_TEST
+
 /* A malloc larger than every cached mapping grows a dirty one (moving its
  * pages by mremap when the address space after it is taken) instead of
  * mapping afresh: the pages it had stay resident and keep their contents
@@ -1502,6 +1533,7 @@ int main(void)
     tcase_add_test(tc, test_realloc_random);
     tcase_add_test(tc, test_realloc_huge_accounting);
     tcase_add_test(tc, test_huge_realloc_grows_with_room);
+    tcase_add_test(tc, test_huge_realloc_no_room_under_rlimit);
     suite_add_tcase(s, tc);
     tc = tcase("alignment");
     tcase_add_test(tc, test_alignment_every_power);
