@@ -31,7 +31,8 @@ def parse(path):
 def main():
     runs, failed = parse(sys.argv[1])
     keys = sorted({(w, t) for w, t, _ in list(runs) + list(failed)}, key=lambda k: (k[0], k[1]))
-    allocs = [a for a in ORDER if any(k[2] == a for k in list(runs) + list(failed))]
+    seen = {k[2] for k in list(runs) + list(failed)}
+    allocs = [a for a in ORDER if a in seen] + sorted(seen - set(ORDER))  # others (e.g. an older bitslab) last
     med = {k: statistics.median(v) for k, v in runs.items()}
     print("| workload | threads | bitslab ms | bitslab speed-up over 1 thread | "
           + " | ".join(f"{a} (ratio)" for a in allocs if a != "bitslab") + " |")
