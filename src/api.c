@@ -336,7 +336,10 @@ void *bitslab_realloc(void *ptr, size_t size)
     void *q = bitslab_malloc(size);
     if (!q) return NULL; /* errno is ENOMEM; ptr is untouched */
     memcpy(q, ptr, size < usable ? size : usable);
-    bitslab_free(ptr);
+    /* Validated above, and still live: the caller's own block needs no
+     * second lookup. */
+    if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, slab_local(b.s), ptr);
+    else bitslab_free(ptr);
     return q;
 }
 

@@ -63,6 +63,21 @@ static inline block_t block_lookup(const void *p, const char *entry, const char 
 {
     block_t b = {0};
     uintptr_t a = (uintptr_t)p, region = region_of(p);
+    heap_t *h = bitslab_tls_heap;
+    uintptr_t n = a >> SUPERPAGE_SHIFT;
+    if (h->owned[n % HEAP_OWNED_SLOTS] == n) {
+        /* A superpage of the caller's heap (free's fast path asks the same
+         * table): ours, mapped, and its configured slabs are the caller's;
+         * no registry or header to read. A block never starts at a
+         * superpage's first byte, so n is its superpage. */
+        b.sp = (superpage_t *)(n << SUPERPAGE_SHIFT);
+        b.s = slab_of_addr((uintptr_t)b.sp, a);
+        b.idx = slab_bin_of(b.s, a);
+        if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
+        b.mine = true;
+        if (bin_is_free(b.s, b.idx, true)) bitslab_fatal_in(entry, freed, p);
+        return b;
+    }
     unsigned kind = region_kind_of(region);
     if (kind == REGION_HUGE) {
         huge_header_t *hh = (huge_header_t *)region;
