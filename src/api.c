@@ -232,7 +232,7 @@ static inline __attribute__((always_inline)) void free_owned(heap_t *h, slab_t *
 static NOINLINE void free_slow(void *p)
 {
     if (!p) return;
-    block_t b = block_lookup(p, "free", MSG_FREED);
+    block_t b = block_lookup_registry(p, "free", MSG_FREED); /* the fast path asked the table */
     if (b.hh) huge_free(b.hh);
     else if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, slab_local(b.s), p);
     else remote_free(b.sp, b.s, b.idx, p);

@@ -53,31 +53,17 @@ static inline bool bin_is_free(slab_t *s, uint32_t idx, bool mine)
 
 /* The one lookup (inline: realloc and usable_size would pay a call and a
  * returned struct): every entry point that takes a pointer (free's slow path
- * and the remote free behind it, realloc, usable_size) validates it here,
- * with the same messages; free's fast path is the same steps inlined (region_kind_of,
+ * and the remote free behind it, realloc, usable_size) validates it here
+ * (block_lookup below, or this registry part directly), with the same
+ * messages; free's fast path is the same steps inlined (the owned table,
  * slab_of_addr, slab_bin_of). Aborts with a one-line message naming `entry`
  * unless p is the start of a live block; a block that is already free is
  * reported as `freed` says (MSG_FREED for the entry points that free it,
  * MSG_USED_FREED for those that use it). */
-static inline block_t block_lookup(const void *p, const char *entry, const char *freed)
+static inline block_t block_lookup_registry(const void *p, const char *entry, const char *freed)
 {
     block_t b = {0};
     uintptr_t a = (uintptr_t)p, region = region_of(p);
-    heap_t *h = bitslab_tls_heap;
-    uintptr_t n = a >> SUPERPAGE_SHIFT;
-    if (h->owned[n % HEAP_OWNED_SLOTS] == n) {
-        /* A superpage of the caller's heap (free's fast path asks the same
-         * table): ours, mapped, and its configured slabs are the caller's;
-         * no registry or header to read. A block never starts at a
-         * superpage's first byte, so n is its superpage. */
-        b.sp = (superpage_t *)(n << SUPERPAGE_SHIFT);
-        b.s = slab_of_addr((uintptr_t)b.sp, a);
-        b.idx = slab_bin_of(b.s, a);
-        if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
-        b.mine = true;
-        if (bin_is_free(b.s, b.idx, true)) bitslab_fatal_in(entry, freed, p);
-        return b;
-    }
     unsigned kind = region_kind_of(region);
     if (kind == REGION_HUGE) {
         huge_header_t *hh = (huge_header_t *)region;
@@ -98,6 +84,26 @@ static inline block_t block_lookup(const void *p, const char *entry, const char 
     if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
     b.mine = owner == bitslab_tls_heap;
     if (bin_is_free(b.s, b.idx, b.mine)) bitslab_fatal_in(entry, freed, p);
+    return b;
+}
+
+/* The same, asking the caller's heap's table of owned superpages first (as
+ * free's fast path does): a hit is ours, mapped, and its configured slabs
+ * are the caller's, with no registry or header to read. A block never
+ * starts at a superpage's first byte, so a >> SUPERPAGE_SHIFT is its
+ * superpage. free_slow, reached on a miss of that table, calls
+ * block_lookup_registry directly. */
+static inline block_t block_lookup(const void *p, const char *entry, const char *freed)
+{
+    uintptr_t a = (uintptr_t)p, n = a >> SUPERPAGE_SHIFT;
+    if (bitslab_tls_heap->owned[n % HEAP_OWNED_SLOTS] != n) return block_lookup_registry(p, entry, freed);
+    block_t b = {0};
+    b.sp = (superpage_t *)(n << SUPERPAGE_SHIFT);
+    b.s = slab_of_addr((uintptr_t)b.sp, a);
+    b.idx = slab_bin_of(b.s, a);
+    if (b.idx == NOT_A_BIN) bitslab_fatal_in(entry, MSG_NOT_START, p);
+    b.mine = true;
+    if (bin_is_free(b.s, b.idx, true)) bitslab_fatal_in(entry, freed, p);
     return b;
 }
 
