@@ -338,8 +338,12 @@ void *bitslab_realloc(void *ptr, size_t size)
     memcpy(q, ptr, size < usable ? size : usable);
     /* Validated above, and still live: the caller's own block needs no
      * second lookup. */
-    if (b.mine) free_owned(bitslab_tls_heap, b.s, b.idx, slab_local(b.s), ptr);
-    else bitslab_free(ptr);
+    if (b.mine) {
+        BITSLAB_VG_FREE(ptr); /* as bitslab_free's entry does */
+        free_owned(bitslab_tls_heap, b.s, b.idx, slab_local(b.s), ptr);
+    } else {
+        bitslab_free(ptr);
+    }
     return q;
 }
 

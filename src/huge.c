@@ -639,7 +639,7 @@ bool huge_owns(huge_header_t *hh, const void *p) { return p == huge_user(hh); }
  * new length, address space only: the pages are not touched), so that a
  * buffer grown step by step costs one mremap per quarter of growth, not one
  * per step; a block shrunk by no more than that keeps its pages. Its mapping
- * is thus never more than 5/4 of its size, plus a page, once realloc has
+ * is thus never more than 5/4 of (its size + its offset), plus a page, once realloc has
  * resized it (docs/decisions.md). No room where address space is limited
  * (RLIMIT_AS, strict overcommit): there it is memory another block may need. */
 void *huge_realloc(huge_header_t *hh, size_t size)

@@ -165,8 +165,11 @@ void superpage_release_aged(heap_t *h)
     // first of them is due, and unless the heap or the delay changed, the
     // next walk would find the same. Relaxed: a setting.
     int32_t delay = atomic_load_explicit(&bitslab_purge_delay_ms, memory_order_relaxed);
+    // Skip while the due time lies ahead by at most the delay (a walk sets
+    // it no later than its own time + delay): a clock far past it, even by
+    // more than 2^31 ms after a long idle, walks.
     if (h->aged_nempty == h->nempty && h->aged_nsuperpages == h->nsuperpages && h->aged_delay == delay &&
-        (int32_t)(os_now_ms() - h->aged_due) < 0)
+        h->aged_due - os_now_ms() - 1 < (uint32_t)(delay > 0 ? delay : 0))
         return;
     uint32_t due = os_now_ms() + (delay > 0 ? (uint32_t)delay : 0);
     for (superpage_t *sp = h->superpages; sp && sp->free_mask && h->nempty > retain;) {

@@ -86,7 +86,8 @@ typedef struct slab {
      * holds no live block; read by freers (who hold a live block, so the
      * user's hand-off of that block orders these writes before the read) and
      * by the statistics walker (the fields it reads are relaxed atomics). */
-    _Atomic(struct heap *) heap; /* owner heap while SMALL or WIDE, else NULL: the free fast path's owner test */
+    _Atomic(struct heap *) heap; /* owner heap while SMALL or WIDE, else NULL: block_lookup's owner test (free's
+                                    fast path asks the heap's owned table instead) */
     uint32_t recip;              /* ceil(2^32 / bin_size): bin = offset * recip >> 32 */
     _Atomic uint32_t bin_size;   /* bytes per bin (WIDE: nslabs * 64 KiB) */
     uint32_t nbins;              /* bins in this slab (0 unless SMALL or WIDE) */
