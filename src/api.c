@@ -197,11 +197,11 @@ void *bitslab_memalign(size_t alignment, size_t size)
 
 /* ---- free ------------------------------------------------------------------ */
 
-/* free_slow's and the fast path's common end: bin idx of s, a slab of h's
- * whose local bitmap row is `row`, goes back to the local map (or the word
- * cache); a bin free already is a double free. */
 static NOINLINE void free_to_cache(heap_t *h, slab_t *s, uint64_t already_free, uint64_t bit, void *p);
 
+/* The common end of free's fast path, of free_slow and of realloc: bin idx
+ * of s, a slab of h's whose local bitmap row is `row`, goes back to the
+ * local map (or the word cache); a bin free already is a double free. */
 static inline __attribute__((always_inline)) void free_owned(heap_t *h, slab_t *s, uint32_t idx, uint64_t *row, void *p)
 {
     size_t w = idx >> 6;
