@@ -167,6 +167,15 @@ superpage_t *orphanage_take(void)
  * orphanage looks empty meanwhile. True if any was shrunk. */
 bool orphanage_shrink_all(void)
 {
+    // Nothing to shrink (every orphan is shrunk already, or there is none):
+    // popping them all would make the orphanage look empty to the heaps that
+    // look for a superpage meanwhile, and they would map new ones (a thread
+    // calling bitslab_collect in a loop made the others map dozens).
+    // Relaxed (two loads): statistics counters read as a hint; a count that
+    // races with a push or a shrink is right for the next call.
+    size_t orphans = atomic_load_explicit(&bitslab_superpages_orphaned, memory_order_relaxed);
+    if (orphans <= atomic_load_explicit(&bitslab_superpages_shrunk, memory_order_relaxed)) /* relaxed: as above */
+        return false;
     superpage_t *chain = NULL, *sp;
     bool any = false;
     while ((sp = orphanage_pop())) {
