@@ -274,14 +274,13 @@ void bitslab_free(void *p)
     /* The slab's metadata, straight from the address bits. A FREE slab, a
      * wide block's tail and the metadata slab have no bins (recip and nbins
      * 0): no address there is a block start. */
-    uintptr_t x = slab_record_offset(a);
-    slab_t *s = (slab_t *)(region + offsetof(superpage_t, slabs) + x);
+    slab_t *s = slab_of_addr(region, a);
     uint32_t idx = slab_bin_of(s, a);
     if (unlikely(idx == NOT_A_BIN)) bitslab_fatal_in("free", MSG_NOT_START, p);
     // The table is right: a configured slab of ours. Relaxed (debug only):
     // the owner's own field.
     BITSLAB_ASSERT(atomic_load_explicit(&s->heap, memory_order_relaxed) == h);
-    free_owned(h, s, idx, local_row_of_record(region, x), p);
+    free_owned(h, s, idx, local_row_of_record(region, slab_record_offset(a)), p);
 }
 
 void bitslab_free_sized(void *ptr, size_t size)

@@ -44,16 +44,8 @@ static inline unsigned popcount64(uint64_t x)
 #endif
 }
 
-/* The local bitmap row of the slab holding address a in the superpage at
- * `region`, by the slab index bits of a (no memory read); the remote row is
- * at a fixed distance from it. */
-static inline uint64_t *local_row_of_addr(uintptr_t region, uintptr_t a)
-{
-    return (uint64_t *)(region + offsetof(superpage_t, local) +
-                        ((a >> (SLAB_SHIFT - BITMAP_ROW_SHIFT)) &
-                         ((uintptr_t)(SLABS_PER_SUPERPAGE - 1) << BITMAP_ROW_SHIFT)));
-}
-
+/* The remote bitmap row of a slab lies at a fixed distance from its local
+ * row (local_row_of_record, slab.h). */
 static inline _Atomic uint64_t *remote_row_of_local(uint64_t *local)
 {
     return (_Atomic uint64_t *)((char *)local + (offsetof(superpage_t, remote) - offsetof(superpage_t, local)));
